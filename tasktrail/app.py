@@ -1,0 +1,321 @@
+"""App: configuration, the task registry, the enqueue API and job queries."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from .backends import Backend, JobFilter, TaskStats, open_backend
+from .clock import to_utc, utcnow
+from .config import parse_dsn, redact_dsn, resolve_dsn
+from .errors import InvalidArguments, JobNotFound, UnknownTask
+from .job import STATUSES, Event, Job, NewJob, Ref, WorkerRecord
+from .retry import RetryPolicy
+from .task import Task
+
+if TYPE_CHECKING:
+    from .worker.supervisor import WorkerConfig
+
+__all__ = ["App", "JobHandle", "whoami"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def whoami() -> str:
+    """``user@host`` of this process, recorded in history for manual actions."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobHandle:
+    """What ``enqueue`` returns: the job's id and ways to look at it."""
+
+    app: App
+    id: int
+
+    def get(self) -> Job:
+        """The job's current state."""
+        return self.app.job(self.id)
+
+    def events(self) -> list[Event]:
+        """The job's history so far."""
+        return self.app.events(self.id)
+
+    def cancel(self, reason: str | None = None) -> Job:
+        return self.app.cancel(self.id, reason=reason)
+
+    def wait(self, timeout: float = 60.0, poll_interval: float = 0.05) -> Job:
+        """Block until the job is final (succeeded, failed or cancelled) and return it.
+
+        Raises:
+            TimeoutError: the job is not final after ``timeout`` seconds.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get()
+            if job.is_final:
+                return job
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.id} is still {job.status} after {timeout:g}s")
+            time.sleep(poll_interval)
+
+
+class App:
+    """A tasktrail application: where jobs live and which tasks exist.
+
+    Args:
+        dsn: ``sqlite:///path.db`` (the default, ``sqlite:///tasktrail.db``) or
+            ``postgresql://…``; when omitted, ``TASKTRAIL_DSN`` is used.
+        schema: the PostgreSQL schema holding tasktrail's tables (default ``tasktrail``,
+            or ``TASKTRAIL_SCHEMA``).
+    """
+
+    def __init__(self, dsn: str | None = None, *, schema: str | None = None) -> None:
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._schema = schema
+        self._backend: Backend | None = None
+        self.configure(dsn)
+
+    def configure(self, dsn: str | None) -> None:
+        """Point the app at another database (the CLI's ``--dsn`` uses this)."""
+        resolved = resolve_dsn(dsn)
+        parsed = parse_dsn(resolved, self._schema)  # validate early
+        self.close()
+        self.dsn = resolved
+        self._parsed = parsed
+
+    @property
+    def url(self) -> str:
+        """The DSN with any password hidden, for logs and output."""
+        return redact_dsn(self.dsn)
+
+    @property
+    def backend(self) -> Backend:
+        """The backend connection of this process, opened (and set up) on first use.
+
+        A forked process gets its own connection: one opened before the fork is never
+        used on both sides of it.
+        """
+        if self._backend is None or self._backend.owner_pid != os.getpid():
+            backend = open_backend(self._parsed)
+            try:
+                backend.setup()
+            except BaseException:
+                backend.close()
+                raise
+            self._backend = backend
+        return self._backend
+
+    def close(self) -> None:
+        backend, self._backend = self._backend, None
+        if backend is not None and backend.owner_pid == os.getpid():
+            backend.close()
+
+    # -- tasks --------------------------------------------------------------------
+
+    @overload
+    def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        retries: int = 0,
+        timeout: float | None = None,
+        priority: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+        retry_max_delay: float = 3600.0,
+        retry_jitter: float = 0.25,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        func: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        retries: int = 0,
+        timeout: float | None = None,
+        priority: int = 0,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+        retry_max_delay: float = 3600.0,
+        retry_jitter: float = 0.25,
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a function as a task: ``@app.task`` or ``@app.task(retries=3, …)``.
+
+        Args:
+            name: the task's name in the database (default ``module.function``).
+            queue: the queue its jobs go to.
+            retries: how many times a failed attempt is retried.
+            timeout: seconds an attempt may run before its process is killed.
+            priority: higher runs first.
+            retry_delay, retry_backoff, retry_max_delay, retry_jitter: the backoff, see
+                :class:`~tasktrail.retry.RetryPolicy`.
+        """
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            raise InvalidArguments(f"retries must be an integer, got {retries!r}")
+        policy = RetryPolicy(
+            max_attempts=retries + 1,
+            base_delay=retry_delay,
+            factor=retry_backoff,
+            max_delay=retry_max_delay,
+            jitter=retry_jitter,
+        )
+
+        def register(function: Callable[P, R]) -> Task[P, R]:
+            task_name = name or f"{function.__module__}.{function.__qualname__}"
+            task = Task(
+                self, function, name=task_name, queue=queue, retry=policy, timeout=timeout,
+                priority=priority,
+            )
+            existing = self.tasks.get(task.name)
+            if existing is not None and existing.func is not function:
+                raise InvalidArguments(f"a task named {task.name!r} is already registered")
+            self.tasks[task.name] = task
+            return task
+
+        return register(func) if func is not None else register
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        """The registered task called ``name``.
+
+        Raises:
+            UnknownTask: no task has that name.
+        """
+        try:
+            return self.tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise UnknownTask(f"unknown task {name!r}; registered tasks: {known}") from None
+
+    # -- enqueue ------------------------------------------------------------------
+
+    def enqueue(self, task_name: str, *args: Any, **kwargs: Any) -> JobHandle:
+        """Enqueue a registered task by name; same options as :meth:`Task.enqueue`."""
+        return self.get_task(task_name).enqueue(*args, **kwargs)
+
+    def enqueue_many(self, jobs: Iterable[NewJob], *, connection: Any = None) -> list[JobHandle]:
+        """Insert many prepared jobs (``task.prepare(...)``) in one round trip.
+
+        All are inserted or none. With ``connection``, they join the caller's
+        transaction.
+        """
+        batch = list(jobs)
+        for job in batch:
+            if not isinstance(job, NewJob):
+                raise InvalidArguments(
+                    f"enqueue_many takes jobs from task.prepare(...), got {type(job).__name__}"
+                )
+            self.get_task(job.task)
+        ids = self.backend.enqueue(batch, now=utcnow(), connection=connection)
+        return [JobHandle(self, job_id) for job_id in ids]
+
+    # -- looking at jobs ------------------------------------------------------------
+
+    def job(self, job_id: int) -> Job:
+        """One job by id.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        job = self.backend.get_job(job_id)
+        if job is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        return job
+
+    def jobs(
+        self,
+        *,
+        ref: Ref | tuple[Any, Any] | str | None = None,
+        ref_type: str | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        status: str | Iterable[str] | None = None,
+        worker_id: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = 100,
+    ) -> list[Job]:
+        """Jobs matching every given filter, newest first. ``limit=None`` for all."""
+        parsed_ref = Ref.of(ref)
+        statuses: tuple[str, ...] | None = None
+        if status is not None:
+            statuses = (status,) if isinstance(status, str) else tuple(status)
+            unknown = [s for s in statuses if s not in STATUSES]
+            if unknown:
+                raise InvalidArguments(
+                    f"unknown status {unknown[0]!r}; statuses are {', '.join(STATUSES)}"
+                )
+        if limit is not None and (isinstance(limit, bool) or limit < 0):
+            raise InvalidArguments(f"limit must be 0 or more, got {limit}")
+        return self.backend.list_jobs(
+            JobFilter(
+                ref_type=parsed_ref.type if parsed_ref else ref_type,
+                ref_id=parsed_ref.id if parsed_ref else None,
+                task=task,
+                queue=queue,
+                statuses=statuses,
+                worker_id=worker_id,
+                since=to_utc(since, "since") if since else None,
+                until=to_utc(until, "until") if until else None,
+                limit=limit,
+            )
+        )
+
+    def events(self, job_id: int) -> list[Event]:
+        """A job's history, oldest first.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        events = self.backend.list_events(job_id)
+        if not events and self.backend.get_job(job_id) is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        return events
+
+    def cancel(self, job_id: int, *, reason: str | None = None) -> Job:
+        """Cancel a queued job; its history records who and why."""
+        return self.backend.cancel(job_id, now=utcnow(), by=whoami(), reason=reason)
+
+    def retry(self, job_id: int) -> Job:
+        """Queue a failed or cancelled job again."""
+        return self.backend.retry(job_id, now=utcnow(), by=whoami())
+
+    def workers(self, *, include_stopped: bool = False, limit: int | None = 100) -> list[
+        WorkerRecord
+    ]:
+        return self.backend.list_workers(include_stopped=include_stopped, limit=limit)
+
+    def stats(self, window: timedelta = timedelta(hours=1)) -> list[TaskStats]:
+        """Per-task statistics over the last ``window``."""
+        now = utcnow()
+        return self.backend.task_stats(since=now - window, now=now)
+
+    # -- running ------------------------------------------------------------------
+
+    def run_worker(self, config: WorkerConfig | None = None, **options: Any) -> int:
+        """Run a worker in this process until it is stopped (or idle, with ``burst``).
+
+        Takes a :class:`~tasktrail.worker.WorkerConfig` or its fields as keywords.
+        Returns the exit status (0 when stopped cleanly).
+        """
+        from .worker.supervisor import Supervisor, WorkerConfig
+
+        return Supervisor(self, config or WorkerConfig(**options)).run()

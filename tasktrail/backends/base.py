@@ -1,0 +1,291 @@
+"""The backend contract: the only thing the app, the worker and the CLI talk to.
+
+Two implementations: :mod:`tasktrail.backends.sqlite` and
+:mod:`tasktrail.backends.postgres`. Both pass the same contract test suite
+(``tests/backends``). Arguments and results are tasktrail's own records; no SQL or
+driver type crosses this boundary.
+
+Rules every implementation keeps:
+
+* Each state change and the event that records it are written in one transaction.
+* A job is in at most one worker's hands: ``reserve`` claims atomically.
+* Every change made on behalf of a worker is fenced: it names the worker (and, for
+  outcomes, the attempt) that holds the job, and is refused if the job has since been
+  recovered and claimed again. A refused outcome is recorded as ``outcome_rejected``.
+* Every method that depends on the time takes ``now``, so tests control time.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..errors import BackendUnavailable
+from ..job import Event, Job, NewJob, Outcome, WorkerInfo, WorkerRecord
+
+__all__ = [
+    "Backend",
+    "JobFilter",
+    "PruneReport",
+    "RecoveredJob",
+    "TaskStats",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs ``list_jobs`` returns. Unset fields do not filter.
+
+    Results are ordered newest first (by id). ``limit=None`` means all.
+    """
+
+    ids: tuple[int, ...] | None = None
+    ref_type: str | None = None
+    ref_id: str | None = None
+    task: str | None = None
+    queue: str | None = None
+    statuses: tuple[str, ...] | None = None
+    worker_id: int | None = None
+    since: datetime | None = None  # created at or after
+    until: datetime | None = None  # created before
+    limit: int | None = 100
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStats:
+    """Statistics of one task.
+
+    Counts of active jobs (queued, reserved, running) are as of now; counts of final
+    jobs, the timings and the throughput cover jobs that finished within the window.
+    Times are in seconds.
+    """
+
+    task: str
+    counts: dict[str, int]
+    run_p50: float | None
+    run_p95: float | None
+    wait_p50: float | None
+    wait_p95: float | None
+    failure_rate: float | None
+    throughput: float  # final jobs per second over the window
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            **{f"{status}": count for status, count in self.counts.items()},
+            "run_p50": self.run_p50,
+            "run_p95": self.run_p95,
+            "wait_p50": self.wait_p50,
+            "wait_p95": self.wait_p95,
+            "failure_rate": self.failure_rate,
+            "throughput": self.throughput,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredJob:
+    """A job taken back from a worker whose lease expired."""
+
+    job_id: int
+    worker_id: int
+    previous_status: str
+    new_status: str  # queued or failed
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    """What ``prune`` deleted: jobs per status, and their events."""
+
+    jobs: dict[str, int] = field(default_factory=dict)
+    events: int = 0
+
+
+class Backend(ABC):
+    """Where jobs live. Methods are grouped by who calls them."""
+
+    #: ``"sqlite"`` or ``"postgresql"``.
+    kind: str
+    #: The DSN with any password hidden.
+    url: str
+
+    def __init__(self) -> None:
+        self._owner_pid = os.getpid()
+
+    def _check_process(self) -> None:
+        """Refuse use of a connection opened in another process (after a fork)."""
+        if os.getpid() != self._owner_pid:
+            raise BackendUnavailable(
+                "this backend connection was opened in another process; "
+                "open a new one after fork (App.backend does this for you)"
+            )
+
+    @property
+    def owner_pid(self) -> int:
+        return self._owner_pid
+
+    # -- set-up -------------------------------------------------------------------
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Create the schema if it is missing and check its version.
+
+        Safe to call from several processes at once.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection. The backend is unusable afterwards."""
+
+    @abstractmethod
+    def schema_sql(self) -> str:
+        """The setup SQL script, as a DBA would run it."""
+
+    # -- producers ----------------------------------------------------------------
+
+    @abstractmethod
+    def enqueue(
+        self, jobs: Sequence[NewJob], *, now: datetime, connection: Any = None
+    ) -> list[int]:
+        """Insert jobs and their ``enqueued`` events; return their ids in order.
+
+        Atomic: all jobs are inserted or none. With ``connection`` (PostgreSQL only) the
+        inserts run in the caller's transaction and exist if and only if it commits.
+        """
+
+    @abstractmethod
+    def cancel(self, job_id: int, *, now: datetime, by: str, reason: str | None = None) -> Job:
+        """Cancel a queued job (atomically with its ``cancelled`` event).
+
+        Raises:
+            JobNotFound: no such job.
+            InvalidTransition: the job is not queued.
+        """
+
+    @abstractmethod
+    def retry(self, job_id: int, *, now: datetime, by: str) -> Job:
+        """Put a failed or cancelled job back to ``queued`` (event ``retried``).
+
+        Attempt numbers keep counting (history stays unambiguous); if the job has no
+        attempts left, ``max_attempts`` becomes ``attempts + 1`` so it runs once more.
+
+        Raises:
+            JobNotFound: no such job.
+            InvalidTransition: the job is not failed or cancelled.
+        """
+
+    # -- workers ------------------------------------------------------------------
+
+    @abstractmethod
+    def register_worker(self, info: WorkerInfo, *, now: datetime) -> int:
+        """Add a ``workers`` row (status running, lease from now) and return its id."""
+
+    @abstractmethod
+    def heartbeat(self, worker_id: int, *, now: datetime) -> bool:
+        """Extend the worker's lease by its ``lease_seconds``.
+
+        Returns False, changing nothing, if the worker is no longer registered as
+        running (its lease expired and its jobs were recovered): it must then drop the
+        jobs it holds and register again.
+        """
+
+    @abstractmethod
+    def unregister_worker(self, worker_id: int, *, now: datetime) -> None:
+        """Mark the worker stopped, atomically taking back any job it still holds.
+
+        A worker releases its jobs and records its outcomes before it unregisters; a job
+        still held at this point (the database was unreachable when it tried) is
+        recovered as from a lost worker: reserved ones go back to ``queued``, running
+        ones get a ``lost`` event and are retried or failed.
+        """
+
+    @abstractmethod
+    def reserve(
+        self, worker_id: int, queues: Sequence[str], limit: int, *, now: datetime
+    ) -> list[Job]:
+        """Claim up to ``limit`` queued jobs whose ``run_at`` has come.
+
+        Order: highest priority first, then earliest ``run_at``, then lowest id. Atomic:
+        no job is ever returned to two workers. Writes a ``reserved`` event per job.
+        Returns nothing (and changes nothing) if the worker is not registered as running.
+        """
+
+    @abstractmethod
+    def mark_started(self, worker_id: int, job_ids: Sequence[int], *, now: datetime) -> list[Job]:
+        """Move reserved jobs held by this worker to ``running`` and count the attempt.
+
+        Returns the jobs actually started (with their new attempt numbers); ids this
+        worker no longer holds are left alone.
+        """
+
+    @abstractmethod
+    def finish(self, worker_id: int, outcomes: Sequence[Outcome], *, now: datetime) -> list[int]:
+        """Record how attempts ended, all in one transaction.
+
+        Each outcome is applied only if the job is still running in this worker's hands
+        at that attempt; otherwise an ``outcome_rejected`` event records it and its id is
+        returned.
+        """
+
+    @abstractmethod
+    def release(
+        self, worker_id: int, job_ids: Sequence[int], *, now: datetime, reason: str
+    ) -> None:
+        """Put reserved, not yet started jobs back to ``queued`` (event ``released``)."""
+
+    @abstractmethod
+    def recover_lost(self, *, now: datetime) -> list[RecoveredJob]:
+        """Take back the jobs of every worker whose lease expired before ``now``.
+
+        The worker is marked ``lost``. Its reserved jobs go back to ``queued``; its
+        running jobs get a ``lost`` event and then go back to ``queued`` (with
+        ``retry_scheduled``) if they have attempts left, else become ``failed``. Safe to
+        run from many processes at once; a worker whose lease is current is never
+        touched, however long its jobs run.
+        """
+
+    def wakeup_fileno(self) -> int | None:
+        """A file descriptor that becomes readable when jobs may have been enqueued.
+
+        The worker adds it to its ``select``; ``None`` means the worker polls.
+        """
+        return None
+
+    def consume_wakeups(self) -> None:  # noqa: B027 - optional hook, default is a no-op
+        """Drain the wake-up descriptor after it became readable."""
+
+    # -- reading ------------------------------------------------------------------
+
+    @abstractmethod
+    def get_job(self, job_id: int) -> Job | None:
+        """One job by id."""
+
+    @abstractmethod
+    def list_jobs(self, job_filter: JobFilter) -> list[Job]:
+        """Jobs matching the filter, newest first."""
+
+    @abstractmethod
+    def list_events(self, job_id: int) -> list[Event]:
+        """A job's history in the order it happened."""
+
+    @abstractmethod
+    def list_workers(self, *, include_stopped: bool = False, limit: int | None = 100) -> list[
+        WorkerRecord
+    ]:
+        """Registered workers, most recently started first."""
+
+    @abstractmethod
+    def task_stats(self, *, since: datetime, now: datetime) -> list[TaskStats]:
+        """Per-task statistics over the window ``[since, now]``."""
+
+    @abstractmethod
+    def prune(
+        self, *, older_than: dict[str, timedelta], now: datetime
+    ) -> PruneReport:
+        """Delete final jobs (and their events) that finished before their retention.
+
+        ``older_than`` maps a final status to how long jobs in it are kept.
+        """

@@ -1,0 +1,159 @@
+"""Configuration: DSNs and the ``TASKTRAIL_*`` environment variables.
+
+Precedence everywhere: an explicit argument (or command-line option), then the
+environment variable, then the default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_DSN",
+    "DEFAULT_SCHEMA",
+    "PostgresDsn",
+    "SqliteDsn",
+    "parse_dsn",
+    "redact_dsn",
+    "resolve_dsn",
+    "validate_identifier",
+]
+
+DEFAULT_DSN = "sqlite:///tasktrail.db"
+DEFAULT_SCHEMA = "tasktrail"
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SQLITE_OPTIONS = {"synchronous": {"normal", "full", "off"}}
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteDsn:
+    """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db``."""
+
+    path: Path
+    synchronous: str = "normal"
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresDsn:
+    """``postgresql://user:password@host:port/dbname?schema=tasktrail``.
+
+    ``schema`` is tasktrail's own query parameter; it is removed from the conninfo that
+    is handed to psycopg.
+    """
+
+    conninfo: str
+    schema: str = DEFAULT_SCHEMA
+
+    @property
+    def url(self) -> str:
+        return redact_dsn(self.conninfo)
+
+
+def redact_dsn(dsn: str) -> str:
+    """Hide the password of a DSN, for logs, errors and CLI output."""
+    redacted = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", redacted)
+
+
+def validate_identifier(name: str, what: str = "schema name") -> str:
+    """Return ``name`` if it is a plain lower-case SQL identifier, else raise.
+
+    Only ``[a-z_][a-z0-9_]*`` up to 63 characters is accepted, so the name is safe to
+    quote into DDL and never needs case folding.
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise ConfigurationError(
+            f"invalid {what} {name!r}: use lower-case letters, digits and '_', "
+            "starting with a letter or '_', at most 63 characters"
+        )
+    return name
+
+
+def resolve_dsn(dsn: str | None) -> str:
+    """The DSN to use: the argument, else ``TASKTRAIL_DSN``, else the SQLite default."""
+    if dsn:
+        return dsn
+    return os.environ.get("TASKTRAIL_DSN") or DEFAULT_DSN
+
+
+def parse_dsn(dsn: str, schema: str | None = None) -> SqliteDsn | PostgresDsn:
+    """Parse and validate a DSN.
+
+    Args:
+        dsn: ``sqlite:///path.db`` or ``postgresql://…``.
+        schema: PostgreSQL schema; overrides ``?schema=`` and ``TASKTRAIL_SCHEMA``.
+
+    Raises:
+        ConfigurationError: the DSN is malformed or of an unsupported kind.
+    """
+    if not isinstance(dsn, str) or not dsn.strip():
+        raise ConfigurationError("empty DSN: use sqlite:///path.db or postgresql://host/dbname")
+    scheme, sep, _rest = dsn.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise ConfigurationError(
+            f"cannot read DSN {redact_dsn(dsn)!r}: "
+            "expected sqlite:///path.db or postgresql://host/dbname"
+        )
+    if scheme == "sqlite":
+        return _parse_sqlite(dsn)
+    if scheme in ("postgresql", "postgres"):
+        return _parse_postgres(dsn, schema)
+    raise ConfigurationError(
+        f"unsupported DSN scheme {scheme!r} in {redact_dsn(dsn)!r}: "
+        "tasktrail stores jobs in SQLite (sqlite:///path.db) or PostgreSQL (postgresql://…)"
+    )
+
+
+def _parse_sqlite(dsn: str) -> SqliteDsn:
+    parts = urlsplit(dsn)
+    if parts.netloc:
+        raise ConfigurationError(
+            f"SQLite DSN {dsn!r} has a host part; write sqlite:///relative.db "
+            "or sqlite:////absolute/path.db (three or four slashes)"
+        )
+    raw_path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not raw_path or raw_path.endswith("/"):
+        raise ConfigurationError(f"SQLite DSN {dsn!r} names no file: write sqlite:///path.db")
+    if "\x00" in raw_path:
+        raise ConfigurationError("SQLite DSN contains a NUL character")
+    options: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        allowed = _SQLITE_OPTIONS.get(key)
+        if allowed is None:
+            raise ConfigurationError(
+                f"unknown SQLite DSN option {key!r}; known: {', '.join(sorted(_SQLITE_OPTIONS))}"
+            )
+        if value.lower() not in allowed:
+            raise ConfigurationError(
+                f"SQLite DSN option {key}={value!r}: expected one of {', '.join(sorted(allowed))}"
+            )
+        options[key] = value.lower()
+    path = Path(raw_path).expanduser()
+    return SqliteDsn(path=path.absolute(), **options)
+
+
+def _parse_postgres(dsn: str, schema: str | None) -> PostgresDsn:
+    parts = urlsplit(dsn)
+    try:
+        _ = parts.port  # raises ValueError on a non-numeric port
+    except ValueError as exc:
+        raise ConfigurationError(f"bad port in DSN {redact_dsn(dsn)!r}: {exc}") from exc
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in query if k != "schema"]
+    from_query = [v for k, v in query if k == "schema"]
+    chosen = schema or (from_query[-1] if from_query else None)
+    chosen = chosen or os.environ.get("TASKTRAIL_SCHEMA") or DEFAULT_SCHEMA
+    validate_identifier(chosen)
+    conninfo = parts._replace(query=urlencode(kept)).geturl()
+    return PostgresDsn(conninfo=conninfo, schema=chosen)

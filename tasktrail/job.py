@@ -1,0 +1,298 @@
+"""Job, Event, Ref and worker records, and the state and event names.
+
+Plain frozen dataclasses with no I/O: the backends build them from rows, the app and the
+CLI read them. ``to_dict()`` gives the JSON form the CLI prints with ``--json``; its keys
+are the column names of the ``jobs``, ``events`` and ``workers`` tables.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from .errors import InvalidArguments
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "EVENT_KINDS",
+    "FINAL_STATUSES",
+    "STATUSES",
+    "Event",
+    "Job",
+    "JobStatus",
+    "NewJob",
+    "Outcome",
+    "Ref",
+    "WorkerInfo",
+    "WorkerRecord",
+]
+
+JobStatus = Literal["queued", "reserved", "running", "succeeded", "failed", "cancelled"]
+
+QUEUED: Final = "queued"
+RESERVED: Final = "reserved"
+RUNNING: Final = "running"
+SUCCEEDED: Final = "succeeded"
+FAILED: Final = "failed"
+CANCELLED: Final = "cancelled"
+
+STATUSES: Final = (QUEUED, RESERVED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+ACTIVE_STATUSES: Final = frozenset({QUEUED, RESERVED, RUNNING})
+FINAL_STATUSES: Final = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+# Event kinds, one per arrow of the lifecycle (see docs/lifecycle.md):
+#   enqueued         -> queued
+#   reserved         queued -> reserved (a worker took it into its buffer)
+#   released         reserved -> queued (worker shut down before starting it)
+#   started          reserved -> running (attempt counted)
+#   succeeded        running -> succeeded
+#   failed           running -> the attempt failed (exception or crashed child)
+#   timeout          running -> the attempt was killed for running past its timeout
+#   lost             reserved/running -> the worker holding it died (lease expired)
+#   retry_scheduled  after failed/timeout/lost: queued again with a backoff run_at
+#   interrupted      running -> queued: killed by a worker shutdown, not the job's fault
+#   cancelled        queued/reserved/running -> cancelled
+#   retried          failed/cancelled -> queued by a person (CLI or API)
+#   outcome_rejected a late outcome from a worker that no longer holds the job (fencing)
+EVENT_KINDS: Final = (
+    "enqueued",
+    "reserved",
+    "released",
+    "started",
+    "succeeded",
+    "failed",
+    "timeout",
+    "lost",
+    "retry_scheduled",
+    "interrupted",
+    "cancelled",
+    "retried",
+    "outcome_rejected",
+)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """The business object a job is about, such as ``Ref("website", "42")``."""
+
+    type: str
+    id: str
+
+    @classmethod
+    def of(cls, value: Ref | tuple[Any, Any] | str | None) -> Ref | None:
+        """Build a Ref from a tuple ``(type, id)``, a ``"type:id"`` string or a Ref."""
+        if value is None or isinstance(value, Ref):
+            return value
+        if isinstance(value, str):
+            return cls.parse(value)
+        if isinstance(value, tuple | list) and len(value) == 2:
+            ref_type, ref_id = value
+            if not isinstance(ref_type, str) or not ref_type:
+                raise InvalidArguments(f"ref type must be a non-empty string, got {ref_type!r}")
+            if isinstance(ref_id, bool) or not isinstance(ref_id, str | int):
+                raise InvalidArguments(f"ref id must be a string or an integer, got {ref_id!r}")
+            return cls._checked(ref_type, str(ref_id))
+        raise InvalidArguments(f"ref must be a (type, id) pair or 'type:id', got {value!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> Ref:
+        """Parse the command-line form ``type:id``."""
+        ref_type, sep, ref_id = text.partition(":")
+        if not sep or not ref_type or not ref_id:
+            raise InvalidArguments(f"ref must look like 'type:id' (e.g. website:42), got {text!r}")
+        return cls._checked(ref_type, ref_id)
+
+    @classmethod
+    def _checked(cls, ref_type: str, ref_id: str) -> Ref:
+        for part, value in (("type", ref_type), ("id", ref_id)):
+            if not value:
+                raise InvalidArguments(f"ref {part} must not be empty")
+            if len(value) > 200:
+                raise InvalidArguments(f"ref {part} is longer than 200 characters")
+            if "\x00" in value:
+                raise InvalidArguments(f"ref {part} must not contain NUL characters")
+        return cls(ref_type, ref_id)
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated request to run a task, ready for ``Backend.enqueue``.
+
+    Arguments are already encoded as JSON text, so encoding happens once, in the
+    producer, and a payload that is not JSON never reaches the backend.
+    """
+
+    task: str
+    queue: str
+    args_json: str
+    kwargs_json: str
+    ref: Ref | None
+    priority: int
+    max_attempts: int
+    timeout: float | None
+    run_at: datetime | None  # None: as soon as possible (the backend's "now")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job as stored: its current state. Its history is a list of :class:`Event`."""
+
+    id: int
+    task: str
+    queue: str
+    status: str
+    ref: Ref | None
+    priority: int
+    args: list[Any]
+    kwargs: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    timeout: float | None
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker_id: int | None
+    worker_name: str | None
+    result: Any
+    error: str | None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "task": self.task,
+            "queue": self.queue,
+            "status": self.status,
+            "ref_type": self.ref.type if self.ref else None,
+            "ref_id": self.ref.id if self.ref else None,
+            "priority": self.priority,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "timeout": self.timeout,
+            "run_at": _iso(self.run_at),
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "worker_id": self.worker_id,
+            "worker_name": self.worker_name,
+            "result": self.result,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One row of a job's history."""
+
+    id: int
+    job_id: int
+    at: datetime
+    kind: str
+    attempt: int
+    worker_id: int | None
+    worker_name: str | None
+    host: str | None
+    pid: int | None
+    detail: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "job_id": self.job_id,
+            "at": _iso(self.at),
+            "kind": self.kind,
+            "attempt": self.attempt,
+            "worker_id": self.worker_id,
+            "worker_name": self.worker_name,
+            "host": self.host,
+            "pid": self.pid,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """What a worker client says about itself when it registers."""
+
+    name: str
+    host: str
+    pid: int
+    processes: int
+    reserve: int
+    queues: tuple[str, ...]
+    lease_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A row of the ``workers`` registry."""
+
+    id: int
+    name: str
+    host: str
+    pid: int
+    processes: int
+    reserve: int
+    queues: tuple[str, ...]
+    status: str  # running | stopped | lost
+    started_at: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
+    stopped_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "host": self.host,
+            "pid": self.pid,
+            "processes": self.processes,
+            "reserve": self.reserve,
+            "queues": list(self.queues),
+            "status": self.status,
+            "started_at": _iso(self.started_at),
+            "heartbeat_at": _iso(self.heartbeat_at),
+            "expires_at": _iso(self.expires_at),
+            "stopped_at": _iso(self.stopped_at),
+        }
+
+
+OutcomeKind = Literal["succeeded", "failed", "timeout", "interrupted", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt of a job ended, as the supervisor records it.
+
+    ``kind`` names the event written for the end of the attempt. For ``failed`` and
+    ``timeout``, ``retry_at`` set means the job goes back to ``queued`` at that time
+    (a ``retry_scheduled`` event follows); ``None`` means the failure is final.
+    ``interrupted`` puts the job back to ``queued`` at once (worker shutdown).
+    """
+
+    job_id: int
+    attempt: int
+    kind: OutcomeKind
+    finished_at: datetime
+    result_json: str | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def detail_json(self) -> str:
+        return json.dumps(self.detail, separators=(",", ":"))

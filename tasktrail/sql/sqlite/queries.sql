@@ -1,0 +1,167 @@
+-- Named statements of the SQLite backend. Parameters are named (:name) and always bound;
+-- no value is ever formatted into SQL text.
+
+-- name: insert_job
+INSERT INTO jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
+                  max_attempts, timeout, run_at, created_at)
+VALUES (:task, :queue, 'queued', :ref_type, :ref_id, :priority, :args, :kwargs,
+        :max_attempts, :timeout, :run_at, :now)
+RETURNING id;
+
+-- name: insert_event
+INSERT INTO events (job_id, at, kind, attempt, worker_id, detail)
+VALUES (:job_id, :at, :kind, :attempt, :worker_id, :detail);
+
+-- name: worker_lease
+SELECT lease_seconds FROM workers WHERE id = :worker_id AND status = 'running';
+
+-- name: claim_candidates
+SELECT id, priority, run_at FROM jobs INDEXED BY jobs_claim
+WHERE status = 'queued' AND run_at <= :now
+ORDER BY priority DESC, run_at, id
+LIMIT :limit;
+
+-- name: claim_candidates_in_queue
+SELECT id, priority, run_at FROM jobs INDEXED BY jobs_claim_by_queue
+WHERE status = 'queued' AND queue = :queue AND run_at <= :now
+ORDER BY priority DESC, run_at, id
+LIMIT :limit;
+
+-- name: claim
+UPDATE jobs SET status = 'reserved', worker_id = :worker_id
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
+RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
+          max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
+          NULL AS worker_name, result, error;
+
+-- name: start
+UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = :now,
+                finished_at = NULL
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'reserved'
+  AND worker_id = :worker_id
+RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
+          max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
+          NULL AS worker_name, result, error;
+
+-- The finish_* statements are fenced: they change the job only if it is still running
+-- in this worker's hands at this attempt.
+
+-- name: finish_succeeded
+UPDATE jobs SET status = 'succeeded', finished_at = :now, result = :result, error = NULL
+WHERE id = :job_id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt;
+
+-- name: finish_failed
+UPDATE jobs SET status = 'failed', finished_at = :now, error = :error
+WHERE id = :job_id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt;
+
+-- name: finish_retry
+UPDATE jobs SET status = 'queued', run_at = :retry_at, error = :error
+WHERE id = :job_id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt;
+
+-- name: finish_interrupted
+UPDATE jobs SET status = 'queued', run_at = :now
+WHERE id = :job_id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt;
+
+-- name: finish_cancelled
+UPDATE jobs SET status = 'cancelled', finished_at = :now, error = :error
+WHERE id = :job_id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt;
+
+-- name: release
+UPDATE jobs SET status = 'queued'
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'reserved'
+  AND worker_id = :worker_id
+RETURNING id, attempts;
+
+-- name: register_worker
+INSERT INTO workers (name, host, pid, processes, reserve, queues, lease_seconds, status,
+                     started_at, heartbeat_at, expires_at)
+VALUES (:name, :host, :pid, :processes, :reserve, :queues, :lease_seconds, 'running',
+        :now, :now, :expires_at)
+RETURNING id;
+
+-- name: heartbeat
+UPDATE workers SET heartbeat_at = :now, expires_at = :expires_at
+WHERE id = :worker_id AND status = 'running';
+
+-- name: unregister_worker
+UPDATE workers
+SET status = CASE WHEN status = 'running' THEN 'stopped' ELSE status END,
+    stopped_at = COALESCE(stopped_at, :now)
+WHERE id = :worker_id;
+
+-- name: expired_workers
+SELECT id FROM workers WHERE status = 'running' AND expires_at < :now ORDER BY id;
+
+-- name: mark_worker_lost
+UPDATE workers SET status = 'lost', stopped_at = :now
+WHERE id = :worker_id AND status = 'running';
+
+-- name: recover_reserved
+UPDATE jobs SET status = 'queued'
+WHERE worker_id = :worker_id AND status = 'reserved'
+RETURNING id, attempts;
+
+-- name: recover_running_retry
+UPDATE jobs SET status = 'queued', run_at = :now, error = :error
+WHERE worker_id = :worker_id AND status = 'running' AND attempts < max_attempts
+RETURNING id, attempts;
+
+-- name: recover_running_fail
+UPDATE jobs SET status = 'failed', finished_at = :now, error = :error
+WHERE worker_id = :worker_id AND status = 'running'
+RETURNING id, attempts;
+
+-- name: cancel_queued
+UPDATE jobs SET status = 'cancelled', finished_at = :now
+WHERE id = :job_id AND status = 'queued'
+RETURNING attempts;
+
+-- name: retry_job
+UPDATE jobs SET status = 'queued', run_at = :now, finished_at = NULL,
+                max_attempts = MAX(max_attempts, attempts + 1)
+WHERE id = :job_id AND status IN ('failed', 'cancelled')
+RETURNING attempts;
+
+-- name: job_status
+SELECT status FROM jobs WHERE id = :job_id;
+
+-- name: select_jobs
+SELECT j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args, j.kwargs,
+       j.attempts, j.max_attempts, j.timeout, j.run_at, j.created_at, j.started_at,
+       j.finished_at, j.worker_id, w.name AS worker_name, j.result, j.error
+FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id;
+
+-- name: list_events
+SELECT e.id, e.job_id, e.at, e.kind, e.attempt, e.worker_id, w.name, w.host, w.pid, e.detail
+FROM events e LEFT JOIN workers w ON w.id = e.worker_id
+WHERE e.job_id = :job_id
+ORDER BY e.id;
+
+-- name: list_workers
+SELECT id, name, host, pid, processes, reserve, queues, status, started_at, heartbeat_at,
+       expires_at, stopped_at
+FROM workers
+WHERE :include_stopped OR status = 'running'
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: stats_active
+SELECT task, status, count(*) FROM jobs
+WHERE status IN ('queued', 'reserved', 'running')
+GROUP BY task, status;
+
+-- name: stats_finished
+SELECT task, status,
+       (julianday(finished_at) - julianday(started_at)) * 86400.0 AS run_seconds,
+       (julianday(started_at) - julianday(run_at)) * 86400.0 AS wait_seconds
+FROM jobs
+WHERE finished_at >= :since AND finished_at <= :now
+  AND status IN ('succeeded', 'failed', 'cancelled');
+
+-- name: prune_events
+DELETE FROM events WHERE job_id IN (
+    SELECT id FROM jobs WHERE status = :status AND finished_at < :cutoff
+);
+
+-- name: prune_jobs
+DELETE FROM jobs WHERE status = :status AND finished_at < :cutoff;

@@ -1,0 +1,167 @@
+"""Task: a registered function and its options."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from . import payload
+from .clock import to_utc, utcnow
+from .errors import ConfigurationError, InvalidArguments
+from .job import NewJob, Ref
+from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .app import App, JobHandle
+
+__all__ = ["ENQUEUE_OPTIONS", "Task", "validate_name"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Keyword arguments of ``enqueue`` that are options, not arguments of the task.
+ENQUEUE_OPTIONS = ("ref", "queue", "priority", "delay", "run_at", "connection")
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,199}$")
+_PRIORITY_RANGE = (-32768, 32767)
+
+
+def validate_name(value: Any, what: str) -> str:
+    """A task or queue name: letters, digits and ``_ . : -``, at most 200 characters."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ConfigurationError(
+            f"invalid {what} {value!r}: use letters, digits and '_', '.', ':', '-', "
+            "starting with a letter or '_', at most 200 characters"
+        )
+    return value
+
+
+def validate_priority(value: Any) -> int:
+    low, high = _PRIORITY_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidArguments(f"priority must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+class Task(Generic[P, R]):
+    """A function registered with an :class:`~tasktrail.App` under a name.
+
+    Calling the task runs the function here and now; :meth:`enqueue` asks a worker to
+    run it.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        func: Callable[P, R],
+        *,
+        name: str,
+        queue: str,
+        retry: RetryPolicy,
+        timeout: float | None,
+        priority: int,
+    ) -> None:
+        self.app = app
+        self.func = func
+        self.name = validate_name(name, "task name")
+        self.queue = validate_name(queue, "queue name")
+        self.retry = retry
+        if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+            raise ConfigurationError(f"timeout of task {name!r} must be positive seconds")
+        self.timeout = float(timeout) if timeout is not None else None
+        self.priority = validate_priority(priority)
+        self.signature = inspect.signature(func)
+        clash = [p for p in self.signature.parameters if p in ENQUEUE_OPTIONS]
+        if clash:
+            raise ConfigurationError(
+                f"task {name!r} has a parameter named {clash[0]!r}, which enqueue() takes "
+                f"as an option ({', '.join(ENQUEUE_OPTIONS)}); rename the parameter"
+            )
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.func(*args, **kwargs)
+
+    def prepare(
+        self,
+        *args: Any,
+        ref: Ref | tuple[Any, Any] | str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        **kwargs: Any,
+    ) -> NewJob:
+        """Validate a call and return it as a :class:`NewJob`, for ``App.enqueue_many``.
+
+        Raises:
+            InvalidArguments: the arguments do not fit the function, or bad options.
+            InvalidPayload: the arguments are not JSON, or too large.
+        """
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(f"cannot enqueue {self.name}: {exc}") from exc
+        return NewJob(
+            task=self.name,
+            queue=validate_name(queue, "queue name") if queue is not None else self.queue,
+            args_json=payload.encode(list(args), f"arguments of {self.name}"),
+            kwargs_json=payload.encode(kwargs, f"keyword arguments of {self.name}"),
+            ref=Ref.of(ref),
+            priority=validate_priority(priority) if priority is not None else self.priority,
+            max_attempts=self.retry.max_attempts,
+            timeout=self.timeout,
+            run_at=_run_at(delay, run_at),
+        )
+
+    def enqueue(
+        self,
+        *args: Any,
+        ref: Ref | tuple[Any, Any] | str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        connection: Any = None,
+        **kwargs: Any,
+    ) -> JobHandle:
+        """Ask a worker to run ``func(*args, **kwargs)``; return a handle on the job.
+
+        Args:
+            ref: the business object the job is about, ``(type, id)``.
+            queue: overrides the task's queue.
+            priority: overrides the task's priority (higher runs first).
+            delay: seconds (or a timedelta) to wait before running it.
+            run_at: an aware datetime not to run it before (instead of ``delay``).
+            connection: a psycopg connection whose transaction the job joins: it exists
+                if and only if that transaction commits.
+        """
+        job = self.prepare(
+            *args, ref=ref, queue=queue, priority=priority, delay=delay, run_at=run_at, **kwargs
+        )
+        return self.app.enqueue_many([job], connection=connection)[0]
+
+
+def _run_at(delay: float | timedelta | None, run_at: datetime | None) -> datetime | None:
+    if delay is not None and run_at is not None:
+        raise InvalidArguments("pass delay or run_at, not both")
+    if run_at is not None:
+        if not isinstance(run_at, datetime):
+            raise InvalidArguments(f"run_at must be a datetime, got {type(run_at).__name__}")
+        return to_utc(run_at, "run_at")
+    if delay is None:
+        return None
+    if isinstance(delay, timedelta):
+        seconds = delay.total_seconds()
+    elif isinstance(delay, int | float) and not isinstance(delay, bool):
+        seconds = float(delay)
+    else:
+        raise InvalidArguments(f"delay must be seconds or a timedelta, got {delay!r}")
+    if not seconds >= 0:
+        raise InvalidArguments(f"delay must not be negative, got {delay!r}")
+    return utcnow() + timedelta(seconds=seconds)
