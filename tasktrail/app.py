@@ -143,7 +143,7 @@ class App:
         retry_jitter: float = 0.25,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
-    def task(
+    def task(  # type: ignore[misc]  # mypy cannot match the ParamSpec across overloads
         self,
         func: Callable[P, R] | None = None,
         /,
@@ -182,7 +182,12 @@ class App:
         def register(function: Callable[P, R]) -> Task[P, R]:
             task_name = name or f"{function.__module__}.{function.__qualname__}"
             task = Task(
-                self, function, name=task_name, queue=queue, retry=policy, timeout=timeout,
+                self,
+                function,
+                name=task_name,
+                queue=queue,
+                retry=policy,
+                timeout=timeout,
                 priority=priority,
             )
             existing = self.tasks.get(task.name)
@@ -298,9 +303,9 @@ class App:
         """Queue a failed or cancelled job again."""
         return self.backend.retry(job_id, now=utcnow(), by=whoami())
 
-    def workers(self, *, include_stopped: bool = False, limit: int | None = 100) -> list[
-        WorkerRecord
-    ]:
+    def workers(
+        self, *, include_stopped: bool = False, limit: int | None = 100
+    ) -> list[WorkerRecord]:
         return self.backend.list_workers(include_stopped=include_stopped, limit=limit)
 
     def stats(self, window: timedelta = timedelta(hours=1)) -> list[TaskStats]:

@@ -70,7 +70,9 @@ def encode(value: Any, what: str, limit: int = MAX_PAYLOAD_BYTES) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidPayload(f"{what} contains a lone surrogate character, not valid UTF-8") from exc
+        raise InvalidPayload(
+            f"{what} contains a lone surrogate character, not valid UTF-8"
+        ) from exc
     return text
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..config import PostgresDsn, parse_dsn
 from ..errors import ConfigurationError
@@ -11,7 +11,34 @@ from .base import Backend, JobFilter, PruneReport, RecoveredJob, TaskStats
 if TYPE_CHECKING:
     from ..config import SqliteDsn
 
-__all__ = ["Backend", "JobFilter", "PruneReport", "RecoveredJob", "TaskStats", "open_backend"]
+__all__ = [
+    "Backend",
+    "JobFilter",
+    "PruneReport",
+    "RecoveredJob",
+    "TaskStats",
+    "open_backend",
+    "setup_sql",
+]
+
+
+def _postgres_module() -> Any:
+    try:
+        from . import postgres
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"PostgreSQL needs the postgres extra: pip install 'tasktrail[postgres]' ({exc})"
+        ) from exc
+    return postgres
+
+
+def setup_sql(dsn: SqliteDsn | PostgresDsn) -> str:
+    """The setup SQL script for a database, as a DBA would run it (nothing is opened)."""
+    if isinstance(dsn, PostgresDsn):
+        return str(_postgres_module().render_schema(dsn.schema))
+    from ._sql import read_sql
+
+    return read_sql("sqlite", "schema.sql")
 
 
 def open_backend(dsn: str | SqliteDsn | PostgresDsn, *, schema: str | None = None) -> Backend:
@@ -24,14 +51,8 @@ def open_backend(dsn: str | SqliteDsn | PostgresDsn, *, schema: str | None = Non
     """
     parsed = parse_dsn(dsn, schema) if isinstance(dsn, str) else dsn
     if isinstance(parsed, PostgresDsn):
-        try:
-            from .postgres import PostgresBackend
-        except ImportError as exc:
-            raise ConfigurationError(
-                "PostgreSQL needs the postgres extra: pip install 'tasktrail[postgres]' "
-                f"({exc})"
-            ) from exc
-        return PostgresBackend(parsed)
+        backend: Backend = _postgres_module().PostgresBackend(parsed)
+        return backend
     from .sqlite import SqliteBackend
 
     return SqliteBackend(parsed)

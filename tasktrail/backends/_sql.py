@@ -10,14 +10,20 @@ import re
 from functools import cache
 from importlib import resources
 
-__all__ = ["read_sql", "queries"]
+__all__ = ["queries", "read_sql"]
 
 _NAME = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
 def read_sql(dialect: str, filename: str) -> str:
     """The text of ``tasktrail/sql/<dialect>/<filename>``."""
-    return resources.files("tasktrail").joinpath("sql", dialect, filename).read_text("utf-8")
+    return (
+        resources.files("tasktrail")
+        .joinpath("sql")
+        .joinpath(dialect)
+        .joinpath(filename)
+        .read_text("utf-8")
+    )
 
 
 @cache

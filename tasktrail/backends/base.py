@@ -140,10 +140,6 @@ class Backend(ABC):
     def close(self) -> None:
         """Close the connection. The backend is unusable afterwards."""
 
-    @abstractmethod
-    def schema_sql(self) -> str:
-        """The setup SQL script, as a DBA would run it."""
-
     # -- producers ----------------------------------------------------------------
 
     @abstractmethod
@@ -272,9 +268,9 @@ class Backend(ABC):
         """A job's history in the order it happened."""
 
     @abstractmethod
-    def list_workers(self, *, include_stopped: bool = False, limit: int | None = 100) -> list[
-        WorkerRecord
-    ]:
+    def list_workers(
+        self, *, include_stopped: bool = False, limit: int | None = 100
+    ) -> list[WorkerRecord]:
         """Registered workers, most recently started first."""
 
     @abstractmethod
@@ -282,9 +278,7 @@ class Backend(ABC):
         """Per-task statistics over the window ``[since, now]``."""
 
     @abstractmethod
-    def prune(
-        self, *, older_than: dict[str, timedelta], now: datetime
-    ) -> PruneReport:
+    def prune(self, *, older_than: dict[str, timedelta], now: datetime) -> PruneReport:
         """Delete final jobs (and their events) that finished before their retention.
 
         ``older_than`` maps a final status to how long jobs in it are kept.

@@ -43,7 +43,9 @@ def outcome_events(
     if not applied:
         detail.update(outcome=outcome.kind, worker_id=worker_id)
         return [(now, "outcome_rejected", detail)]
-    events = [(outcome.finished_at, outcome.kind, detail)]
+    events: list[tuple[datetime, str, dict[str, Any]]] = [
+        (outcome.finished_at, outcome.kind, detail)
+    ]
     if outcome.kind in ("failed", "timeout") and outcome.retry_at is not None:
         events.append(
             (outcome.finished_at, "retry_scheduled", {"run_at": outcome.retry_at.isoformat()})

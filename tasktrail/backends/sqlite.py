@@ -18,10 +18,10 @@ from typing import Any
 from ..config import SqliteDsn
 from ..errors import BackendUnavailable, InvalidArguments, SchemaError
 from ..job import Event, Job, NewJob, Outcome, Ref, WorkerInfo, WorkerRecord
+from ..stats import build_task_stats
 from ._sql import queries, read_sql
 from ._wake import WakeListener, notify_all, wake_directory
 from .base import Backend, JobFilter, PruneReport, RecoveredJob, TaskStats
-from ..stats import build_task_stats
 from .common import finish_statement, lost_error, outcome_events, raise_transition_error
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
@@ -64,7 +64,11 @@ def _job(row: Sequence[Any]) -> Job:
 
 
 def _event_row(
-    job_id: int, at: datetime, kind: str, attempt: int, worker_id: int | None,
+    job_id: int,
+    at: datetime,
+    kind: str,
+    attempt: int,
+    worker_id: int | None,
     detail: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
@@ -108,7 +112,9 @@ class SqliteBackend(Backend):
             )
         try:
             conn = sqlite3.connect(
-                str(self.path), timeout=self._busy_timeout, isolation_level=None,
+                str(self.path),
+                timeout=self._busy_timeout,
+                isolation_level=None,
                 check_same_thread=False,
             )
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -184,9 +190,6 @@ class SqliteBackend(Backend):
             raise BackendUnavailable(f"cannot read SQLite database {self.path}: {exc}") from exc
         return int(row[0]) if row[0] is not None else None
 
-    def schema_sql(self) -> str:
-        return read_sql("sqlite", "schema.sql")
-
     def close(self) -> None:
         if self._listener is not None:
             self._listener.close()
@@ -257,7 +260,9 @@ class SqliteBackend(Backend):
                 status = conn.execute(_Q["job_status"], {"job_id": job_id}).fetchone()
                 raise_transition_error(job_id, status[0] if status else None, "cancelled")
             detail = {"by": by, **({"reason": reason} if reason else {})}
-            conn.execute(_Q["insert_event"], _event_row(job_id, now, "cancelled", row[0], None, detail))
+            conn.execute(
+                _Q["insert_event"], _event_row(job_id, now, "cancelled", row[0], None, detail)
+            )
         return self._must_get(job_id)
 
     def retry(self, job_id: int, *, now: datetime, by: str) -> Job:
@@ -266,7 +271,9 @@ class SqliteBackend(Backend):
             if row is None:
                 status = conn.execute(_Q["job_status"], {"job_id": job_id}).fetchone()
                 raise_transition_error(job_id, status[0] if status else None, "retried")
-            conn.execute(_Q["insert_event"], _event_row(job_id, now, "retried", row[0], None, {"by": by}))
+            conn.execute(
+                _Q["insert_event"], _event_row(job_id, now, "retried", row[0], None, {"by": by})
+            )
         notify_all(self._wake_dir)
         return self._must_get(job_id)
 
@@ -489,8 +496,11 @@ class SqliteBackend(Backend):
             conditions.append("j.id IN (SELECT value FROM json_each(:ids))")
             params["ids"] = json.dumps(list(f.ids))
         for column, value in (
-            ("ref_type", f.ref_type), ("ref_id", f.ref_id), ("task", f.task),
-            ("queue", f.queue), ("worker_id", f.worker_id),
+            ("ref_type", f.ref_type),
+            ("ref_id", f.ref_id),
+            ("task", f.task),
+            ("queue", f.queue),
+            ("worker_id", f.worker_id),
         ):
             if value is not None:
                 conditions.append(f"j.{column} = :{column}")
@@ -512,8 +522,15 @@ class SqliteBackend(Backend):
     def list_events(self, job_id: int) -> list[Event]:
         return [
             Event(
-                id=row[0], job_id=row[1], at=datetime.fromisoformat(row[2]), kind=row[3],
-                attempt=row[4], worker_id=row[5], worker_name=row[6], host=row[7], pid=row[8],
+                id=row[0],
+                job_id=row[1],
+                at=datetime.fromisoformat(row[2]),
+                kind=row[3],
+                attempt=row[4],
+                worker_id=row[5],
+                worker_name=row[6],
+                host=row[7],
+                pid=row[8],
                 detail=json.loads(row[9]) if row[9] else {},
             )
             for row in self._read(_Q["list_events"], {"job_id": job_id})
@@ -528,11 +545,18 @@ class SqliteBackend(Backend):
         )
         return [
             WorkerRecord(
-                id=row[0], name=row[1], host=row[2], pid=row[3], processes=row[4],
-                reserve=row[5], queues=tuple(json.loads(row[6])), status=row[7],
+                id=row[0],
+                name=row[1],
+                host=row[2],
+                pid=row[3],
+                processes=row[4],
+                reserve=row[5],
+                queues=tuple(json.loads(row[6])),
+                status=row[7],
                 started_at=datetime.fromisoformat(row[8]),
                 heartbeat_at=datetime.fromisoformat(row[9]),
-                expires_at=datetime.fromisoformat(row[10]), stopped_at=_dt(row[11]),
+                expires_at=datetime.fromisoformat(row[10]),
+                stopped_at=_dt(row[11]),
             )
             for row in rows
         ]

@@ -78,9 +78,7 @@ def outcome_from_message(
     detail: dict[str, Any] = {"runtime": runtime, "reason": message.get("reason", "error")}
     if message.get("traceback"):
         detail["traceback"] = message["traceback"]
-    return _failure(
-        job, attempt, "failed", str(message.get("error")), detail, policy, now, rng
-    )
+    return _failure(job, attempt, "failed", str(message.get("error")), detail, policy, now, rng)
 
 
 def outcome_from_exit(
@@ -102,20 +100,33 @@ def outcome_from_exit(
     if stop_reason == "timeout":
         detail["timeout"] = job.timeout
         return _failure(
-            job, attempt, "timeout", f"timed out after {job.timeout:g}s ({how})", detail,
-            policy, now, rng,
+            job,
+            attempt,
+            "timeout",
+            f"timed out after {job.timeout:g}s ({how})",
+            detail,
+            policy,
+            now,
+            rng,
         )
     if stop_reason == "shutdown":
         detail["reason"] = "worker shutdown"
         return Outcome(job.id, attempt, "interrupted", now, detail=detail)
     if stop_reason == "cancel":
         detail["reason"] = "cancel requested"
-        return Outcome(job.id, attempt, "cancelled", now, error="cancelled while running",
-                       detail=detail)
+        return Outcome(
+            job.id, attempt, "cancelled", now, error="cancelled while running", detail=detail
+        )
     if stop_reason == "abandon":
         return None
     detail["reason"] = "crashed"
     return _failure(
-        job, attempt, "failed", f"worker process {how} while running the job", detail,
-        policy, now, rng,
+        job,
+        attempt,
+        "failed",
+        f"worker process {how} while running the job",
+        detail,
+        policy,
+        now,
+        rng,
     )

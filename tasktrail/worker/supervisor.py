@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..backends.base import JobFilter
 from ..clock import utcnow
 from ..errors import BackendUnavailable, ConfigurationError
 from ..job import ACTIVE_STATUSES, Job, Outcome, WorkerInfo
 from ..retry import RetryPolicy
-from ..backends.base import JobFilter
 from .outcomes import outcome_from_exit, outcome_from_message
 from .pool import Child, ChildPool
 
@@ -37,6 +37,7 @@ __all__ = ["Supervisor", "WorkerConfig"]
 
 T = TypeVar("T")
 log = logging.getLogger("tasktrail.worker")
+job_log = logging.getLogger("tasktrail.worker.jobs")  # one line per finished attempt
 _DEFAULT_POLICY = RetryPolicy(max_attempts=1)
 
 
@@ -76,7 +77,9 @@ class WorkerConfig:
 
         def positive(name: str, value: Any, minimum: float = 0.0) -> None:
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > minimum:
-                raise ConfigurationError(f"{name} must be more than {minimum:g} seconds, got {value!r}")
+                raise ConfigurationError(
+                    f"{name} must be more than {minimum:g} seconds, got {value!r}"
+                )
 
         positive_int("processes", self.processes)
         if self.reserve is not None:
@@ -86,7 +89,11 @@ class WorkerConfig:
         positive("lease_seconds", self.lease_seconds, 0.5)
         positive("poll_interval", self.poll_interval)
         positive("kill_grace", self.kill_grace)
-        if isinstance(self.grace, bool) or not isinstance(self.grace, int | float) or self.grace < 0:
+        if (
+            isinstance(self.grace, bool)
+            or not isinstance(self.grace, int | float)
+            or self.grace < 0
+        ):
             raise ConfigurationError(f"grace must be 0 or more seconds, got {self.grace!r}")
         if isinstance(self.queues, str):
             raise ConfigurationError("queues must be a sequence of names, not one string")
@@ -138,8 +145,12 @@ class Supervisor:
             self._register()
             log.info(
                 "worker %s (id %s) started: %d processes, reserve %d, queues %s, %s",
-                self.name, self.worker_id, self.config.processes, self.config.reserve_limit,
-                ",".join(self.config.queues) or "all", self.backend.url,
+                self.name,
+                self.worker_id,
+                self.config.processes,
+                self.config.reserve_limit,
+                ",".join(self.config.queues) or "all",
+                self.backend.url,
             )
             for _ in range(self.config.processes):
                 self.pool.spawn()
@@ -169,8 +180,11 @@ class Supervisor:
             self._check_drained()
 
     def _finished(self) -> bool:
-        return self.stopping and not self.pool.busy() and not self.buffer and (
-            not self.pending or self.stop_now or time.monotonic() > self.grace_deadline + 60
+        return (
+            self.stopping
+            and not self.pool.busy()
+            and not self.buffer
+            and (not self.pending or self.stop_now or time.monotonic() > self.grace_deadline + 60)
         )
 
     def _idle(self) -> bool:
@@ -255,7 +269,8 @@ class Supervisor:
             log.error(
                 "worker %s (id %s) was declared lost (its lease expired) and its jobs were "
                 "recovered by others; dropping the jobs it held and registering again",
-                self.name, self.worker_id,
+                self.name,
+                self.worker_id,
             )
             self.buffer.clear()
             for child in self.pool.busy():
@@ -268,7 +283,10 @@ class Supervisor:
         for item in recovered or ():
             log.warning(
                 "recovered job %s from lost worker %s: %s -> %s",
-                item.job_id, item.worker_id, item.previous_status, item.new_status,
+                item.job_id,
+                item.worker_id,
+                item.previous_status,
+                item.new_status,
             )
         if recovered:
             self._more_expected = True
@@ -287,7 +305,8 @@ class Supervisor:
         for job_id in rejected:
             log.warning(
                 "outcome of job %s was rejected: worker %s no longer holds it",
-                job_id, self.worker_id,
+                job_id,
+                self.worker_id,
             )
 
     def _refill(self) -> None:
@@ -361,14 +380,22 @@ class Supervisor:
     def _record(self, job: Job, outcome: Outcome) -> None:
         ref = f" ref={job.ref}" if job.ref else ""
         level = logging.INFO if outcome.kind == "succeeded" else logging.WARNING
-        log.log(
+        job_log.log(
             level,
             "job %s %s%s attempt %s on %s: %s%s",
-            job.id, job.task, ref, outcome.attempt, self.name, outcome.kind,
+            job.id,
+            job.task,
+            ref,
+            outcome.attempt,
+            self.name,
+            outcome.kind,
             f" ({outcome.error})" if outcome.error else "",
             extra={
-                "job_id": job.id, "task": job.task, "ref": str(job.ref) if job.ref else None,
-                "attempt": outcome.attempt, "worker": self.name,
+                "job_id": job.id,
+                "task": job.task,
+                "ref": str(job.ref) if job.ref else None,
+                "attempt": outcome.attempt,
+                "worker": self.name,
             },
         )
         self.pending.append(outcome)
@@ -381,8 +408,14 @@ class Supervisor:
             if assignment is not None:
                 job = assignment.job
                 outcome = outcome_from_exit(
-                    job, job.attempts, status, child.stop_reason, self._policy(job), utcnow(),
-                    time.monotonic() - assignment.started, self._rng,
+                    job,
+                    job.attempts,
+                    status,
+                    child.stop_reason,
+                    self._policy(job),
+                    utcnow(),
+                    time.monotonic() - assignment.started,
+                    self._rng,
                 )
                 if outcome is not None:
                     self._record(job, outcome)
@@ -404,7 +437,9 @@ class Supervisor:
             ):
                 log.warning(
                     "job %s ran past its %gs timeout; stopping child %s",
-                    assignment.job.id, assignment.job.timeout, child.pid,
+                    assignment.job.id,
+                    assignment.job.timeout,
+                    child.pid,
                 )
                 self.pool.terminate(child, "timeout", monotonic)
             if (
@@ -457,7 +492,8 @@ class Supervisor:
             else:
                 log.info(
                     "%s: stopping; running jobs get %gs to finish",
-                    signal.Signals(signum).name, self.config.grace,
+                    signal.Signals(signum).name,
+                    self.config.grace,
                 )
                 self.stop()
 
@@ -494,8 +530,7 @@ class Supervisor:
 
         def any_active() -> bool:
             return any(
-                self.backend.list_jobs(JobFilter(queue=q, statuses=active, limit=1))
-                for q in queues
+                self.backend.list_jobs(JobFilter(queue=q, statuses=active, limit=1)) for q in queues
             )
 
         if self._db("checking queues", any_active) is False:
@@ -525,7 +560,8 @@ class Supervisor:
         if self.pending:
             log.error(
                 "could not record %d outcomes (database unreachable); those jobs will be "
-                "recovered when this worker's lease expires", len(self.pending),
+                "recovered when this worker's lease expires",
+                len(self.pending),
             )
         with contextlib.suppress(BackendUnavailable):
             if self.worker_id:

@@ -1,0 +1,165 @@
+"""The ``tasktrail`` command.
+
+Every command takes ``--dsn`` (or ``TASKTRAIL_DSN``) and ``--app module:app`` (or
+``TASKTRAIL_APP``). With ``--app`` the DSN comes from the app unless ``--dsn`` overrides
+it. Errors print one line on stderr and exit with status 1; usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import click
+
+from ..app import App
+from ..clock import parse_duration, to_utc, utcnow
+from ..errors import AppImportError, InvalidArguments, TasktrailError
+
+__all__ = ["AppContext", "cli", "load_app", "main", "parse_since"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attribute`` and return the App it names.
+
+    The current directory is put on ``sys.path`` first, as ``python -m`` would.
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise AppImportError(
+            f"--app must look like module:attribute (e.g. myproject.tasks:app), got {spec!r}"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any error while importing the user's module
+        raise AppImportError(
+            f"cannot import module {module_name!r} for --app: {type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        app = getattr(module, attribute)
+    except AttributeError:
+        raise AppImportError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if not isinstance(app, App):
+        raise AppImportError(f"{spec} is a {type(app).__name__}, not a tasktrail.App")
+    return app
+
+
+class AppContext:
+    """Resolves the app and DSN from the common options, once per command."""
+
+    def __init__(self, dsn: str | None, app_spec: str | None, schema: str | None) -> None:
+        self.dsn = dsn
+        self.app_spec = app_spec
+        self.schema = schema
+        self._app: App | None = None
+
+    @property
+    def has_tasks(self) -> bool:
+        return self.app_spec is not None
+
+    def app(self, need_tasks: bool = False) -> App:
+        if self._app is None:
+            if self.app_spec:
+                app = load_app(self.app_spec)
+                if self.dsn or self.schema:
+                    if self.schema:
+                        app._schema = self.schema
+                    app.configure(self.dsn or app.dsn)
+            elif need_tasks:
+                raise AppImportError(
+                    "this command needs your tasks: pass --app module:app (or set TASKTRAIL_APP)"
+                )
+            else:
+                app = App(self.dsn, schema=self.schema)
+            self._app = app
+        return self._app
+
+
+def common_options(command: F) -> F:
+    """``--dsn``, ``--app`` and ``--schema``, passed to the command as ``ctx``."""
+
+    @click.option(
+        "--dsn",
+        envvar="TASKTRAIL_DSN",
+        help="Database: sqlite:///path.db or postgresql://…  [env TASKTRAIL_DSN]",
+    )
+    @click.option(
+        "--app",
+        "app_spec",
+        envvar="TASKTRAIL_APP",
+        metavar="MODULE:APP",
+        help="Your tasktrail App.  [env TASKTRAIL_APP]",
+    )
+    @click.option(
+        "--schema",
+        envvar="TASKTRAIL_SCHEMA",
+        help="PostgreSQL schema (default tasktrail).  [env TASKTRAIL_SCHEMA]",
+    )
+    @functools.wraps(command)
+    def wrapper(dsn: str | None, app_spec: str | None, schema: str | None, **kwargs: Any) -> Any:
+        return command(AppContext(dsn, app_spec, schema), **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def json_option(command: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(command)
+
+
+def parse_since(text: str | None) -> datetime | None:
+    """``1h`` (that long ago) or an ISO 8601 time (UTC if no offset is given)."""
+    if text is None:
+        return None
+    try:
+        return utcnow() - parse_duration(text)
+    except InvalidArguments:
+        pass
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidArguments(
+            f"cannot read time {text!r}: use a duration ago (30m, 2h, 7d) or ISO 8601"
+        ) from None
+    if value.tzinfo is None:
+        from datetime import timezone
+
+        value = value.replace(tzinfo=timezone.utc)
+    return to_utc(value)
+
+
+def parse_window(text: str) -> timedelta:
+    window = parse_duration(text)
+    if window <= timedelta(0):
+        raise InvalidArguments(f"window must be longer than zero, got {text!r}")
+    return window
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TasktrailError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tasktrail")
+def cli() -> None:
+    """tasktrail: jobs with full history in PostgreSQL or SQLite, run by forking workers."""
+
+
+def main() -> None:
+    cli()
+
+
+# Importing the command modules registers them with ``cli``.
+from . import admin, jobs, worker  # noqa: E402, F401

@@ -1,0 +1,122 @@
+"""Commands about the system: ``stats``, ``workers``, ``schema``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..backends import setup_sql
+from ..config import parse_dsn, resolve_dsn
+from . import AppContext, cli, common_options, json_option, parse_window
+from .output import echo_json, print_table, short_time
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    if value < 1:
+        return f"{value * 1000:.1f}ms"
+    return f"{value:.2f}s"
+
+
+@cli.command("stats")
+@common_options
+@click.option(
+    "--window", default="1h", show_default=True, help="Look back this long (15m, 1h, 7d)."
+)
+@json_option
+def stats_command(ctx: AppContext, window: str, as_json: bool) -> None:
+    """Per task: jobs by status, run and wait time percentiles, failure rate, throughput.
+
+    Queued, reserved and running counts are as of now; the rest covers jobs that
+    finished within the window.
+    """
+    stats = ctx.app().stats(parse_window(window))
+    if as_json:
+        echo_json([item.to_dict() for item in stats])
+        return
+    rows: list[dict[str, Any]] = []
+    for item in stats:
+        rows.append(
+            {
+                **item.counts,
+                "task": item.task,
+                "failure_rate": "" if item.failure_rate is None else f"{item.failure_rate:.1%}",
+                "run": f"{_seconds(item.run_p50)} / {_seconds(item.run_p95)}",
+                "wait": f"{_seconds(item.wait_p50)} / {_seconds(item.wait_p95)}",
+                "throughput": f"{item.throughput * 60:.1f}/min",
+            }
+        )
+    print_table(
+        rows,
+        [
+            ("task", "task"),
+            ("queued", "queued"),
+            ("reserved", "reserved"),
+            ("running", "running"),
+            ("succeeded", "succeeded"),
+            ("failed", "failed"),
+            ("cancelled", "cancelled"),
+            ("failure_rate", "failure rate"),
+            ("run", "run p50 / p95"),
+            ("wait", "wait p50 / p95"),
+            ("throughput", "throughput"),
+        ],
+        title=f"tasks, last {window}",
+    )
+
+
+@cli.command("workers")
+@common_options
+@click.option("--all", "include_stopped", is_flag=True, help="Include stopped and lost workers.")
+@click.option("--limit", type=int, default=50, show_default=True, help="0 for all.")
+@json_option
+def workers_command(ctx: AppContext, include_stopped: bool, limit: int, as_json: bool) -> None:
+    """Registered worker clients (running ones unless --all)."""
+    if limit < 0:
+        raise click.BadParameter("must be 0 (all) or more", param_hint="--limit")
+    workers = ctx.app().workers(include_stopped=include_stopped, limit=limit or None)
+    if as_json:
+        echo_json([worker.to_dict() for worker in workers])
+        return
+    rows = [
+        {
+            **worker.to_dict(),
+            "queues": ",".join(worker.queues) or "all",
+            "started_at": short_time(worker.started_at),
+            "heartbeat_at": short_time(worker.heartbeat_at),
+            "stopped_at": short_time(worker.stopped_at),
+        }
+        for worker in workers
+    ]
+    print_table(
+        rows,
+        [
+            ("id", "id"),
+            ("name", "name"),
+            ("host", "host"),
+            ("pid", "pid"),
+            ("processes", "processes"),
+            ("reserve", "reserve"),
+            ("queues", "queues"),
+            ("status", "status"),
+            ("started_at", "started (UTC)"),
+            ("heartbeat_at", "heartbeat (UTC)"),
+            ("stopped_at", "stopped (UTC)"),
+        ],
+    )
+
+
+@cli.command("schema")
+@common_options
+def schema_command(ctx: AppContext) -> None:
+    """Print the setup SQL for the DSN's database (run it with psql -f or sqlite3).
+
+    Nothing is connected to or changed.
+    """
+    if ctx.app_spec:
+        app = ctx.app()
+        click.echo(setup_sql(parse_dsn(app.dsn, app._schema)))
+    else:
+        click.echo(setup_sql(parse_dsn(resolve_dsn(ctx.dsn), ctx.schema)))

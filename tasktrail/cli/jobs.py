@@ -1,0 +1,279 @@
+"""Commands about jobs: ``jobs``, ``show``, ``enqueue``, ``retry``, ``cancel``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from ..errors import InvalidArguments, InvalidTransition
+from ..job import STATUSES, Event, Job
+from . import AppContext, cli, common_options, json_option, parse_since
+from .output import echo_json, print_table, short_time
+
+_JOB_COLUMNS = [
+    ("id", "id"),
+    ("task", "task"),
+    ("queue", "queue"),
+    ("status", "status"),
+    ("ref", "ref"),
+    ("attempts", "attempts"),
+    ("created_at", "created (UTC)"),
+    ("finished_at", "finished (UTC)"),
+    ("worker_name", "worker"),
+    ("error", "error"),
+]
+
+
+def _job_row(job: Job) -> dict[str, Any]:
+    row = job.to_dict()
+    row["ref"] = str(job.ref) if job.ref else ""
+    row["attempts"] = f"{job.attempts}/{job.max_attempts}"
+    row["created_at"] = short_time(job.created_at)
+    row["finished_at"] = short_time(job.finished_at)
+    if job.error:
+        row["error"] = job.error.splitlines()[0][:80]
+    return row
+
+
+def _limit(value: int) -> int | None:
+    if value < 0:
+        raise InvalidArguments(f"--limit must be 0 (all) or more, got {value}")
+    return None if value == 0 else value
+
+
+@cli.command("jobs")
+@common_options
+@click.option("--ref", help="Business object, type:id (e.g. website:42).")
+@click.option("--ref-type", help="Every object of a type (e.g. website).")
+@click.option("--task", help="Task name.")
+@click.option("--queue", help="Queue name.")
+@click.option("--status", type=click.Choice(STATUSES), multiple=True, help="Repeatable.")
+@click.option("--worker", "worker_id", type=int, help="Worker id.")
+@click.option("--since", help="Created since: a duration ago (2h) or an ISO time.")
+@click.option("--until", help="Created before: a duration ago or an ISO time.")
+@click.option("--limit", type=int, default=50, show_default=True, help="0 for all.")
+@json_option
+def jobs_command(
+    ctx: AppContext,
+    ref: str | None,
+    ref_type: str | None,
+    task: str | None,
+    queue: str | None,
+    status: tuple[str, ...],
+    worker_id: int | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List jobs, newest first."""
+    found = ctx.app().jobs(
+        ref=ref,
+        ref_type=ref_type,
+        task=task,
+        queue=queue,
+        status=status or None,
+        worker_id=worker_id,
+        since=parse_since(since),
+        until=parse_since(until),
+        limit=_limit(limit),
+    )
+    if as_json:
+        echo_json([job.to_dict() for job in found])
+    else:
+        print_table([_job_row(job) for job in found], _JOB_COLUMNS)
+
+
+def _event_summary(event: Event) -> str:
+    detail = dict(event.detail)
+    detail.pop("traceback", None)
+    parts = []
+    if "error" in detail:
+        parts.append(str(detail.pop("error")))
+    parts.extend(f"{key}={value}" for key, value in detail.items())
+    return "; ".join(parts)
+
+
+@cli.command("show")
+@common_options
+@click.argument("job_id", type=int)
+@json_option
+def show_command(ctx: AppContext, job_id: int, as_json: bool) -> None:
+    """A job and its whole history."""
+    app = ctx.app()
+    job = app.job(job_id)
+    events = app.events(job_id)
+    if as_json:
+        echo_json({"job": job.to_dict(), "events": [event.to_dict() for event in events]})
+        return
+    fields = [
+        ("job", job.id),
+        ("task", job.task),
+        ("queue", job.queue),
+        ("status", job.status),
+        ("ref", job.ref or ""),
+        ("priority", job.priority),
+        ("args", json.dumps(job.args)),
+        ("kwargs", json.dumps(job.kwargs)),
+        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("timeout", f"{job.timeout:g}s" if job.timeout else "none"),
+        ("run at", short_time(job.run_at)),
+        ("created", short_time(job.created_at)),
+        ("started", short_time(job.started_at)),
+        ("finished", short_time(job.finished_at)),
+        ("worker", job.worker_name or ""),
+        ("result", json.dumps(job.result) if job.status == "succeeded" else ""),
+        ("error", job.error or ""),
+    ]
+    for label, value in fields:
+        click.echo(f"{label + ':':<10} {value}")
+    click.echo("")
+    rows = [
+        {
+            "at": short_time(event.at),
+            "kind": event.kind,
+            "attempt": event.attempt,
+            "worker": event.worker_name or "",
+            "host": event.host or "",
+            "pid": event.pid or "",
+            "detail": _event_summary(event),
+        }
+        for event in events
+    ]
+    print_table(
+        rows,
+        [
+            ("at", "at (UTC)"),
+            ("kind", "event"),
+            ("attempt", "attempt"),
+            ("worker", "worker"),
+            ("host", "host"),
+            ("pid", "pid"),
+            ("detail", "detail"),
+        ],
+        title="history",
+    )
+    for event in events:
+        if event.detail.get("traceback"):
+            click.echo(f"\ntraceback of attempt {event.attempt} ({short_time(event.at)}):")
+            click.echo(str(event.detail["traceback"]).rstrip())
+
+
+def _json_value(text: str | None, what: str, kind: type) -> Any:
+    if text is None:
+        return kind()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArguments(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, kind):
+        raise InvalidArguments(
+            f"{what} must be a JSON {kind.__name__ if kind is dict else 'array'}"
+        )
+    return value
+
+
+@cli.command("enqueue")
+@common_options
+@click.argument("task_name")
+@click.option(
+    "--args", "args_json", metavar="JSON", help="Positional arguments, a JSON array: '[42, \"x\"]'."
+)
+@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments, a JSON object.")
+@click.option("--ref", help="Business object, type:id.")
+@click.option("--queue", help="Overrides the task's queue.")
+@click.option("--priority", type=int, help="Higher runs first.")
+@click.option("--delay", help="Run no sooner than this from now (30s, 5m).")
+@json_option
+def enqueue_command(
+    ctx: AppContext,
+    task_name: str,
+    args_json: str | None,
+    kwargs_json: str | None,
+    ref: str | None,
+    queue: str | None,
+    priority: int | None,
+    delay: str | None,
+    as_json: bool,
+) -> None:
+    """Enqueue a job of a registered task (needs --app)."""
+    from ..clock import parse_duration
+
+    app = ctx.app(need_tasks=True)
+    task = app.get_task(task_name)
+    args = _json_value(args_json, "--args", list)
+    kwargs = _json_value(kwargs_json, "--kwargs", dict)
+    handle = task.enqueue(
+        *args,
+        ref=ref,
+        queue=queue,
+        priority=priority,
+        delay=parse_duration(delay) if delay else None,
+        **kwargs,
+    )
+    job = handle.get()
+    if as_json:
+        echo_json(job.to_dict())
+    else:
+        click.echo(f"enqueued job {job.id} ({job.task}, queue {job.queue})")
+
+
+def _change_many(
+    ctx: AppContext,
+    job_ids: tuple[int, ...],
+    as_json: bool,
+    change: Any,
+    verb: str,
+    allowed: tuple[str, ...],
+) -> None:
+    app = ctx.app()
+    # Check every job first, so that one bad id changes nothing.
+    for job_id in job_ids:
+        job = app.job(job_id)
+        if job.status not in allowed:
+            raise InvalidTransition(
+                f"job {job_id} is {job.status}; only {' or '.join(allowed)} jobs can be {verb}"
+            )
+    changed = [change(app, job_id) for job_id in job_ids]
+    if as_json:
+        echo_json([job.to_dict() for job in changed])
+    else:
+        for job in changed:
+            click.echo(f"job {job.id} {verb} (now {job.status})")
+
+
+@cli.command("retry")
+@common_options
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@json_option
+def retry_command(ctx: AppContext, job_ids: tuple[int, ...], as_json: bool) -> None:
+    """Queue failed or cancelled jobs again."""
+    _change_many(
+        ctx,
+        job_ids,
+        as_json,
+        lambda app, job_id: app.retry(job_id),
+        "retried",
+        ("failed", "cancelled"),
+    )
+
+
+@cli.command("cancel")
+@common_options
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.option("--reason", help="Recorded in the job's history.")
+@json_option
+def cancel_command(
+    ctx: AppContext, job_ids: tuple[int, ...], reason: str | None, as_json: bool
+) -> None:
+    """Cancel queued jobs."""
+    _change_many(
+        ctx,
+        job_ids,
+        as_json,
+        lambda app, job_id: app.cancel(job_id, reason=reason),
+        "cancelled",
+        ("queued",),
+    )

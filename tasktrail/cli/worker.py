@@ -1,0 +1,114 @@
+"""``tasktrail worker``: run a worker client in this process."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import click
+
+from ..worker import WorkerConfig
+from . import AppContext, cli, common_options
+
+
+class _UTCFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{stamp}.{int(record.msecs):03d}Z"
+
+
+def setup_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("tasktrail")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+@cli.command("worker")
+@common_options
+@click.option("--processes", "-p", type=int, help="Child processes to fork (default: CPU count).")
+@click.option(
+    "--reserve",
+    "-r",
+    type=int,
+    help="Jobs held at once, running plus buffered (default: 2 x processes).",
+)
+@click.option("--queues", "-q", default="", help="Comma-separated queues to serve (default: all).")
+@click.option("--name", help="Worker name in history (default: host:pid).")
+@click.option(
+    "--grace",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds running jobs get to finish on shutdown.",
+)
+@click.option(
+    "--kill-grace",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds from SIGTERM to SIGKILL when a child must stop.",
+)
+@click.option("--max-tasks-per-child", type=int, help="Replace a child after this many jobs.")
+@click.option(
+    "--lease",
+    "lease_seconds",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds without heartbeat after which this worker counts as lost.",
+)
+@click.option(
+    "--poll-interval",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Longest wait between looks at the queue when idle.",
+)
+@click.option(
+    "--burst", is_flag=True, help="Exit once the queues hold no queued, reserved or running job."
+)
+@click.option("--verbose", "-v", is_flag=True, help="Log every job.")
+@click.option("--quiet", is_flag=True, help="Log warnings and errors only.")
+def worker_command(
+    ctx: AppContext,
+    processes: int | None,
+    reserve: int | None,
+    queues: str,
+    name: str | None,
+    grace: float,
+    kill_grace: float,
+    max_tasks_per_child: int | None,
+    lease_seconds: float,
+    poll_interval: float,
+    burst: bool,
+    verbose: bool,
+    quiet: bool,
+) -> None:
+    """Run a worker: reserve jobs and run them in forked processes (needs --app).
+
+    SIGTERM or SIGINT stops it gracefully: unstarted jobs are released at once, running
+    ones get --grace seconds, then are killed and requeued. A second signal stops at once.
+    """
+    setup_logging(logging.WARNING if quiet else logging.INFO)
+    if not verbose and not quiet:
+        logging.getLogger("tasktrail.worker.jobs").setLevel(logging.WARNING)
+    options = {
+        "queues": tuple(q.strip() for q in queues.split(",") if q.strip()),
+        "name": name,
+        "grace": grace,
+        "kill_grace": kill_grace,
+        "max_tasks_per_child": max_tasks_per_child,
+        "lease_seconds": lease_seconds,
+        "poll_interval": poll_interval,
+        "burst": burst,
+        "reserve": reserve,
+    }
+    if processes is not None:
+        options["processes"] = processes
+    config = WorkerConfig(**options)  # type: ignore[arg-type]
+    app = ctx.app(need_tasks=True)
+    sys.exit(app.run_worker(config))
