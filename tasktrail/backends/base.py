@@ -131,9 +131,17 @@ class Backend(ABC):
 
     @abstractmethod
     def setup(self) -> None:
-        """Create the schema if it is missing and check its version.
+        """Make sure the schema is there and current: migrate if it is missing or behind.
 
-        Safe to call from several processes at once.
+        Raises SchemaError if it is newer than this code, or cannot be created with the
+        connection's privileges. Safe to call from several processes at once.
+        """
+
+    @abstractmethod
+    def migrate(self) -> list[int]:
+        """Apply pending schema migrations and return the versions applied.
+
+        Idempotent and safe to run from several processes or hosts at once.
         """
 
     @abstractmethod

@@ -11,7 +11,14 @@ from typing import Any, NoReturn
 from ..errors import InvalidTransition, JobNotFound
 from ..job import Outcome
 
-__all__ = ["finish_statement", "lost_error", "outcome_events", "raise_transition_error"]
+__all__ = [
+    "LOST_ERROR_TEMPLATE",
+    "finish_statement",
+    "lost_error",
+    "new_status",
+    "outcome_events",
+    "raise_transition_error",
+]
 
 
 def finish_statement(outcome: Outcome) -> tuple[str, dict[str, Any]]:
@@ -53,8 +60,28 @@ def outcome_events(
     return events
 
 
+#: The error of a job whose worker was lost; ``%s`` is the worker id. PostgreSQL formats
+#: it server-side with ``format()``, SQLite with :func:`lost_error`.
+LOST_ERROR_TEMPLATE = "worker %s was lost while holding the job (lease expired or it stopped)"
+
+
 def lost_error(worker_id: int) -> str:
-    return f"worker {worker_id} was lost while holding the job (lease expired or it stopped)"
+    return LOST_ERROR_TEMPLATE % worker_id
+
+
+def new_status(outcome: Outcome) -> tuple[str, datetime | None]:
+    """The job's status after ``outcome``, and its new ``run_at`` if it is queued again."""
+    if outcome.kind == "succeeded":
+        return "succeeded", None
+    if outcome.kind in ("failed", "timeout"):
+        if outcome.retry_at is not None:
+            return "queued", outcome.retry_at
+        return "failed", None
+    if outcome.kind == "interrupted":
+        return "queued", outcome.finished_at
+    if outcome.kind == "cancelled":
+        return "cancelled", None
+    raise ValueError(f"unknown outcome kind {outcome.kind!r}")
 
 
 def raise_transition_error(job_id: int, status: str | None, verb: str) -> NoReturn:

@@ -161,23 +161,31 @@ class SqliteBackend(Backend):
     def setup(self) -> None:
         version = self._schema_version()
         if version is None or version < SCHEMA_VERSION:
-            self._check_process()
-            try:
-                self._conn.executescript(
-                    "BEGIN IMMEDIATE;\n" + read_sql("sqlite", "schema.sql") + "\nCOMMIT;"
-                )
-            except sqlite3.DatabaseError as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise BackendUnavailable(
-                    f"cannot create the tasktrail schema in {self.path}: {exc}"
-                ) from exc
+            self.migrate()
             version = self._schema_version()
         if version is not None and version > SCHEMA_VERSION:
             raise SchemaError(
                 f"SQLite database {self.path} has tasktrail schema version {version}, newer "
                 f"than this tasktrail knows ({SCHEMA_VERSION}); upgrade tasktrail"
             )
+
+    def migrate(self) -> list[int]:
+        before = self._schema_version()
+        if before is not None and before >= SCHEMA_VERSION:
+            return []
+        self._check_process()
+        try:
+            # schema.sql is idempotent; BEGIN IMMEDIATE serialises concurrent creators.
+            self._conn.executescript(
+                "BEGIN IMMEDIATE;\n" + read_sql("sqlite", "schema.sql") + "\nCOMMIT;"
+            )
+        except sqlite3.DatabaseError as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise BackendUnavailable(
+                f"cannot create the tasktrail schema in {self.path}: {exc}"
+            ) from exc
+        return [SCHEMA_VERSION]
 
     def _schema_version(self) -> int | None:
         try:

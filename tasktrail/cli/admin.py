@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import click
 
-from ..backends import setup_sql
+from ..backends import open_backend, setup_sql
+from ..clock import parse_duration, utcnow
 from ..config import parse_dsn, resolve_dsn
+from ..errors import InvalidArguments
 from . import AppContext, cli, common_options, json_option, parse_window
 from .output import echo_json, print_table, short_time
 
@@ -120,3 +123,89 @@ def schema_command(ctx: AppContext) -> None:
         click.echo(setup_sql(parse_dsn(app.dsn, app._schema)))
     else:
         click.echo(setup_sql(parse_dsn(resolve_dsn(ctx.dsn), ctx.schema)))
+
+
+@cli.command("migrate")
+@common_options
+def migrate_command(ctx: AppContext) -> None:
+    """Create the schema or apply pending migrations (idempotent; safe on many hosts)."""
+    app = ctx.app()
+    backend = open_backend(parse_dsn(app.dsn, app._schema))
+    try:
+        applied = backend.migrate()
+    finally:
+        backend.close()
+    if applied:
+        click.echo(f"applied migrations {', '.join(map(str, applied))} to {app.url}")
+    else:
+        click.echo(f"schema at {app.url} is up to date")
+
+
+def _retention(text: str, option: str) -> timedelta | None:
+    if text.strip().lower() == "never":
+        return None
+    try:
+        return parse_duration(text)
+    except InvalidArguments as exc:
+        raise InvalidArguments(f"{option}: {exc}") from None
+
+
+@cli.command("maintain")
+@common_options
+@click.option(
+    "--keep-succeeded",
+    default="7d",
+    show_default=True,
+    help="Retention of succeeded jobs ('never' keeps them).",
+)
+@click.option("--keep-failed", default="30d", show_default=True, help="Retention of failed jobs.")
+@click.option(
+    "--keep-cancelled", default="30d", show_default=True, help="Retention of cancelled jobs."
+)
+@json_option
+def maintain_command(
+    ctx: AppContext, keep_succeeded: str, keep_failed: str, keep_cancelled: str, as_json: bool
+) -> None:
+    """Recover the jobs of lost workers, then prune old finished jobs and their history.
+
+    Safe to run from cron on several hosts at once.
+    """
+    keep = {
+        status: _retention(value, f"--keep-{status}")
+        for status, value in (
+            ("succeeded", keep_succeeded),
+            ("failed", keep_failed),
+            ("cancelled", keep_cancelled),
+        )
+    }
+    backend = ctx.app().backend
+    now = utcnow()
+    recovered = backend.recover_lost(now=now)
+    report = backend.prune(
+        older_than={status: age for status, age in keep.items() if age is not None}, now=now
+    )
+    lost_workers = sorted({item.worker_id for item in recovered})
+    if as_json:
+        echo_json(
+            {
+                "recovered": [
+                    {
+                        "job_id": r.job_id,
+                        "worker_id": r.worker_id,
+                        "was": r.previous_status,
+                        "now": r.new_status,
+                    }
+                    for r in recovered
+                ],
+                "lost_workers": lost_workers,
+                "pruned_jobs": report.jobs,
+                "pruned_events": report.events,
+            }
+        )
+        return
+    click.echo(
+        f"recovered {len(recovered)} jobs from {len(lost_workers)} lost workers"
+        + (f" ({', '.join(map(str, lost_workers))})" if lost_workers else "")
+    )
+    pruned = ", ".join(f"{count} {status}" for status, count in report.jobs.items()) or "nothing"
+    click.echo(f"pruned {pruned} jobs and {report.events} events")

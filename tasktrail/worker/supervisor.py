@@ -219,6 +219,7 @@ class Supervisor:
                     os.read(key.fd, 512)
             elif key.data == "wake":
                 self.backend.consume_wakeups()
+                self._sync_wake_fd()
                 self._more_expected = True
 
     # -- talking to the backend -------------------------------------------------------
@@ -252,19 +253,27 @@ class Supervisor:
         )
         self.worker_id = self.backend.register_worker(info, now=utcnow())
         self._next_heartbeat = time.monotonic() + self.config.lease_seconds / 3
+        self._sync_wake_fd()
+
+    def _sync_wake_fd(self) -> None:
+        """Watch the backend's current wake-up descriptor (it changes on reconnects)."""
+        fd = self.backend.wakeup_fileno()
+        if fd == self._wake_fd:
+            return
         if self._wake_fd is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(self._wake_fd)
-        self._wake_fd = self.backend.wakeup_fileno()
-        if self._wake_fd is not None:
-            self._selector.register(self._wake_fd, selectors.EVENT_READ, "wake")
-            self.pool.close_in_child(self._wake_fd)
+        self._wake_fd = fd
+        if fd is not None:
+            self._selector.register(fd, selectors.EVENT_READ, "wake")
+            self.pool.close_in_child(fd)
 
     def _heartbeat(self) -> None:
         alive = self._db("heartbeat", lambda: self.backend.heartbeat(self.worker_id, now=utcnow()))
         if alive is None:
             return
         self._next_heartbeat = time.monotonic() + self.config.lease_seconds / 3
+        self._sync_wake_fd()
         if not alive and not self.stopping:
             log.error(
                 "worker %s (id %s) was declared lost (its lease expired) and its jobs were "

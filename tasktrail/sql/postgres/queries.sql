@@ -1,0 +1,261 @@
+-- Named statements of the PostgreSQL backend. Every value is a bound parameter
+-- (%(name)s); the schema name `tasktrail` is replaced by the configured, validated one.
+-- Each statement that changes jobs writes their history events in the same statement.
+
+-- name: enqueue
+WITH new_jobs AS (
+    INSERT INTO tasktrail.jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
+                                max_attempts, timeout, run_at, created_at)
+    SELECT t.task, t.queue, 'queued', t.ref_type, t.ref_id, t.priority, t.args::jsonb,
+           t.kwargs::jsonb, t.max_attempts, t.timeout, coalesce(t.run_at, %(now)s), %(now)s
+    FROM unnest(%(task)s::text[], %(queue)s::text[], %(ref_type)s::text[], %(ref_id)s::text[],
+                %(priority)s::smallint[], %(args)s::text[], %(kwargs)s::text[],
+                %(max_attempts)s::integer[], %(timeout)s::double precision[],
+                %(run_at)s::timestamptz[])
+         WITH ORDINALITY AS t(task, queue, ref_type, ref_id, priority, args, kwargs,
+                              max_attempts, timeout, run_at, ord)
+    ORDER BY t.ord
+    RETURNING id
+), events AS (
+    INSERT INTO tasktrail.events (job_id, at, kind, attempt)
+    SELECT id, %(now)s, 'enqueued', 0 FROM new_jobs
+)
+SELECT id FROM new_jobs ORDER BY id;
+
+-- name: claim_in_queues
+WITH worker AS (
+    SELECT id FROM tasktrail.workers WHERE id = %(worker_id)s AND status = 'running'
+), candidates AS (
+    SELECT c.id, c.priority, c.run_at
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at FROM tasktrail.jobs j
+        WHERE j.status = 'queued' AND j.queue = q.name AND j.run_at <= %(now)s
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    WHERE EXISTS (SELECT 1 FROM worker)
+    ORDER BY c.priority DESC, c.run_at, c.id
+    LIMIT %(limit)s
+), claimed AS (
+    UPDATE tasktrail.jobs j SET status = 'reserved', worker_id = %(worker_id)s
+    FROM candidates c WHERE j.id = c.id
+    RETURNING j.*
+), events AS (
+    INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id)
+    SELECT id, %(now)s, 'reserved', attempts, %(worker_id)s FROM claimed
+)
+SELECT id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
+       max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
+       NULL::text AS worker_name, result, error
+FROM claimed ORDER BY priority DESC, run_at, id;
+
+-- name: claim_any_queue
+WITH worker AS (
+    SELECT id FROM tasktrail.workers WHERE id = %(worker_id)s AND status = 'running'
+), candidates AS (
+    SELECT j.id FROM tasktrail.jobs j
+    WHERE j.status = 'queued' AND j.run_at <= %(now)s AND EXISTS (SELECT 1 FROM worker)
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE tasktrail.jobs j SET status = 'reserved', worker_id = %(worker_id)s
+    FROM candidates c WHERE j.id = c.id
+    RETURNING j.*
+), events AS (
+    INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id)
+    SELECT id, %(now)s, 'reserved', attempts, %(worker_id)s FROM claimed
+)
+SELECT id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
+       max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
+       NULL::text AS worker_name, result, error
+FROM claimed ORDER BY priority DESC, run_at, id;
+
+-- name: start
+WITH started AS (
+    UPDATE tasktrail.jobs
+    SET status = 'running', attempts = attempts + 1, started_at = %(now)s, finished_at = NULL
+    WHERE id = ANY (%(ids)s::bigint[]) AND status = 'reserved' AND worker_id = %(worker_id)s
+    RETURNING *
+), events AS (
+    INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id)
+    SELECT id, %(now)s, 'started', attempts, %(worker_id)s FROM started
+)
+SELECT id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
+       max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
+       NULL::text AS worker_name, result, error
+FROM started;
+
+-- Record a batch of outcomes. Each is applied only if the job is still running in this
+-- worker's hands at that attempt (the fence); the events passed in are tagged with
+-- whether they describe the applied or the rejected case, and only the right ones are
+-- written. Returns the ids of rejected outcomes.
+-- name: finish
+WITH outcome AS (
+    SELECT *
+    FROM unnest(%(job_id)s::bigint[], %(attempt)s::integer[], %(status)s::text[],
+                %(finished_at)s::timestamptz[], %(result)s::text[], %(error)s::text[],
+                %(run_at)s::timestamptz[])
+         AS o(job_id, attempt, status, finished_at, result, error, run_at)
+), applied AS (
+    UPDATE tasktrail.jobs j
+    SET status = o.status,
+        finished_at = CASE WHEN o.status IN ('succeeded', 'failed', 'cancelled')
+                           THEN o.finished_at ELSE j.finished_at END,
+        result = CASE WHEN o.status = 'succeeded' THEN o.result::jsonb ELSE j.result END,
+        error = CASE WHEN o.status = 'succeeded' THEN NULL ELSE coalesce(o.error, j.error) END,
+        run_at = coalesce(o.run_at, j.run_at)
+    FROM outcome o
+    WHERE j.id = o.job_id AND j.status = 'running' AND j.worker_id = %(worker_id)s
+      AND j.attempts = o.attempt
+    RETURNING j.id
+), events AS (
+    INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id, detail)
+    SELECT e.job_id, e.at, e.kind, e.attempt, %(worker_id)s, e.detail::jsonb
+    FROM unnest(%(event_job_id)s::bigint[], %(event_at)s::timestamptz[], %(event_kind)s::text[],
+                %(event_attempt)s::integer[], %(event_detail)s::text[],
+                %(event_if_applied)s::boolean[])
+         AS e(job_id, at, kind, attempt, detail, if_applied)
+    WHERE e.if_applied = EXISTS (SELECT 1 FROM applied a WHERE a.id = e.job_id)
+)
+SELECT o.job_id FROM outcome o
+WHERE NOT EXISTS (SELECT 1 FROM applied a WHERE a.id = o.job_id)
+ORDER BY o.job_id;
+
+-- name: release
+WITH released AS (
+    UPDATE tasktrail.jobs SET status = 'queued'
+    WHERE id = ANY (%(ids)s::bigint[]) AND status = 'reserved' AND worker_id = %(worker_id)s
+    RETURNING id, attempts
+), events AS (
+    INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id, detail)
+    SELECT id, %(now)s, 'released', attempts, %(worker_id)s,
+           jsonb_build_object('reason', %(reason)s::text)
+    FROM released
+)
+SELECT id FROM released;
+
+-- name: notify
+SELECT pg_notify('tasktrail', q) FROM unnest(%(queues)s::text[]) AS q;
+
+-- name: register_worker
+INSERT INTO tasktrail.workers (name, host, pid, processes, reserve, queues, lease_seconds,
+                               status, started_at, heartbeat_at, expires_at)
+VALUES (%(name)s, %(host)s, %(pid)s, %(processes)s, %(reserve)s, %(queues)s::text[],
+        %(lease_seconds)s, 'running', %(now)s, %(now)s,
+        %(now)s + %(lease_seconds)s * interval '1 second')
+RETURNING id;
+
+-- name: heartbeat
+UPDATE tasktrail.workers
+SET heartbeat_at = %(now)s, expires_at = %(now)s + lease_seconds * interval '1 second'
+WHERE id = %(worker_id)s AND status = 'running'
+RETURNING id;
+
+-- name: unregister_worker
+WITH stopped AS (
+    UPDATE tasktrail.workers
+    SET status = CASE WHEN status = 'running' THEN 'stopped' ELSE status END,
+        stopped_at = coalesce(stopped_at, %(now)s)
+    WHERE id = %(worker_id)s
+    RETURNING id
+)
+SELECT count(*) FROM stopped;
+
+-- name: take_back
+SELECT job_id, worker_id, was, became
+FROM tasktrail.take_back_jobs(%(worker_ids)s::bigint[], %(now)s, %(error_template)s);
+
+-- name: mark_expired_workers_lost
+UPDATE tasktrail.workers SET status = 'lost', stopped_at = %(now)s
+WHERE id IN (
+    SELECT id FROM tasktrail.workers
+    WHERE status = 'running' AND expires_at < %(now)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id;
+
+-- name: any_expired_worker
+SELECT EXISTS (
+    SELECT 1 FROM tasktrail.workers WHERE status = 'running' AND expires_at < %(now)s
+);
+
+-- name: cancel_queued
+WITH cancelled AS (
+    UPDATE tasktrail.jobs SET status = 'cancelled', finished_at = %(now)s
+    WHERE id = %(job_id)s AND status = 'queued'
+    RETURNING id, attempts
+), events AS (
+    INSERT INTO tasktrail.events (job_id, at, kind, attempt, detail)
+    SELECT id, %(now)s, 'cancelled', attempts, %(detail)s::jsonb FROM cancelled
+)
+SELECT id FROM cancelled;
+
+-- name: retry_job
+WITH retried AS (
+    UPDATE tasktrail.jobs
+    SET status = 'queued', run_at = %(now)s, finished_at = NULL,
+        max_attempts = greatest(max_attempts, attempts + 1)
+    WHERE id = %(job_id)s AND status IN ('failed', 'cancelled')
+    RETURNING id, attempts, queue
+), events AS (
+    INSERT INTO tasktrail.events (job_id, at, kind, attempt, detail)
+    SELECT id, %(now)s, 'retried', attempts, %(detail)s::jsonb FROM retried
+)
+SELECT id, pg_notify('tasktrail', queue) FROM retried;
+
+-- name: job_status
+SELECT status FROM tasktrail.jobs WHERE id = %(job_id)s;
+
+-- name: select_jobs
+SELECT j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args, j.kwargs,
+       j.attempts, j.max_attempts, j.timeout, j.run_at, j.created_at, j.started_at,
+       j.finished_at, j.worker_id, w.name AS worker_name, j.result, j.error
+FROM tasktrail.jobs j LEFT JOIN tasktrail.workers w ON w.id = j.worker_id;
+
+-- name: list_events
+SELECT e.id, e.job_id, e.at, e.kind, e.attempt, e.worker_id, w.name, w.host, w.pid, e.detail
+FROM tasktrail.events e LEFT JOIN tasktrail.workers w ON w.id = e.worker_id
+WHERE e.job_id = %(job_id)s
+ORDER BY e.id;
+
+-- name: list_workers
+SELECT id, name, host, pid, processes, reserve, queues, status, started_at, heartbeat_at,
+       expires_at, stopped_at
+FROM tasktrail.workers
+WHERE %(include_stopped)s OR status = 'running'
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: stats_active
+SELECT task, status, count(*) FROM tasktrail.jobs
+WHERE status IN ('queued', 'reserved', 'running')
+GROUP BY task, status;
+
+-- name: stats_finished
+SELECT task, status,
+       extract(epoch FROM finished_at - started_at)::double precision AS run_seconds,
+       extract(epoch FROM started_at - run_at)::double precision AS wait_seconds
+FROM tasktrail.jobs
+WHERE finished_at >= %(since)s AND finished_at <= %(now)s
+  AND status IN ('succeeded', 'failed', 'cancelled');
+
+-- Delete one batch of final jobs past their retention, and their history.
+-- name: prune_batch
+WITH doomed AS (
+    SELECT id FROM tasktrail.jobs
+    WHERE status = %(status)s AND finished_at < %(cutoff)s
+    ORDER BY finished_at
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), gone_events AS (
+    DELETE FROM tasktrail.events WHERE job_id IN (SELECT id FROM doomed) RETURNING 1
+), gone_jobs AS (
+    DELETE FROM tasktrail.jobs WHERE id IN (SELECT id FROM doomed) RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone_jobs), (SELECT count(*) FROM gone_events);
+
+-- name: schema_version
+SELECT max(version) FROM tasktrail.migrations;
