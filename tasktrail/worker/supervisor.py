@@ -256,10 +256,12 @@ class Supervisor:
         self._sync_wake_fd()
 
     def _sync_wake_fd(self) -> None:
-        """Watch the backend's current wake-up descriptor (it changes on reconnects)."""
+        """Watch the backend's current wake-up descriptor.
+
+        It changes when the backend reconnects, possibly to a new socket with the same
+        number, which epoll would not know: so always register it afresh.
+        """
         fd = self.backend.wakeup_fileno()
-        if fd == self._wake_fd:
-            return
         if self._wake_fd is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(self._wake_fd)
