@@ -13,7 +13,7 @@ from . import AppContext, cli, common_options
 
 
 class _UTCFormatter(logging.Formatter):
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{stamp}.{int(record.msecs):03d}Z"
 
@@ -29,20 +29,40 @@ def setup_logging(level: int) -> None:
 
 @cli.command("worker")
 @common_options
-@click.option("--processes", "-p", type=int, help="Child processes to fork (default: CPU count).")
+@click.option(
+    "--processes",
+    "-p",
+    type=int,
+    envvar="TASKTRAIL_PROCESSES",
+    show_envvar=True,
+    help="Child processes to fork (default: CPU count).",
+)
 @click.option(
     "--reserve",
     "-r",
     type=int,
+    envvar="TASKTRAIL_RESERVE",
+    show_envvar=True,
     help="Jobs held at once, running plus buffered (default: 2 x processes).",
 )
-@click.option("--queues", "-q", default="", help="Comma-separated queues to serve (default: all).")
-@click.option("--name", help="Worker name in history (default: host:pid).")
+@click.option(
+    "--queues",
+    "-q",
+    default="",
+    envvar="TASKTRAIL_QUEUES",
+    show_envvar=True,
+    help="Comma-separated queues to serve (default: all).",
+)
+@click.option(
+    "--name", envvar="TASKTRAIL_WORKER_NAME", help="Worker name in history (default: host:pid)."
+)
 @click.option(
     "--grace",
     type=float,
     default=30.0,
     show_default=True,
+    envvar="TASKTRAIL_GRACE",
+    show_envvar=True,
     help="Seconds running jobs get to finish on shutdown.",
 )
 @click.option(
@@ -50,15 +70,25 @@ def setup_logging(level: int) -> None:
     type=float,
     default=5.0,
     show_default=True,
+    envvar="TASKTRAIL_KILL_GRACE",
+    show_envvar=True,
     help="Seconds from SIGTERM to SIGKILL when a child must stop.",
 )
-@click.option("--max-tasks-per-child", type=int, help="Replace a child after this many jobs.")
+@click.option(
+    "--max-tasks-per-child",
+    type=int,
+    envvar="TASKTRAIL_MAX_TASKS_PER_CHILD",
+    show_envvar=True,
+    help="Replace a child after this many jobs.",
+)
 @click.option(
     "--lease",
     "lease_seconds",
     type=float,
     default=30.0,
     show_default=True,
+    envvar="TASKTRAIL_LEASE",
+    show_envvar=True,
     help="Seconds without heartbeat after which this worker counts as lost.",
 )
 @click.option(
@@ -66,6 +96,8 @@ def setup_logging(level: int) -> None:
     type=float,
     default=1.0,
     show_default=True,
+    envvar="TASKTRAIL_POLL_INTERVAL",
+    show_envvar=True,
     help="Longest wait between looks at the queue when idle.",
 )
 @click.option(
