@@ -115,7 +115,7 @@ class PostgresBackend(Backend):
         super().__init__()
         self.dsn = dsn
         self.schema = dsn.schema
-        self.url = redact_dsn(dsn.conninfo)
+        self.url = f"{redact_dsn(dsn.conninfo)} (schema {dsn.schema})"
         self._connect_timeout = connect_timeout
         self._q = _queries(dsn.schema)
         self._conn: psycopg.Connection[Any] | None = None
