@@ -83,6 +83,11 @@ class AppContext:
             self._app = app
         return self._app
 
+    def close(self) -> None:
+        """Close the database connection the command opened, if it opened one."""
+        if self._app is not None:
+            self._app.close()
+
 
 def common_options(command: F) -> F:
     """``--dsn``, ``--app`` and ``--schema``, passed to the command as ``ctx``."""
@@ -106,7 +111,13 @@ def common_options(command: F) -> F:
     )
     @functools.wraps(command)
     def wrapper(dsn: str | None, app_spec: str | None, schema: str | None, **kwargs: Any) -> Any:
-        return command(AppContext(dsn, app_spec, schema), **kwargs)
+        context = AppContext(dsn, app_spec, schema)
+        try:
+            return command(context, **kwargs)
+        finally:
+            # Not left to garbage collection: the command may run inside a longer-lived
+            # process (click's test runner, a script calling ``main``).
+            context.close()
 
     return wrapper  # type: ignore[return-value]
 

@@ -78,7 +78,8 @@ def stats_command(ctx: AppContext, window: str, as_json: bool) -> None:
 def workers_command(ctx: AppContext, include_stopped: bool, limit: int, as_json: bool) -> None:
     """Registered worker clients (running ones unless --all)."""
     if limit < 0:
-        raise click.BadParameter("must be 0 (all) or more", param_hint="--limit")
+        # Like ``jobs --limit -1``: one line on stderr, not a usage screen.
+        raise InvalidArguments(f"--limit must be 0 (all) or more, got {limit}")
     workers = ctx.app().workers(include_stopped=include_stopped, limit=limit or None)
     if as_json:
         echo_json([worker.to_dict() for worker in workers])

@@ -169,9 +169,7 @@ def _json_value(text: str | None, what: str, kind: type) -> Any:
     except json.JSONDecodeError as exc:
         raise InvalidArguments(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, kind):
-        raise InvalidArguments(
-            f"{what} must be a JSON {kind.__name__ if kind is dict else 'array'}"
-        )
+        raise InvalidArguments(f"{what} must be a JSON {'object' if kind is dict else 'array'}")
     return value
 
 

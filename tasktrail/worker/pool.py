@@ -42,11 +42,21 @@ class Child:
     term_sent_at: float | None = None
     kill_sent: bool = False
     eof: bool = False
+    #: Jobs it will still take before it exits by itself (--max-tasks-per-child);
+    #: ``None``: no limit.
+    jobs_left: int | None = None
+
+    @property
+    def spent(self) -> bool:
+        """It has been given its last job and exits after reporting it."""
+        return self.jobs_left is not None and self.jobs_left <= 0
 
     @property
     def available(self) -> bool:
         """Idle and healthy: may be given a job."""
-        return self.assignment is None and self.stop_reason is None and not self.eof
+        return (
+            self.assignment is None and self.stop_reason is None and not self.eof and not self.spent
+        )
 
 
 class ChildPool:
@@ -59,11 +69,17 @@ class ChildPool:
         self.selector = selector
         self.max_tasks_per_child = max_tasks_per_child
         self.children: dict[int, Child] = {}
-        self._close_in_child: list[int] = []
+        # A set: the supervisor re-registers its wake-up descriptor on every wake-up
+        # and heartbeat; a list would grow for as long as the worker runs.
+        self._close_in_child: set[int] = set()
 
     def close_in_child(self, fd: int) -> None:
         """A supervisor descriptor every future child must close after the fork."""
-        self._close_in_child.append(fd)
+        self._close_in_child.add(fd)
+
+    def keep_in_child(self, fd: int) -> None:
+        """Undo :meth:`close_in_child` for a descriptor the supervisor has closed."""
+        self._close_in_child.discard(fd)
 
     def spawn(self) -> Child:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -80,7 +96,7 @@ class ChildPool:
             finally:
                 child_main(self.app, theirs, parent_pid, self.max_tasks_per_child)
         theirs.close()
-        child = Child(pid=pid, sock=ours)
+        child = Child(pid=pid, sock=ours, jobs_left=self.max_tasks_per_child)
         self.children[pid] = child
         self.selector.register(ours, selectors.EVENT_READ, child)
         return child
@@ -97,6 +113,10 @@ class ChildPool:
         child.assignment = Assignment(
             job=job, started=now, deadline=now + job.timeout if job.timeout else None
         )
+        if child.jobs_left is not None:
+            # The child counts too and exits after its last job: never hand it another,
+            # or that job would be lost with it (and recorded as a crash).
+            child.jobs_left -= 1
         try:
             child.sock.sendall(encode_message(message))
         except OSError:

@@ -117,7 +117,8 @@ class Supervisor:
         self.name = config.name or f"{socket.gethostname()}:{os.getpid()}"
         self.worker_id = 0
         self.buffer: deque[Job] = deque()
-        self.pending: list[Outcome] = []
+        # Outcomes not yet recorded, each with the id of the registration holding its job.
+        self.pending: list[tuple[int, Outcome]] = []
         self.stopping = False
         self.stop_now = False
         self.grace_deadline = 0.0
@@ -265,6 +266,8 @@ class Supervisor:
         if self._wake_fd is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(self._wake_fd)
+            # Its number may be reused by a child's own socket: stop closing it there.
+            self.pool.keep_in_child(self._wake_fd)
         self._wake_fd = fd
         if fd is not None:
             self._selector.register(fd, selectors.EVENT_READ, "wake")
@@ -303,22 +306,31 @@ class Supervisor:
             self._more_expected = True
 
     def _flush(self) -> None:
-        if not self.pending:
-            return
-        batch = list(self.pending)
+        # Each outcome is recorded under the registration that held its job. After this
+        # worker was declared lost and registered again, a late outcome from before is
+        # then refused (and recorded) as the old registration's, not the new one's.
+        while self.pending:
+            holder = self.pending[0][0]
+            count = next(
+                (i for i, (worker_id, _) in enumerate(self.pending) if worker_id != holder),
+                len(self.pending),
+            )
+            if not self._finish(holder, [outcome for _, outcome in self.pending[:count]]):
+                return
+            del self.pending[:count]
+
+    def _finish(self, holder: int, batch: list[Outcome]) -> bool:
+        """Record ``batch`` for worker ``holder``; False if the database was unreachable."""
         rejected = self._db(
-            "recording outcomes",
-            lambda: self.backend.finish(self.worker_id, batch, now=utcnow()),
+            "recording outcomes", lambda: self.backend.finish(holder, batch, now=utcnow())
         )
         if rejected is None:
-            return
-        del self.pending[: len(batch)]
+            return False
         for job_id in rejected:
             log.warning(
-                "outcome of job %s was rejected: worker %s no longer holds it",
-                job_id,
-                self.worker_id,
+                "outcome of job %s was rejected: worker %s no longer holds it", job_id, holder
             )
+        return True
 
     def _refill(self) -> None:
         monotonic = time.monotonic()
@@ -409,7 +421,7 @@ class Supervisor:
                 "worker": self.name,
             },
         )
-        self.pending.append(outcome)
+        self.pending.append((job.worker_id or self.worker_id, outcome))
 
     def _reap(self) -> None:
         for child, status in self.pool.reap():
@@ -430,7 +442,12 @@ class Supervisor:
                 )
                 if outcome is not None:
                     self._record(job, outcome)
-            elif child.stop_reason is None and not self.stopping and not child.eof:
+            elif (
+                child.stop_reason is None
+                and not self.stopping
+                and not child.eof
+                and not child.spent
+            ):
                 log.warning("idle child %s exited unexpectedly", child.pid)
             self.pool.forget(child)
             if not self.stopping:
