@@ -36,4 +36,7 @@ def parse_duration(text: str) -> timedelta:
             f"cannot read duration {text!r}: use a number and a unit, e.g. 30s, 5m, 1h, 7d"
         )
     number, unit = match.groups()
-    return timedelta(seconds=float(number) * _UNITS[unit])
+    try:
+        return timedelta(seconds=float(number) * _UNITS[unit])
+    except OverflowError:
+        raise InvalidArguments(f"duration {text!r} is too long") from None

@@ -61,7 +61,9 @@ class PostgresDsn:
 
 def redact_dsn(dsn: str) -> str:
     """Hide the password of a DSN, for logs, errors and CLI output."""
-    redacted = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    # "host:5432/db?x=a@b" has a port, not a password: an '@' further on is no user info.
+    # Anything else up to the '@' is hidden, even characters a URL should have escaped.
+    redacted = re.sub(r"(://[^:/@]*:)(?!\d*(?:[/?#]|$))[^@]*@", r"\1***@", dsn)
     return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", redacted)
 
 
@@ -71,7 +73,8 @@ def validate_identifier(name: str, what: str = "schema name") -> str:
     Only ``[a-z_][a-z0-9_]*`` up to 63 characters is accepted, so the name is safe to
     quote into DDL and never needs case folding.
     """
-    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+    # fullmatch: with match, "$" would also accept a trailing newline.
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise ConfigurationError(
             f"invalid {what} {name!r}: use lower-case letters, digits and '_', "
             "starting with a letter or '_', at most 63 characters"

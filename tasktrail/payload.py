@@ -60,7 +60,10 @@ def encode(value: Any, what: str, limit: int = MAX_PAYLOAD_BYTES) -> str:
         InvalidPayload: the value is not JSON or is larger than ``limit``.
     """
     _check(value, what)
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:  # an int with more digits than Python will write out
+        raise InvalidPayload(f"{what} holds an integer too large to write as JSON: {exc}") from exc
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > limit:
         raise InvalidPayload(

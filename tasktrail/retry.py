@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,9 +37,10 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise InvalidArguments(f"retries must be 0 or more, got {self.max_attempts - 1}")
-        if self.base_delay < 0 or self.max_delay < 0:
+        # Written as "not >=" so that NaN is refused too.
+        if not (self.base_delay >= 0 and self.max_delay >= 0):
             raise InvalidArguments("retry delays must not be negative")
-        if self.factor < 1:
+        if not self.factor >= 1:
             raise InvalidArguments(f"retry backoff factor must be at least 1, got {self.factor}")
         if not 0 <= self.jitter <= 1:
             raise InvalidArguments(f"retry jitter must be between 0 and 1, got {self.jitter}")
@@ -46,8 +48,12 @@ class RetryPolicy:
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         exponent = max(0, attempt - 1)
-        # Cap the exponent so a large attempt count cannot overflow the float.
-        raw = self.base_delay * self.factor ** min(exponent, 64)
+        # Cap the exponent so a large attempt count cannot overflow the float; a huge
+        # factor still can, and then the delay is simply the cap.
+        try:
+            raw = self.base_delay * self.factor ** min(exponent, 64)
+        except OverflowError:
+            raw = math.inf if self.base_delay > 0 else 0.0
         capped = min(self.max_delay, raw)
         spread = (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
         return max(0.0, capped * spread)

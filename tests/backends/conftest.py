@@ -1,0 +1,34 @@
+"""Fixtures of the backend contract suite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tasktrail.backends import Backend, open_backend
+
+from .helpers import history_problems
+
+
+@pytest.fixture
+def postgres_dsn(pg_dsn: str) -> str:
+    """The name the ``dsn`` fixture of tests/conftest.py asks for (it defines ``pg_dsn``)."""
+    return pg_dsn
+
+
+@pytest.fixture
+def backend(dsn: str) -> Iterator[Backend]:
+    """A set-up backend on a new database.
+
+    Afterwards every job in it must have a valid history (a lifecycle path ending in its
+    current status), whatever the test did.
+    """
+    opened = open_backend(dsn)
+    try:
+        opened.setup()
+        yield opened
+        problems = history_problems(opened)
+    finally:
+        opened.close()
+    assert not problems, f"invalid job histories: {problems}"

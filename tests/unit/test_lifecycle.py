@@ -1,0 +1,158 @@
+"""lifecycle.check_history: valid paths pass, broken ones are named."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from tasktrail.job import EVENT_KINDS
+from tasktrail.lifecycle import TRANSITIONS, check_history
+
+
+def history(*steps: str | tuple[str, int]) -> list[SimpleNamespace]:
+    """Events from kinds; the attempt is counted like a backend would, unless given."""
+    events = []
+    attempt = 0
+    for step in steps:
+        if isinstance(step, tuple):
+            kind, explicit = step
+        else:
+            kind, explicit = step, None
+        if kind == "started":
+            attempt += 1
+        events.append(SimpleNamespace(kind=kind, attempt=attempt if explicit is None else explicit))
+    return events
+
+
+VALID = {
+    "succeeded first time": (
+        ["enqueued", "reserved", "started", "succeeded"],
+        "succeeded",
+    ),
+    "still queued": (["enqueued"], "queued"),
+    "reserved": (["enqueued", "reserved"], "reserved"),
+    "running": (["enqueued", "reserved", "started"], "running"),
+    "failed finally": (["enqueued", "reserved", "started", "failed"], "failed"),
+    "retried after failure and timeout": (
+        [
+            "enqueued", "reserved", "started", "failed", "retry_scheduled",
+            "reserved", "started", "timeout", "retry_scheduled",
+            "reserved", "started", "succeeded",
+        ],
+        "succeeded",
+    ),
+    "released then run": (
+        ["enqueued", "reserved", "released", "reserved", "started", "succeeded"],
+        "succeeded",
+    ),
+    "lost while reserved": (["enqueued", "reserved", "lost", "reserved"], "reserved"),
+    "lost while running, retried": (
+        ["enqueued", "reserved", "started", "lost", "retry_scheduled", "reserved", "started"],
+        "running",
+    ),
+    "lost while running, final": (["enqueued", "reserved", "started", "lost"], "failed"),
+    "interrupted by shutdown": (
+        ["enqueued", "reserved", "started", "interrupted", "reserved", "started", "succeeded"],
+        "succeeded",
+    ),
+    "cancelled while queued": (["enqueued", "cancelled"], "cancelled"),
+    "cancelled while reserved": (["enqueued", "reserved", "cancelled"], "cancelled"),
+    "cancelled while running": (["enqueued", "reserved", "started", "cancelled"], "cancelled"),
+    "retried by a person after failure": (
+        ["enqueued", "reserved", "started", "failed", "retried", "reserved", "started"],
+        "running",
+    ),
+    "retried by a person after cancel": (["enqueued", "cancelled", "retried"], "queued"),
+    "late outcome rejected": (
+        [
+            "enqueued", "reserved", "started", "lost", "retry_scheduled", "reserved",
+            ("outcome_rejected", 1), "started", "succeeded", ("outcome_rejected", 1),
+        ],
+        "succeeded",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("kinds", "status"), VALID.values(), ids=list(VALID))
+def test_valid_histories(kinds: list[str | tuple[str, int]], status: str) -> None:
+    assert check_history(history(*kinds), status) == []
+    assert check_history(history(*kinds)) == []
+
+
+def test_no_events() -> None:
+    assert check_history([]) == ["no events"]
+
+
+def test_first_event_must_be_enqueued() -> None:
+    assert check_history(history("reserved"), "queued") == [
+        "first event is 'reserved', not 'enqueued'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kinds", "problem"),
+    [
+        (["enqueued", "started"], "event 1 'started' is not allowed when queued"),
+        (["enqueued", "succeeded"], "event 1 'succeeded' is not allowed when queued"),
+        (
+            ["enqueued", "reserved", "started", "succeeded", "retried"],
+            "event 4 'retried' is not allowed when succeeded",
+        ),
+        (
+            ["enqueued", "reserved", "started", "succeeded", "reserved"],
+            "event 4 'reserved' is not allowed when succeeded",
+        ),
+        (["enqueued", "reserved", "reserved"], "event 2 'reserved' is not allowed when reserved"),
+        (["enqueued", "reserved", "succeeded"], "event 2 'succeeded' is not allowed when reserved"),
+        (["enqueued", "reserved", "retry_scheduled"], "'retry_scheduled' is not allowed when reserved"),
+        (["enqueued", "retried"], "event 1 'retried' is not allowed when queued"),
+        (["enqueued", "released"], "event 1 'released' is not allowed when queued"),
+        (["enqueued", "reserved", "started", "released"], "'released' is not allowed when running"),
+        (["enqueued", "lost"], "event 1 'lost' is not allowed when queued"),
+        (["enqueued", "enqueued"], "event 1 'enqueued' is not allowed when queued"),
+        (["enqueued", "bogus"], "event 1 'bogus' is not allowed when queued"),
+    ],
+)  # fmt: skip
+def test_invalid_transitions_are_named(kinds: list[str], problem: str) -> None:
+    problems = check_history(history(*kinds))
+    assert any(problem in p for p in problems), problems
+
+
+def test_wrong_attempt_numbers_are_found() -> None:
+    events = history("enqueued", "reserved", "started", ("succeeded", 2))
+    assert check_history(events, "succeeded") == ["event 3 'succeeded' says attempt 2, expected 1"]
+    events = history("enqueued", ("reserved", 1))
+    assert check_history(events) == ["event 1 'reserved' says attempt 1, expected 0"]
+
+
+def test_attempts_keep_counting_across_retries() -> None:
+    events = history(
+        "enqueued", "reserved", "started", "failed", "retry_scheduled",
+        "reserved", ("started", 1),
+    )  # fmt: skip
+    assert check_history(events) == ["event 6 'started' says attempt 1, expected 2"]
+
+
+def test_status_must_match_where_the_path_ends() -> None:
+    events = history("enqueued", "reserved", "started", "failed", "retry_scheduled")
+    assert check_history(events, "failed") == ["history ends 'queued' but the job is 'failed'"]
+    assert check_history(events, "queued") == []
+
+
+def test_several_problems_are_all_reported() -> None:
+    events = history(("started", 0), ("reserved", 0), ("succeeded", 0), ("started", 5))
+    problems = check_history(events, "succeeded")
+    assert problems == [
+        "first event is 'started', not 'enqueued'",
+        "event 2 'succeeded' is not allowed when reserved",
+        "event 3 'started' says attempt 5, expected 1",
+        "history ends 'running' but the job is 'succeeded'",
+    ]
+
+
+def test_every_transition_uses_a_known_event_kind_and_state() -> None:
+    for state, moves in TRANSITIONS.items():
+        for kind, following in moves.items():
+            assert kind in EVENT_KINDS, (state, kind)
+            assert following in TRANSITIONS, (state, following)
