@@ -31,7 +31,7 @@ _PRIORITY_RANGE = (-32768, 32767)
 
 def validate_name(value: Any, what: str) -> str:
     """A task or queue name: letters, digits and ``_ . : -``, at most 200 characters."""
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise ConfigurationError(
             f"invalid {what} {value!r}: use letters, digits and '_', '.', ':', '-', "
             "starting with a letter or '_', at most 200 characters"
@@ -102,6 +102,7 @@ class Task(Generic[P, R]):
         Raises:
             InvalidArguments: the arguments do not fit the function, or bad options.
             InvalidPayload: the arguments are not JSON, or too large.
+            ConfigurationError: an invalid queue name.
         """
         try:
             self.signature.bind(*args, **kwargs)
@@ -164,4 +165,7 @@ def _run_at(delay: float | timedelta | None, run_at: datetime | None) -> datetim
         raise InvalidArguments(f"delay must be seconds or a timedelta, got {delay!r}")
     if not seconds >= 0:
         raise InvalidArguments(f"delay must not be negative, got {delay!r}")
-    return utcnow() + timedelta(seconds=seconds)
+    try:
+        return utcnow() + timedelta(seconds=seconds)
+    except OverflowError:
+        raise InvalidArguments(f"delay {delay!r} is too far in the future") from None

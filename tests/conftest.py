@@ -62,4 +62,6 @@ def sqlite_dsn(tmp_path: os.PathLike[str]) -> str:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def dsn(request: pytest.FixtureRequest) -> str:
     """Each backend in turn: the same test runs on SQLite and on PostgreSQL."""
-    return str(request.getfixturevalue(f"{request.param}_dsn"))
+    return str(
+        request.getfixturevalue({"sqlite": "sqlite_dsn", "postgres": "pg_dsn"}[request.param])
+    )

@@ -12,12 +12,6 @@ from .helpers import history_problems
 
 
 @pytest.fixture
-def postgres_dsn(pg_dsn: str) -> str:
-    """The name the ``dsn`` fixture of tests/conftest.py asks for (it defines ``pg_dsn``)."""
-    return pg_dsn
-
-
-@pytest.fixture
 def backend(dsn: str) -> Iterator[Backend]:
     """A set-up backend on a new database.
 
