@@ -231,7 +231,9 @@ class Backend(ABC):
 
         Each outcome is applied only if the job is still running in this worker's hands
         at that attempt; otherwise an ``outcome_rejected`` event records it and its id is
-        returned.
+        returned. The change each outcome makes is ``backends.common.transition``: an
+        ``interrupted`` attempt (worker shutdown) is requeued and given back, so it does
+        not use up a retry. Outcomes for jobs that no longer exist are ignored.
         """
 
     @abstractmethod

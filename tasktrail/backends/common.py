@@ -5,6 +5,7 @@ Pure functions with no I/O, so the mapping is written once and unit-tested direc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -13,27 +14,12 @@ from ..job import Outcome
 
 __all__ = [
     "LOST_ERROR_TEMPLATE",
-    "finish_statement",
+    "Transition",
     "lost_error",
-    "new_status",
     "outcome_events",
     "raise_transition_error",
+    "transition",
 ]
-
-
-def finish_statement(outcome: Outcome) -> tuple[str, dict[str, Any]]:
-    """The named ``finish_*`` statement that records ``outcome``, and its own parameters."""
-    if outcome.kind == "succeeded":
-        return "finish_succeeded", {"result": outcome.result_json}
-    if outcome.kind in ("failed", "timeout"):
-        if outcome.retry_at is not None:
-            return "finish_retry", {"retry_at": outcome.retry_at, "error": outcome.error}
-        return "finish_failed", {"error": outcome.error}
-    if outcome.kind == "interrupted":
-        return "finish_interrupted", {}
-    if outcome.kind == "cancelled":
-        return "finish_cancelled", {"error": outcome.error}
-    raise ValueError(f"unknown outcome kind {outcome.kind!r}")
 
 
 def outcome_events(
@@ -69,18 +55,28 @@ def lost_error(worker_id: int) -> str:
     return LOST_ERROR_TEMPLATE % worker_id
 
 
-def new_status(outcome: Outcome) -> tuple[str, datetime | None]:
-    """The job's status after ``outcome``, and its new ``run_at`` if it is queued again."""
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What an outcome does to its job row."""
+
+    status: str  # the job's new status
+    run_at: datetime | None  # when it runs again, if queued again
+    extra_attempts: int  # added to max_attempts: an interrupted attempt is given back
+
+
+def transition(outcome: Outcome) -> Transition:
+    """The change ``outcome`` makes to its job (both backends apply exactly this)."""
     if outcome.kind == "succeeded":
-        return "succeeded", None
+        return Transition("succeeded", None, 0)
     if outcome.kind in ("failed", "timeout"):
         if outcome.retry_at is not None:
-            return "queued", outcome.retry_at
-        return "failed", None
+            return Transition("queued", outcome.retry_at, 0)
+        return Transition("failed", None, 0)
     if outcome.kind == "interrupted":
-        return "queued", outcome.finished_at
+        # A shutdown killed it: not the job's fault, so it does not use up a retry.
+        return Transition("queued", outcome.finished_at, 1)
     if outcome.kind == "cancelled":
-        return "cancelled", None
+        return Transition("cancelled", None, 0)
     raise ValueError(f"unknown outcome kind {outcome.kind!r}")
 
 

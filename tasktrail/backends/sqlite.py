@@ -22,7 +22,7 @@ from ..stats import build_task_stats
 from ._sql import queries, read_sql
 from ._wake import WakeListener, notify_all, wake_directory
 from .base import Backend, JobFilter, PruneReport, RecoveredJob, TaskStats
-from .common import finish_statement, lost_error, outcome_events, raise_transition_error
+from .common import lost_error, outcome_events, raise_transition_error, transition
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
 
@@ -404,16 +404,22 @@ class SqliteBackend(Backend):
         events: list[dict[str, Any]] = []
         with self._write() as conn:
             for outcome in outcomes:
-                name, extra = finish_statement(outcome)
+                change = transition(outcome)
                 params = {
                     "job_id": outcome.job_id,
                     "worker_id": worker_id,
                     "attempt": outcome.attempt,
-                    "now": _ts(outcome.finished_at),
-                    **{key: _ts(v) if isinstance(v, datetime) else v for key, v in extra.items()},
+                    "status": change.status,
+                    "finished_at": _ts(outcome.finished_at),
+                    "result": outcome.result_json,
+                    "error": outcome.error,
+                    "run_at": _ts(change.run_at) if change.run_at is not None else None,
+                    "extra_attempts": change.extra_attempts,
                 }
-                applied = conn.execute(_Q[name], params).rowcount == 1
+                applied = conn.execute(_Q["finish"], params).rowcount == 1
                 if not applied:
+                    if not conn.execute(_Q["job_exists"], params).fetchone():
+                        continue  # no such job: nothing to record it against
                     rejected.append(outcome.job_id)
                 events.extend(
                     _event_row(outcome.job_id, at, kind, outcome.attempt, worker_id, detail)

@@ -568,6 +568,8 @@ def test_finish_interrupted_queues_the_job_at_once(backend: Backend) -> None:
     assert backend.finish(worker, [outcome], now=at(2)) == []
     job = must_get(backend, job_id)
     assert (job.status, job.finished_at) == ("queued", None)
+    # the interrupted attempt stays counted in history but is given back
+    assert (job.attempts, job.max_attempts) == (1, 4)
     assert kinds(backend, job_id)[-1] == "interrupted"
     other = backend.register_worker(worker_info("other"), now=at(2))
     again = start(backend, other, job_id, at(2))

@@ -7,10 +7,11 @@ from datetime import timedelta
 import pytest
 
 from tasktrail.backends.common import (
-    finish_statement,
+    Transition,
     lost_error,
     outcome_events,
     raise_transition_error,
+    transition,
 )
 from tasktrail.errors import InvalidTransition, JobNotFound
 from tasktrail.job import Outcome
@@ -22,43 +23,31 @@ RETRY_AT = T0 + timedelta(minutes=1)
 
 
 @pytest.mark.parametrize(
-    ("outcome", "statement"),
+    ("outcome", "change"),
     [
-        (
-            Outcome(1, 1, "succeeded", T0, result_json="[1]"),
-            ("finish_succeeded", {"result": "[1]"}),
-        ),
+        (Outcome(1, 1, "succeeded", T0, result_json="[1]"), Transition("succeeded", None, 0)),
         (
             Outcome(1, 1, "failed", T0, error="boom", retry_at=RETRY_AT),
-            ("finish_retry", {"retry_at": RETRY_AT, "error": "boom"}),
+            Transition("queued", RETRY_AT, 0),
         ),
         (
             Outcome(1, 1, "timeout", T0, error="slow", retry_at=RETRY_AT),
-            ("finish_retry", {"retry_at": RETRY_AT, "error": "slow"}),
+            Transition("queued", RETRY_AT, 0),
         ),
-        (Outcome(1, 1, "failed", T0, error="boom"), ("finish_failed", {"error": "boom"})),
-        (Outcome(1, 1, "timeout", T0, error="slow"), ("finish_failed", {"error": "slow"})),
-        (Outcome(1, 1, "interrupted", T0), ("finish_interrupted", {})),
-        (Outcome(1, 1, "cancelled", T0, error="stop"), ("finish_cancelled", {"error": "stop"})),
+        (Outcome(1, 1, "failed", T0, error="boom"), Transition("failed", None, 0)),
+        (Outcome(1, 1, "timeout", T0, error="slow"), Transition("failed", None, 0)),
+        # an interrupted attempt is requeued at once and given back
+        (Outcome(1, 1, "interrupted", T0), Transition("queued", T0, 1)),
+        (Outcome(1, 1, "cancelled", T0, error="stop"), Transition("cancelled", None, 0)),
     ],
 )
-def test_finish_statement(outcome: Outcome, statement: tuple[str, dict[str, object]]) -> None:
-    assert finish_statement(outcome) == statement
+def test_transition(outcome: Outcome, change: Transition) -> None:
+    assert transition(outcome) == change
 
 
-def test_finish_statement_refuses_unknown_kinds() -> None:
+def test_transition_refuses_unknown_kinds() -> None:
     with pytest.raises(ValueError, match="unknown outcome kind 'snoozed'"):
-        finish_statement(Outcome(1, 1, "snoozed", T0))  # type: ignore[arg-type]
-
-
-def test_every_finish_statement_exists_in_the_sqlite_queries() -> None:
-    from tasktrail.backends._sql import queries
-
-    names = set(queries("sqlite"))
-    for kind in ("succeeded", "failed", "timeout", "interrupted", "cancelled"):
-        for retry_at in (None, RETRY_AT):
-            name, _ = finish_statement(Outcome(1, 1, kind, T0, retry_at=retry_at))  # type: ignore[arg-type]
-            assert name in names
+        transition(Outcome(1, 1, "snoozed", T0))  # type: ignore[arg-type]
 
 
 def test_success_event() -> None:

@@ -43,28 +43,22 @@ RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, att
           max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
           NULL AS worker_name, result, error;
 
--- The finish_* statements are fenced: they change the job only if it is still running
--- in this worker's hands at this attempt.
-
--- name: finish_succeeded
-UPDATE jobs SET status = 'succeeded', finished_at = :now, result = :result, error = NULL
+-- Record one outcome. Fenced: it changes the job only if the job is still running in
+-- this worker's hands at this attempt. The new status, run_at and extra attempts come
+-- from backends.common.transition, shared with PostgreSQL.
+-- name: finish
+UPDATE jobs
+SET status = :status,
+    finished_at = CASE WHEN :status IN ('succeeded', 'failed', 'cancelled')
+                       THEN :finished_at ELSE finished_at END,
+    result = CASE WHEN :status = 'succeeded' THEN :result ELSE result END,
+    error = CASE WHEN :status = 'succeeded' THEN NULL ELSE coalesce(:error, error) END,
+    run_at = coalesce(:run_at, run_at),
+    max_attempts = max_attempts + :extra_attempts
 WHERE id = :job_id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt;
 
--- name: finish_failed
-UPDATE jobs SET status = 'failed', finished_at = :now, error = :error
-WHERE id = :job_id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt;
-
--- name: finish_retry
-UPDATE jobs SET status = 'queued', run_at = :retry_at, error = :error
-WHERE id = :job_id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt;
-
--- name: finish_interrupted
-UPDATE jobs SET status = 'queued', run_at = :now
-WHERE id = :job_id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt;
-
--- name: finish_cancelled
-UPDATE jobs SET status = 'cancelled', finished_at = :now, error = :error
-WHERE id = :job_id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt;
+-- name: job_exists
+SELECT 1 FROM jobs WHERE id = :job_id;
 
 -- name: release
 UPDATE jobs SET status = 'queued'
