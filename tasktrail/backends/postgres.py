@@ -12,6 +12,7 @@ and is replaced by the configured one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql as pgsql
+from psycopg.rows import tuple_row
 
 from ..config import PostgresDsn, redact_dsn
 from ..errors import BackendUnavailable, InvalidArguments, InvalidPayload, SchemaError
@@ -31,13 +33,14 @@ from ..job import Event, Job, NewJob, Outcome, Ref, WorkerInfo, WorkerRecord
 from ..stats import build_task_stats
 from ._sql import queries, read_sql
 from .base import Backend, JobFilter, PruneReport, RecoveredJob, TaskStats
-from .common import LOST_ERROR_TEMPLATE, new_status, outcome_events, raise_transition_error
+from .common import LOST_ERROR_TEMPLATE, outcome_events, raise_transition_error, transition
 
 __all__ = ["SCHEMA_VERSION", "PostgresBackend", "migrations", "render_schema"]
 
 SCHEMA_VERSION = 1
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+_NUL_ESCAPE_AFTER = re.compile(r"((?<!\\)(?:\\\\)*)\\u0000")
 
 
 def _render(text: str, schema: str) -> str:
@@ -104,6 +107,40 @@ def _check_no_nul(job: NewJob) -> None:
                 f"{what} of {job.task} contain a NUL character (\\u0000), which PostgreSQL "
                 "cannot store in JSON"
             )
+
+
+def _text_without_nul(text: str | None) -> str | None:
+    """Text PostgreSQL can store: a NUL character (which no text value can hold)
+    becomes U+FFFD. For errors, tracebacks and reasons, which are read, not parsed."""
+    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
+
+
+def _json_without_nul(text: str) -> str:
+    """JSON text jsonb accepts: each ``\\u0000`` escape becomes ``\\ufffd``."""
+    if "\\u0000" not in text:
+        return text
+    return _NUL_ESCAPE_AFTER.sub(lambda match: match.group(1) + "\\ufffd", text)
+
+
+def _storable(outcome: Outcome) -> Outcome:
+    """``outcome`` in a form PostgreSQL can store.
+
+    A result holding a NUL character cannot be stored as jsonb: the attempt fails (for
+    good: the retry policy is not known here) with an error saying so, instead of the
+    whole batch of outcomes failing to record.
+    """
+    result = outcome.result_json
+    if outcome.kind == "succeeded" and result and _NUL_ESCAPE.search(result):
+        return dataclasses.replace(
+            outcome,
+            kind="failed",
+            result_json=None,
+            error="the result contains a NUL character (\\u0000), which PostgreSQL cannot "
+            "store in JSON",
+            retry_at=None,
+            detail={**outcome.detail, "reason": "bad_result"},
+        )
+    return outcome
 
 
 class PostgresBackend(Backend):
@@ -279,7 +316,9 @@ class PostgresBackend(Backend):
                     "connection= for the PostgreSQL backend must be a psycopg (3) Connection, "
                     f"got {type(connection).__name__}"
                 )
-            rows = connection.execute(self._q["enqueue"], params).fetchall()
+            # The caller's connection may have any row factory (dict_row is common).
+            with connection.cursor(row_factory=tuple_row) as cursor:
+                rows = cursor.execute(self._q["enqueue"], params).fetchall()
         else:
             rows = self._fetch("enqueue", params)
         return [row[0] for row in rows]
@@ -287,7 +326,8 @@ class PostgresBackend(Backend):
     def cancel(self, job_id: int, *, now: datetime, by: str, reason: str | None = None) -> Job:
         detail = {"by": by, **({"reason": reason} if reason else {})}
         rows = self._fetch(
-            "cancel_queued", {"job_id": job_id, "now": now, "detail": json.dumps(detail)}
+            "cancel_queued",
+            {"job_id": job_id, "now": now, "detail": _json_without_nul(json.dumps(detail))},
         )
         if not rows:
             status = self._fetch("job_status", {"job_id": job_id})
@@ -296,7 +336,8 @@ class PostgresBackend(Backend):
 
     def retry(self, job_id: int, *, now: datetime, by: str) -> Job:
         rows = self._fetch(
-            "retry_job", {"job_id": job_id, "now": now, "detail": json.dumps({"by": by})}
+            "retry_job",
+            {"job_id": job_id, "now": now, "detail": _json_without_nul(json.dumps({"by": by}))},
         )
         if not rows:
             status = self._fetch("job_status", {"job_id": job_id})
@@ -369,6 +410,7 @@ class PostgresBackend(Backend):
             "result": [],
             "error": [],
             "run_at": [],
+            "extra_attempts": [],
             "event_job_id": [],
             "event_at": [],
             "event_kind": [],
@@ -376,22 +418,25 @@ class PostgresBackend(Backend):
             "event_detail": [],
             "event_if_applied": [],
         }
-        for outcome in outcomes:
-            status, run_at = new_status(outcome)
+        for outcome in map(_storable, outcomes):
+            change = transition(outcome)
             params["job_id"].append(outcome.job_id)
             params["attempt"].append(outcome.attempt)
-            params["status"].append(status)
+            params["status"].append(change.status)
+            params["extra_attempts"].append(change.extra_attempts)
             params["finished_at"].append(outcome.finished_at)
             params["result"].append(outcome.result_json)
-            params["error"].append(outcome.error)
-            params["run_at"].append(run_at)
+            params["error"].append(_text_without_nul(outcome.error))
+            params["run_at"].append(change.run_at)
             for applied in (True, False):
                 for at, kind, detail in outcome_events(outcome, applied, worker_id, now):
                     params["event_job_id"].append(outcome.job_id)
                     params["event_at"].append(at)
                     params["event_kind"].append(kind)
                     params["event_attempt"].append(outcome.attempt)
-                    params["event_detail"].append(json.dumps(detail) if detail else None)
+                    params["event_detail"].append(
+                        _json_without_nul(json.dumps(detail)) if detail else None
+                    )
                     params["event_if_applied"].append(applied)
         return [row[0] for row in self._fetch("finish", params)]
 

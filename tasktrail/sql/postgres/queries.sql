@@ -97,8 +97,8 @@ WITH outcome AS (
     SELECT *
     FROM unnest(%(job_id)s::bigint[], %(attempt)s::integer[], %(status)s::text[],
                 %(finished_at)s::timestamptz[], %(result)s::text[], %(error)s::text[],
-                %(run_at)s::timestamptz[])
-         AS o(job_id, attempt, status, finished_at, result, error, run_at)
+                %(run_at)s::timestamptz[], %(extra_attempts)s::integer[])
+         AS o(job_id, attempt, status, finished_at, result, error, run_at, extra_attempts)
 ), applied AS (
     UPDATE tasktrail.jobs j
     SET status = o.status,
@@ -106,7 +106,8 @@ WITH outcome AS (
                            THEN o.finished_at ELSE j.finished_at END,
         result = CASE WHEN o.status = 'succeeded' THEN o.result::jsonb ELSE j.result END,
         error = CASE WHEN o.status = 'succeeded' THEN NULL ELSE coalesce(o.error, j.error) END,
-        run_at = coalesce(o.run_at, j.run_at)
+        run_at = coalesce(o.run_at, j.run_at),
+        max_attempts = j.max_attempts + o.extra_attempts
     FROM outcome o
     WHERE j.id = o.job_id AND j.status = 'running' AND j.worker_id = %(worker_id)s
       AND j.attempts = o.attempt
@@ -119,9 +120,11 @@ WITH outcome AS (
                 %(event_if_applied)s::boolean[])
          AS e(job_id, at, kind, attempt, detail, if_applied)
     WHERE e.if_applied = EXISTS (SELECT 1 FROM applied a WHERE a.id = e.job_id)
+      AND EXISTS (SELECT 1 FROM tasktrail.jobs j WHERE j.id = e.job_id)
 )
 SELECT o.job_id FROM outcome o
 WHERE NOT EXISTS (SELECT 1 FROM applied a WHERE a.id = o.job_id)
+  AND EXISTS (SELECT 1 FROM tasktrail.jobs j WHERE j.id = o.job_id)
 ORDER BY o.job_id;
 
 -- name: release
