@@ -80,8 +80,9 @@ def test_jobs_running_past_the_grace_are_killed_and_requeued(app, workers, recor
 
     for handle, how in ((cooperative, {"exit_code": 143}), (stubborn, {"signal": "SIGKILL"})):
         job = handle.get()
-        # Back in the queue, not failed: a shutdown is not the job's fault.
-        assert (job.status, job.attempts) == ("queued", 1)
+        # Back in the queue, not failed: a shutdown is not the job's fault, so the
+        # attempt it used is given back (no retries configured: 1 + 1 attempts).
+        assert (job.status, job.attempts, job.max_attempts) == ("queued", 1, 2)
         last = handle.events()[-1]
         assert last.kind == "interrupted"
         assert last.detail["reason"] == "worker shutdown"
