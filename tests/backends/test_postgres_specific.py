@@ -1,0 +1,580 @@
+"""What only the PostgreSQL backend does, or does its own way.
+
+Enqueueing inside the caller's transaction, LISTEN/NOTIFY wake-ups, the number of
+statements on the hot path, the claim query's plan, losing the connection, and text
+PostgreSQL cannot store (NUL characters).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import socket
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.rows import dict_row, tuple_row
+
+from tasktrail import App, BackendUnavailable, InvalidArguments, InvalidPayload, JobNotFound, Task
+from tasktrail.backends import Backend, open_backend
+from tasktrail.clock import utcnow
+from tasktrail.config import parse_dsn
+from tasktrail.job import Outcome, WorkerInfo
+from tasktrail.lifecycle import check_history
+
+pytestmark = pytest.mark.postgres
+
+DEADLINE = 10.0  # generous: a passing run never waits this long
+
+
+def worker_info(name: str = "test-worker", queues: tuple[str, ...] = ()) -> WorkerInfo:
+    return WorkerInfo(
+        name=name,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        processes=1,
+        reserve=10,
+        queues=queues,
+        lease_seconds=60.0,
+    )
+
+
+def schema_of(dsn: str) -> str:
+    return parse_dsn(dsn).schema
+
+
+@dataclass
+class Apps:
+    """An app on the test's schema, with one task, and its backend."""
+
+    app: App
+    echo: Task[Any, Any]
+
+    @property
+    def backend(self) -> Backend:
+        return self.app.backend
+
+
+@pytest.fixture
+def apps(pg_dsn: str) -> Iterator[Apps]:
+    app = App(pg_dsn)
+
+    @app.task(name="echo", retries=1)
+    def echo(*args: Any, **kwargs: Any) -> Any:
+        return [args, kwargs]
+
+    try:
+        app.backend  # noqa: B018 - creates the schema now
+        yield Apps(app, echo)
+    finally:
+        app.close()
+
+
+@pytest.fixture
+def orders(pg_server: str, pg_dsn: str, apps: Apps) -> str:
+    """A business table next to the jobs: ``<schema>.orders``."""
+    table = sql.Identifier(schema_of(pg_dsn), "orders")
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, total int)").format(table))
+    return f'"{schema_of(pg_dsn)}".orders'
+
+
+def order_ids(pg_server: str, orders: str) -> list[int]:
+    with psycopg.connect(pg_server) as conn:
+        return [row[0] for row in conn.execute(f"SELECT id FROM {orders} ORDER BY id")]  # noqa: S608
+
+
+# -- enqueue in the caller's transaction ----------------------------------------------------
+
+
+@pytest.mark.parametrize("row_factory", [tuple_row, dict_row], ids=["tuple_row", "dict_row"])
+def test_a_job_enqueued_in_a_committed_transaction_exists_with_its_event(
+    row_factory: Any, apps: Apps, orders: str, pg_server: str
+) -> None:
+    with psycopg.connect(pg_server, row_factory=row_factory) as conn:
+        with conn.transaction():
+            conn.execute(f"INSERT INTO {orders} (id, total) VALUES (1, 100)")  # noqa: S608
+            handle = apps.echo.enqueue("order", 1, ref=("order", 1), connection=conn)
+            # Not visible outside the transaction yet: it is not autocommitted.
+            assert apps.backend.get_job(handle.id) is None
+            assert apps.app.jobs(ref=("order", 1)) == []
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+    job = apps.app.job(handle.id)
+    assert job.status == "queued"
+    assert job.args == ["order", 1]
+    assert [event.kind for event in apps.app.events(handle.id)] == ["enqueued"]
+    assert order_ids(pg_server, orders) == [1]
+
+
+def test_a_job_enqueued_in_a_rolled_back_transaction_does_not_exist(
+    apps: Apps, orders: str, pg_server: str
+) -> None:
+    class Abort(Exception):
+        pass
+
+    handles = []
+    with psycopg.connect(pg_server) as conn:
+        with pytest.raises(Abort), conn.transaction():
+            conn.execute(f"INSERT INTO {orders} (id, total) VALUES (2, 200)")  # noqa: S608
+            handles.append(apps.echo.enqueue("order", 2, connection=conn))
+            handles += apps.app.enqueue_many(
+                [apps.echo.prepare("line", n) for n in range(3)], connection=conn
+            )
+            raise Abort
+        # The same connection keeps working for the caller afterwards.
+        conn.execute("SELECT 1")
+
+    assert len(handles) == 4
+    for handle in handles:
+        with pytest.raises(JobNotFound):
+            apps.app.job(handle.id)
+        assert apps.backend.list_events(handle.id) == []
+    assert apps.app.jobs() == []
+    assert order_ids(pg_server, orders) == []
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [object(), sqlite3.connect(":memory:"), "postgresql://localhost/db"],
+    ids=["object", "sqlite3", "dsn string"],
+)
+def test_a_connection_that_is_not_psycopg_is_refused_clearly(apps: Apps, connection: Any) -> None:
+    with pytest.raises(InvalidArguments, match=r"must be a psycopg \(3\) Connection, got \w+"):
+        apps.echo.enqueue("x", connection=connection)
+    assert apps.app.jobs() == []
+
+
+# -- LISTEN / NOTIFY ------------------------------------------------------------------------
+
+
+def readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` becomes readable within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if ready:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+
+
+def test_a_registered_worker_is_woken_by_an_enqueue_from_another_connection(
+    apps: Apps, pg_dsn: str, pg_server: str
+) -> None:
+    backend = open_backend(pg_dsn)
+    try:
+        assert backend.wakeup_fileno() is None  # not a worker: nothing to wake
+        worker_id = backend.register_worker(worker_info(), now=utcnow())
+        fd = backend.wakeup_fileno()
+        assert fd is not None
+        backend.consume_wakeups()
+        assert not readable(fd, 0)
+
+        apps.echo.enqueue("wake up")  # the app's own connection, not the worker's
+        assert readable(fd, DEADLINE), "no NOTIFY arrived after an enqueue"
+        backend.consume_wakeups()
+        assert not readable(fd, 0), "consume_wakeups left the descriptor readable"
+        assert [job.args for job in backend.reserve(worker_id, [], 10, now=utcnow())] == [
+            ["wake up"]
+        ]
+
+        # A job enqueued in the caller's transaction wakes workers when it commits.
+        with psycopg.connect(pg_server) as conn, conn.transaction():
+            apps.echo.enqueue("committed", connection=conn)
+        assert readable(fd, DEADLINE), "no NOTIFY arrived after a transactional enqueue"
+        backend.consume_wakeups()
+
+        backend.unregister_worker(worker_id, now=utcnow())
+        assert backend.wakeup_fileno() is None
+    finally:
+        backend.close()
+
+
+# -- statements on the hot path -------------------------------------------------------------
+
+
+@dataclass
+class Traffic:
+    """Protocol messages a client sent and received, read from libpq's trace."""
+
+    statements: int = 0  # Execute (extended protocol) and Query (simple protocol) messages
+    round_trips: int = 0  # ReadyForQuery messages: the server finished one request
+    texts: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return "\n".join(self.texts)
+
+
+class TrafficCounter:
+    """Counts what every psycopg connection opened after it is installed sends.
+
+    Client-side, from libpq's own protocol trace (``PQtrace``), so it sees every
+    statement, including a ``BEGIN``/``COMMIT`` psycopg issues by itself.
+    """
+
+    _MESSAGE = re.compile(r"^([FB])\t\d+\t(\w+)\t?(.*)$", re.MULTILINE)
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.connections: list[psycopg.Connection[Any]] = []
+        real_connect = psycopg.connect
+
+        def connect(*args: Any, **kwargs: Any) -> psycopg.Connection[Any]:
+            conn = real_connect(*args, **kwargs)
+            self.connections.append(conn)
+            return conn
+
+        monkeypatch.setattr(psycopg, "connect", connect)
+
+    @contextmanager
+    def measure(self) -> Iterator[Traffic]:
+        traffic = Traffic()
+        traces = []
+        for conn in self.connections:
+            if conn.closed:
+                continue
+            trace = tempfile.TemporaryFile()  # noqa: SIM115 - closed once read, below
+            conn.pgconn.trace(trace.fileno())
+            conn.pgconn.set_trace_flags(
+                psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE
+            )
+            traces.append((conn, trace))
+        try:
+            yield traffic
+        finally:
+            for conn, trace in traces:
+                conn.pgconn.untrace()  # flushes the trace
+                trace.seek(0)
+                text = trace.read().decode("utf-8", "replace")
+                trace.close()
+                for direction, kind, rest in self._MESSAGE.findall(text):
+                    if direction == "F" and kind in ("Parse", "Query"):
+                        traffic.texts.append(f"{kind}: {rest[:80]}")
+                    if direction == "F" and kind in ("Execute", "Query"):
+                        traffic.statements += 1
+                    if direction == "B" and kind == "ReadyForQuery":
+                        traffic.round_trips += 1
+
+
+@pytest.mark.parametrize(
+    ("jobs", "batch", "queues"),
+    [(400, 20, ()), (400, 200, ()), (400, 50, ("default", "other"))],
+    ids=["20-per-batch", "200-per-batch", "by-queue-50-per-batch"],
+)
+def test_hot_path_statements_grow_with_batches_not_with_jobs(
+    jobs: int, batch: int, queues: tuple[str, ...], pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = TrafficCounter(monkeypatch)
+    app = App(pg_dsn)
+
+    @app.task(name="work", retries=2)
+    def work(n: int) -> int:
+        return n
+
+    try:
+        backend = app.backend
+        worker_id = backend.register_worker(worker_info(queues=queues), now=utcnow())
+
+        with counter.measure() as enqueue:
+            app.enqueue_many(work.prepare(n) for n in range(jobs))
+        assert enqueue.statements == 1, enqueue.describe()
+        assert enqueue.round_trips == 1, enqueue.describe()
+
+        later = utcnow() + timedelta(hours=1)
+        with counter.measure() as hot:
+            for _ in range(jobs // batch):
+                claimed = backend.reserve(worker_id, queues, batch, now=utcnow())
+                started = backend.mark_started(worker_id, [job.id for job in claimed], now=utcnow())
+                outcomes = []
+                for job in started:
+                    finished = utcnow()
+                    if job.id % 3 == 0:
+                        outcomes.append(Outcome(job.id, job.attempts, "succeeded", finished, "1"))
+                    elif job.id % 3 == 1:
+                        outcomes.append(
+                            Outcome(
+                                job.id, job.attempts, "failed", finished, error="x", retry_at=later
+                            )
+                        )
+                    else:
+                        outcomes.append(
+                            Outcome(job.id, job.attempts, "failed", finished, error="y")
+                        )
+                assert backend.finish(worker_id, outcomes, now=utcnow()) == []
+        batches = jobs // batch
+        # Reserve, start and finish: one statement each per batch, whatever its size.
+        assert hot.statements == 3 * batches, hot.describe()
+        # psycopg prepares a statement it runs often: one extra round trip, once each.
+        assert hot.round_trips <= hot.statements + 3, hot.describe()
+
+        every = app.jobs(limit=None)
+        assert len(every) == jobs
+        assert {job.status for job in every} == {"succeeded", "queued", "failed"}
+        for job in every:
+            assert check_history(app.events(job.id), job.status) == [], job
+    finally:
+        app.close()
+
+
+# -- the claim query's plan -----------------------------------------------------------------
+
+
+def plan_nodes(plan: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(plan, dict):
+        if "Node Type" in plan:
+            yield plan
+        for value in plan.values():
+            yield from plan_nodes(value)
+    elif isinstance(plan, list):
+        for item in plan:
+            yield from plan_nodes(item)
+
+
+@pytest.mark.parametrize("queues", [(), ("default",)], ids=["any-queue", "by-queue"])
+def test_the_claim_reads_the_partial_index_and_never_scans_finished_jobs(
+    queues: tuple[str, ...],
+    apps: Apps,
+    pg_dsn: str,
+    pg_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    schema = schema_of(pg_dsn)
+    jobs_table = sql.Identifier(schema, "jobs")
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        # A long history: 50,000 finished jobs, and a few queued ones.
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (task, queue, status, attempts, run_at, created_at, started_at,"
+                " finished_at, result)"
+                " SELECT 'echo', 'default', CASE WHEN n % 10 = 0 THEN 'failed' ELSE 'succeeded' END,"
+                " 1, now(), now(), now(), now(), 'null'::jsonb FROM generate_series(1, 50000) n"
+            ).format(jobs_table)
+        )
+        apps.app.enqueue_many(apps.echo.prepare(n) for n in range(20))
+        conn.execute(sql.SQL("ANALYZE {}").format(jobs_table))
+
+        # Catch the claim statement exactly as the backend sends it.
+        sent: list[tuple[Any, Any]] = []
+        real_execute = psycopg.Cursor.execute
+
+        def execute(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            sent.append((query, params))
+            return real_execute(self, query, params, **kwargs)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", execute)
+        worker_id = apps.backend.register_worker(worker_info(queues=queues), now=utcnow())
+        claimed = apps.backend.reserve(worker_id, queues, 10, now=utcnow())
+        monkeypatch.undo()
+        assert len(claimed) == 10
+        claims = [
+            (query, params)
+            for query, params in sent
+            if "SKIP LOCKED" in (query.decode() if isinstance(query, bytes) else str(query))
+        ]
+        assert len(claims) == 1, sent
+        query, params = claims[0]
+        query = query.decode() if isinstance(query, bytes) else str(query)
+
+        explained = conn.execute(f"EXPLAIN (FORMAT JSON) {query}", params).fetchone()
+    assert explained is not None
+    nodes = list(plan_nodes(explained[0]))
+    on_jobs = [node for node in nodes if node.get("Relation Name") == "jobs"]
+    summary = [(n["Node Type"], n.get("Index Name")) for n in on_jobs]
+    assert not [n for n in on_jobs if n["Node Type"] == "Seq Scan"], summary
+    assert [
+        n
+        for n in on_jobs
+        if n["Node Type"] in ("Index Scan", "Index Only Scan")
+        and str(n.get("Index Name", "")).startswith("jobs_claim")
+    ], summary
+
+
+# -- losing the connection --------------------------------------------------------------------
+
+SECRET = "tt-secret-password"
+
+
+def with_password(dsn: str) -> str:
+    """``dsn`` with a password in it (trust authentication ignores it)."""
+    parts = urlsplit(dsn)
+    if parts.password:
+        return dsn
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0] or "postgres"
+    return parts._replace(netloc=f"{user}:{SECRET}@{netloc[2]}").geturl()
+
+
+@pytest.fixture
+def secret_dsn(pg_dsn: str) -> str:
+    dsn = with_password(pg_dsn)
+    try:
+        open_backend(dsn).close()
+    except BackendUnavailable:
+        pytest.skip("this server does not accept a DSN with an extra password")
+    return dsn
+
+
+def server_pids(conn: psycopg.Connection[Any]) -> set[int]:
+    """Server processes of this test process's tasktrail connections."""
+    name = f"tasktrail {socket.gethostname()}:{os.getpid()}"
+    return {
+        row[0]
+        for row in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (name,)
+        )
+    }
+
+
+CALLS: dict[str, Any] = {
+    "get_job": lambda backend, apps: backend.get_job(1),
+    "list_workers": lambda backend, apps: backend.list_workers(),
+    "enqueue": lambda backend, apps: backend.enqueue([apps.echo.prepare("x")], now=utcnow()),
+    "recover_lost": lambda backend, apps: backend.recover_lost(now=utcnow()),
+    "unregister_worker (a transaction)": lambda backend, apps: backend.unregister_worker(
+        12345, now=utcnow()
+    ),
+}
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_a_lost_connection_raises_backend_unavailable_then_reconnects(
+    call: str, secret_dsn: str, pg_server: str, apps: Apps
+) -> None:
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        before = server_pids(admin)
+        backend = open_backend(secret_dsn)
+        try:
+            (pid,) = server_pids(admin) - before
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            deadline = time.monotonic() + DEADLINE
+            while pid in server_pids(admin):
+                assert time.monotonic() < deadline, f"server process {pid} did not end"
+                time.sleep(0.01)
+
+            with pytest.raises(BackendUnavailable) as raised:
+                CALLS[call](backend, apps)
+            message = str(raised.value)
+            assert "lost the connection to PostgreSQL at postgresql://" in message
+            assert ":***@" in message
+            password = urlsplit(secret_dsn).password or SECRET
+            assert password not in message
+            assert password not in repr(raised.value.__cause__)
+
+            # The next call opens a new connection and works.
+            CALLS[call](backend, apps)
+            handle_ids = backend.enqueue([apps.echo.prepare("after")], now=utcnow())
+            job = backend.get_job(handle_ids[0])
+            assert job is not None and job.args == ["after"]
+            assert len(server_pids(admin) - before) == 1
+        finally:
+            backend.close()
+
+
+def test_an_unreachable_server_is_reported_without_the_password() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dsn = f"postgresql://someone:{SECRET}@127.0.0.1:{port}/nowhere?schema=tt_test_x"
+    with pytest.raises(BackendUnavailable) as raised:
+        App(dsn).backend  # noqa: B018
+    message = str(raised.value)
+    assert message.startswith(
+        f"cannot connect to PostgreSQL at postgresql://someone:***@127.0.0.1:{port}"
+    )
+    assert SECRET not in message
+
+
+# -- NUL characters ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "what"),
+    [
+        (("a\x00b",), {}, "arguments"),
+        ((), {"text": "\x00"}, "keyword arguments"),
+        (([{"key\x00": 1}],), {}, "arguments"),
+        ((["nested", ["deep\x00er"]],), {}, "arguments"),
+    ],
+    ids=["argument", "keyword", "dict-key", "nested"],
+)
+def test_a_nul_character_in_arguments_is_refused_before_anything_is_written(
+    args: tuple[Any, ...], kwargs: dict[str, Any], what: str, apps: Apps
+) -> None:
+    with pytest.raises(InvalidPayload) as raised:
+        apps.echo.enqueue(*args, **kwargs)
+    message = str(raised.value)
+    assert message.startswith(f"{what} of echo contain a NUL character")
+    assert "PostgreSQL cannot store" in message
+
+    # In a batch, one bad job refuses the whole batch.
+    with pytest.raises(InvalidPayload):
+        apps.app.enqueue_many([apps.echo.prepare("fine"), apps.echo.prepare(*args, **kwargs)])
+    assert apps.app.jobs() == []
+
+
+def test_text_that_only_looks_like_a_nul_escape_is_stored_unchanged(apps: Apps) -> None:
+    tricky = ["\\u0000", "\\\\u0000", "u0000", "\\\\\\u0000x"]
+    handle = apps.echo.enqueue(*tricky, note="\\u0000")
+    job = apps.app.job(handle.id)
+    assert job.args == tricky
+    assert job.kwargs == {"note": "\\u0000"}
+
+
+def test_outcomes_holding_nul_characters_are_recorded_not_lost(apps: Apps) -> None:
+    backend = apps.backend
+    handles = apps.app.enqueue_many(apps.echo.prepare(n) for n in range(3))
+    worker_id = backend.register_worker(worker_info(), now=utcnow())
+    claimed = backend.reserve(worker_id, [], 3, now=utcnow())
+    started = {
+        job.id: job
+        for job in backend.mark_started(worker_id, [j.id for j in claimed], now=utcnow())
+    }
+    ok, bad_result, bad_error = (started[h.id] for h in handles)
+    now = utcnow()
+    outcomes = [
+        Outcome(ok.id, ok.attempts, "succeeded", now, result_json='"fine"'),
+        Outcome(bad_result.id, bad_result.attempts, "succeeded", now, result_json='"a\\u0000b"'),
+        Outcome(
+            bad_error.id,
+            bad_error.attempts,
+            "failed",
+            now,
+            error="ValueError: a\x00b",
+            detail={"traceback": "line\x00line", "reason": "error"},
+        ),
+    ]
+
+    assert backend.finish(worker_id, outcomes, now=now) == []
+
+    assert apps.app.job(ok.id).status == "succeeded"
+    assert apps.app.job(ok.id).result == "fine"
+    failed = apps.app.job(bad_result.id)
+    assert failed.status == "failed"
+    assert failed.error is not None and "result contains a NUL character" in failed.error
+    assert failed.result is None
+    last = apps.app.events(bad_result.id)[-1]
+    assert (last.kind, last.detail["reason"]) == ("failed", "bad_result")
+    errored = apps.app.job(bad_error.id)
+    assert errored.status == "failed"
+    assert errored.error == "ValueError: a\ufffdb"
+    assert apps.app.events(bad_error.id)[-1].detail["traceback"] == "line\ufffdline"
+    for handle in handles:
+        job = apps.app.job(handle.id)
+        assert check_history(apps.app.events(handle.id), job.status) == []
+
+
+def test_a_cancel_reason_with_a_nul_character_is_recorded(apps: Apps) -> None:
+    handle = apps.echo.enqueue("x")
+    assert apps.app.cancel(handle.id, reason="because\x00").status == "cancelled"
+    assert apps.app.events(handle.id)[-1].detail["reason"] == "because\ufffd"
