@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
@@ -16,6 +17,14 @@ from .config import parse_dsn, redact_dsn, resolve_dsn
 from .errors import InvalidArguments, JobNotFound, UnknownTask
 from .job import STATUSES, Event, Job, NewJob, Ref, WorkerRecord
 from .retry import RetryPolicy
+from .schedule import (
+    ScheduleDef,
+    ScheduleRecord,
+    Schedules,
+    parse_spec,
+    validate_catch_up,
+    validate_schedule_name,
+)
 from .task import Task
 
 if TYPE_CHECKING:
@@ -42,6 +51,9 @@ class JobHandle:
 
     app: App
     id: int
+    #: False when the task is unique and an active job with the same key existed:
+    #: this handle is that job, and no new one was made.
+    created: bool = True
 
     def get(self) -> Job:
         """The job's current state."""
@@ -84,6 +96,9 @@ class App:
 
     def __init__(self, dsn: str | None = None, *, schema: str | None = None) -> None:
         self.tasks: dict[str, Task[Any, Any]] = {}
+        #: Schedules declared with ``@app.periodic``, by name; workers store them.
+        self.periodics: dict[str, ScheduleDef] = {}
+        self.schedules = Schedules(self)
         self._schema = schema
         self._backend: Backend | None = None
         self.configure(dsn)
@@ -141,6 +156,8 @@ class App:
         retry_backoff: float = 2.0,
         retry_max_delay: float = 3600.0,
         retry_jitter: float = 0.25,
+        unique: bool | str = False,
+        lock: str | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(  # type: ignore[misc]  # mypy cannot match the ParamSpec across overloads
@@ -157,6 +174,8 @@ class App:
         retry_backoff: float = 2.0,
         retry_max_delay: float = 3600.0,
         retry_jitter: float = 0.25,
+        unique: bool | str = False,
+        lock: str | None = None,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task: ``@app.task`` or ``@app.task(retries=3, …)``.
 
@@ -168,6 +187,14 @@ class App:
             priority: higher runs first.
             retry_delay, retry_backoff, retry_max_delay, retry_jitter: the backoff, see
                 :class:`~tasktrail.retry.RetryPolicy`.
+            unique: at most one queued, reserved or running job per key: ``True`` (same
+                arguments and ref), ``"ref"`` (same ref), or a key template such as
+                ``"kpi:{kpi_id}"`` (fields: task, ref and the function's parameters).
+                Enqueueing a duplicate returns the existing job (``handle.created`` is
+                False).
+            lock: at most one job per key runs at any moment, across all workers:
+                ``"ref"`` (one job per business object at a time) or a key template. The
+                others wait in the queue, in order, without holding a worker slot.
         """
         if isinstance(retries, bool) or not isinstance(retries, int):
             raise InvalidArguments(f"retries must be an integer, got {retries!r}")
@@ -189,6 +216,8 @@ class App:
                 retry=policy,
                 timeout=timeout,
                 priority=priority,
+                unique=unique,
+                lock=lock,
             )
             existing = self.tasks.get(task.name)
             if existing is not None and existing.func is not function:
@@ -210,6 +239,101 @@ class App:
             known = ", ".join(sorted(self.tasks)) or "none"
             raise UnknownTask(f"unknown task {name!r}; registered tasks: {known}") from None
 
+    # -- periodic jobs --------------------------------------------------------------
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        name: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        ref: Ref | tuple[Any, Any] | str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        catch_up: str = "latest",
+        skip_if_running: bool = False,
+        **task_options: Any,
+    ) -> Callable[[Callable[P, R] | Task[P, R]], Task[P, R]]:
+        """Run a task on a schedule: ``@app.periodic(cron="*/5 * * * *")``.
+
+        Decorates a function (registered as a task with ``task_options``) or a task. The
+        schedule (named after the task unless ``name`` is given) is stored by every
+        worker at start; each due time fires exactly one job whatever the number of
+        workers. See :meth:`Schedules.add` for the options.
+        """
+
+        def register(target: Callable[P, R] | Task[P, R]) -> Task[P, R]:
+            task = target if isinstance(target, Task) else self.task(**task_options)(target)
+            definition = self._schedule_definition(
+                name or task.name,
+                task,
+                cron=cron,
+                every=every,
+                args=args,
+                kwargs=kwargs or {},
+                ref=ref,
+                queue=queue,
+                priority=priority,
+                catch_up=catch_up,
+                skip_if_running=skip_if_running,
+                source="code",
+            )
+            self.periodics[definition.name] = definition
+            return task
+
+        return register
+
+    def _schedule_definition(
+        self,
+        name: str,
+        task: str | Task[Any, Any],
+        *,
+        cron: str | None,
+        every: float | timedelta | None,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        ref: Ref | tuple[Any, Any] | str | None,
+        queue: str | None,
+        priority: int | None,
+        catch_up: str,
+        skip_if_running: bool,
+        source: str,
+    ) -> ScheduleDef:
+        """Validate a schedule, its task and its arguments (a trial ``prepare``)."""
+        task_object = self.get_task(task) if isinstance(task, str) else task
+        if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+            raise InvalidArguments(f"args of schedule {name!r} must be a list or tuple")
+        trial = task_object.prepare(*args, ref=ref, queue=queue, priority=priority, **kwargs)
+        return ScheduleDef(
+            name=validate_schedule_name(name),
+            task=task_object.name,
+            spec=parse_spec(cron, every),
+            args_json=trial.args_json,
+            kwargs_json=trial.kwargs_json,
+            ref=trial.ref,
+            queue=queue,
+            priority=priority,
+            catch_up=validate_catch_up(catch_up),
+            skip_if_running=bool(skip_if_running),
+            source=source,
+        )
+
+    def _schedule_job(self, record: ScheduleRecord, due: datetime) -> NewJob | None:
+        """The job a schedule fires (``None``: this app does not know its task)."""
+        task = self.tasks.get(record.definition.task)
+        if task is None:
+            return None
+        definition = record.definition
+        return task.prepare(
+            *json.loads(definition.args_json),
+            ref=definition.ref,
+            queue=definition.queue,
+            priority=definition.priority,
+            **json.loads(definition.kwargs_json),
+        )
+
     # -- enqueue ------------------------------------------------------------------
 
     def enqueue(self, task_name: str, *args: Any, **kwargs: Any) -> JobHandle:
@@ -229,8 +353,8 @@ class App:
                     f"enqueue_many takes jobs from task.prepare(...), got {type(job).__name__}"
                 )
             self.get_task(job.task)
-        ids = self.backend.enqueue(batch, now=utcnow(), connection=connection)
-        return [JobHandle(self, job_id) for job_id in ids]
+        enqueued = self.backend.enqueue(batch, now=utcnow(), connection=connection)
+        return [JobHandle(self, item.id, item.created) for item in enqueued]
 
     # -- looking at jobs ------------------------------------------------------------
 

@@ -14,6 +14,7 @@ __all__ = [
     "InvalidPayload",
     "InvalidTransition",
     "JobNotFound",
+    "ScheduleNotFound",
     "SchemaError",
     "TasktrailError",
     "UnknownTask",
@@ -50,6 +51,10 @@ class InvalidArguments(TasktrailError):
 
 class JobNotFound(TasktrailError):
     """No job with that id."""
+
+
+class ScheduleNotFound(TasktrailError):
+    """No schedule with that name."""
 
 
 class InvalidTransition(TasktrailError):

@@ -19,6 +19,7 @@ __all__ = [
     "EVENT_KINDS",
     "FINAL_STATUSES",
     "STATUSES",
+    "Enqueued",
     "Event",
     "Job",
     "JobStatus",
@@ -53,6 +54,7 @@ FINAL_STATUSES: Final = frozenset({SUCCEEDED, FAILED, CANCELLED})
 #   lost             reserved/running -> the worker holding it died (lease expired)
 #   retry_scheduled  after failed/timeout/lost: queued again with a backoff run_at
 #   interrupted      running -> queued: killed by a worker shutdown, not the job's fault
+#   cancel_requested running: a cancel was asked; its worker kills it, then `cancelled`
 #   cancelled        queued/reserved/running -> cancelled
 #   retried          failed/cancelled -> queued by a person (CLI or API)
 #   outcome_rejected a late outcome from a worker that no longer holds the job (fencing)
@@ -67,6 +69,7 @@ EVENT_KINDS: Final = (
     "lost",
     "retry_scheduled",
     "interrupted",
+    "cancel_requested",
     "cancelled",
     "retried",
     "outcome_rejected",
@@ -140,6 +143,20 @@ class NewJob:
     max_attempts: int
     timeout: float | None
     run_at: datetime | None  # None: as soon as possible (the backend's "now")
+    unique_key: str | None = None  # at most one queued/reserved/running job per key
+    lock_key: str | None = None  # at most one reserved/running job per key
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """What enqueue did with one :class:`NewJob`: a new job, or an existing one it joined.
+
+    ``created`` is False when a job with the same ``unique_key`` was already queued,
+    reserved or running: ``id`` is that job.
+    """
+
+    id: int
+    created: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +182,9 @@ class Job:
     worker_name: str | None
     result: Any
     error: str | None
+    unique_key: str | None = None
+    lock_key: str | None = None
+    cancel_requested_at: datetime | None = None
 
     @property
     def is_final(self) -> bool:
@@ -192,6 +212,9 @@ class Job:
             "worker_name": self.worker_name,
             "result": self.result,
             "error": self.error,
+            "unique_key": self.unique_key,
+            "lock_key": self.lock_key,
+            "cancel_requested_at": _iso(self.cancel_requested_at),
         }
 
 

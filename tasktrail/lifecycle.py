@@ -14,6 +14,7 @@ it on every job), and as the reference for what each event kind means. Pure; no 
     running   --failed / timeout / lost-->  failed, then
     failed    --retry_scheduled-->  queued (attempts left) or stays failed (final)
     running   --interrupted-->  queued     (worker shutdown killed it; not its fault)
+    running   --cancel_requested-->  running (its worker is asked to kill it)
     running   --cancelled-->  cancelled
     failed, cancelled  --retried-->  queued (a person asked for another run)
     any       --outcome_rejected-->  same  (a late outcome refused by the fence)
@@ -40,6 +41,7 @@ TRANSITIONS: Final[dict[str, dict[str, str]]] = {
         "timeout": "failed",
         "lost": "failed",
         "interrupted": "queued",
+        "cancel_requested": "running",
         "cancelled": "cancelled",
     },
     "failed": {"retry_scheduled": "queued", "retried": "queued"},

@@ -7,18 +7,31 @@ many workers look at it. Cron expressions are parsed by ``croniter``, always in 
 
 from __future__ import annotations
 
+import builtins
+import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import ConfigurationError
+from .clock import utcnow
+from .errors import ConfigurationError, ScheduleNotFound
+from .job import Ref
+
+if TYPE_CHECKING:
+    from .app import App
+    from .task import Task
 
 __all__ = [
     "CATCH_UP_POLICIES",
     "Cron",
     "Every",
+    "ScheduleDef",
+    "ScheduleRecord",
     "ScheduleSpec",
+    "Schedules",
+    "Tick",
     "TickPlan",
     "parse_spec",
     "plan_ticks",
@@ -85,6 +98,124 @@ class Cron:
 
 
 ScheduleSpec = Every | Cron
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleDef:
+    """A periodic job: what a user declares (in code, or at run time)."""
+
+    name: str
+    task: str
+    spec: ScheduleSpec
+    args_json: str = "[]"
+    kwargs_json: str = "{}"
+    ref: Ref | None = None
+    queue: str | None = None  # None: the task's queue
+    priority: int | None = None  # None: the task's priority
+    catch_up: CatchUp = "latest"
+    skip_if_running: bool = False
+    source: str = "runtime"  # "code" (@app.periodic) or "runtime" (app.schedules.add)
+
+    @property
+    def cron(self) -> str | None:
+        return self.spec.expression if isinstance(self.spec, Cron) else None
+
+    @property
+    def every_seconds(self) -> float | None:
+        return self.spec.seconds if isinstance(self.spec, Every) else None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """A stored schedule and where it stands."""
+
+    definition: ScheduleDef
+    paused: bool
+    anchor: datetime  # interval schedules count from here
+    next_due_at: datetime
+    last_due_at: datetime | None
+    last_job_id: int | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.definition
+        return {
+            "name": d.name,
+            "task": d.task,
+            "cron": d.cron,
+            "every_seconds": d.every_seconds,
+            "args": json.loads(d.args_json),
+            "kwargs": json.loads(d.kwargs_json),
+            "ref_type": d.ref.type if d.ref else None,
+            "ref_id": d.ref.id if d.ref else None,
+            "queue": d.queue,
+            "priority": d.priority,
+            "catch_up": d.catch_up,
+            "skip_if_running": d.skip_if_running,
+            "source": d.source,
+            "paused": self.paused,
+            "anchor": self.anchor.isoformat(),
+            "next_due_at": self.next_due_at.isoformat(),
+            "last_due_at": self.last_due_at.isoformat() if self.last_due_at else None,
+            "last_job_id": self.last_job_id,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One row of the schedule ledger: what happened to one due time of a schedule."""
+
+    schedule: str
+    due_at: datetime
+    outcome: str  # fired | skipped | missed
+    job_id: int | None
+    reason: str | None
+    recorded_at: datetime
+    worker_id: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schedule": self.schedule,
+            "due_at": self.due_at.isoformat(),
+            "outcome": self.outcome,
+            "job_id": self.job_id,
+            "reason": self.reason,
+            "recorded_at": self.recorded_at.isoformat(),
+            "worker_id": self.worker_id,
+        }
+
+
+def spec_from_columns(cron: str | None, every_seconds: float | None) -> ScheduleSpec:
+    """The spec of a stored schedule row."""
+    return Cron(cron) if cron is not None else Every(float(every_seconds or 0))
+
+
+def saved_timing(
+    existing: ScheduleRecord | None, definition: ScheduleDef, now: datetime
+) -> tuple[datetime, datetime]:
+    """``(anchor, next_due)`` of a schedule being stored at ``now``.
+
+    A new schedule, or one whose timing changed, counts from ``now``; one stored again
+    with the same timing (a worker restarting with the same code) keeps its place.
+    """
+    if existing is not None and existing.definition.spec == definition.spec:
+        return existing.anchor, existing.next_due_at
+    return now, definition.spec.next_after(now, now)
+
+
+def paused_timing(record: ScheduleRecord, paused: bool, now: datetime) -> datetime:
+    """The next due time of a schedule paused or resumed at ``now``: a resumed one
+    starts from the first tick after ``now`` (ticks while paused are not caught up)."""
+    if paused or not record.paused:
+        return record.next_due_at
+    return record.definition.spec.next_after(now, record.anchor)
 
 
 def parse_spec(cron: str | None = None, every: Any = None) -> ScheduleSpec:
@@ -196,3 +327,92 @@ def plan_ticks(
         fire = on_time[-1:]
         missed = [t for t in due if t not in fire]
     return TickPlan(fire=fire, missed=missed, next_due=tick, truncated=truncated)
+
+
+class Schedules:
+    """``app.schedules``: periodic jobs stored in the database, managed at run time.
+
+    Schedules declared in code with ``@app.periodic`` are stored by every worker at
+    start (``sync``); the ones added here live until removed. Every worker fires them.
+    """
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def add(
+        self,
+        name: str,
+        task: str | Task[Any, Any],
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        ref: Ref | tuple[Any, Any] | str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        catch_up: str = "latest",
+        skip_if_running: bool = False,
+        replace: bool = False,
+    ) -> ScheduleRecord:
+        """Store a schedule: ``task(*args, **kwargs)`` at every due time.
+
+        Args:
+            name: unique name, e.g. ``"kpi:42:refresh"``.
+            task: a registered task or its name.
+            cron: a five-field cron expression (UTC), or
+            every: an interval (seconds or a timedelta), counted from now.
+            ref: the business object the jobs are about.
+            catch_up: after downtime, fire the ``latest`` missed tick only, ``all`` of
+                them, or ``none``; every tick is recorded in the ledger either way.
+            skip_if_running: skip a tick (recorded, with the reason) while the previous
+                job of this schedule is still queued or running.
+            replace: overwrite a schedule of the same name instead of failing.
+        """
+        definition = self._app._schedule_definition(
+            name,
+            task,
+            cron=cron,
+            every=every,
+            args=args,
+            kwargs=kwargs or {},
+            ref=ref,
+            queue=queue,
+            priority=priority,
+            catch_up=catch_up,
+            skip_if_running=skip_if_running,
+            source="runtime",
+        )
+        return self._app.backend.save_schedule(definition, now=utcnow(), replace=replace)
+
+    def get(self, name: str) -> ScheduleRecord:
+        record = self._app.backend.get_schedule(name)
+        if record is None:
+            raise ScheduleNotFound(f"no schedule named {name!r}")
+        return record
+
+    def list(self) -> list[ScheduleRecord]:
+        return self._app.backend.list_schedules()
+
+    def pause(self, name: str) -> ScheduleRecord:
+        return self._app.backend.set_schedule_paused(name, True, now=utcnow())
+
+    def resume(self, name: str) -> ScheduleRecord:
+        """Resume; ticks while paused are not caught up."""
+        return self._app.backend.set_schedule_paused(name, False, now=utcnow())
+
+    def remove(self, name: str) -> None:
+        if not self._app.backend.remove_schedule(name):
+            raise ScheduleNotFound(f"no schedule named {name!r}")
+
+    def ticks(self, name: str, limit: int | None = 100) -> builtins.list[Tick]:
+        """The ledger of a schedule, newest first."""
+        return self._app.backend.list_ticks(name, limit=limit)
+
+    def sync(self) -> builtins.list[ScheduleRecord]:
+        """Store the schedules declared in code (``@app.periodic``)."""
+        now = utcnow()
+        return [
+            self._app.backend.save_schedule(definition, now=now, replace=True)
+            for definition in self._app.periodics.values()
+        ]

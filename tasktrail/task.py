@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import re
 from collections.abc import Callable
@@ -63,6 +64,8 @@ class Task(Generic[P, R]):
         retry: RetryPolicy,
         timeout: float | None,
         priority: int,
+        unique: bool | str = False,
+        lock: str | None = None,
     ) -> None:
         self.app = app
         self.func = func
@@ -73,6 +76,18 @@ class Task(Generic[P, R]):
             raise ConfigurationError(f"timeout of task {name!r} must be positive seconds")
         self.timeout = float(timeout) if timeout is not None else None
         self.priority = validate_priority(priority)
+        if not isinstance(unique, bool | str) or unique == "":
+            raise ConfigurationError(
+                f"unique of task {name!r} must be True, 'ref' or a key template such as "
+                f"'{{task}}:{{ref}}', got {unique!r}"
+            )
+        if lock is not None and (not isinstance(lock, str) or not lock):
+            raise ConfigurationError(
+                f"lock of task {name!r} must be 'ref' or a key template such as "
+                f"'kpi:{{kpi_id}}', got {lock!r}"
+            )
+        self.unique = unique
+        self.lock = lock
         self.signature = inspect.signature(func)
         clash = [p for p in self.signature.parameters if p in ENQUEUE_OPTIONS]
         if clash:
@@ -105,19 +120,36 @@ class Task(Generic[P, R]):
             ConfigurationError: an invalid queue name.
         """
         try:
-            self.signature.bind(*args, **kwargs)
+            bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise InvalidArguments(f"cannot enqueue {self.name}: {exc}") from exc
+        args_json = payload.encode(list(args), f"arguments of {self.name}")
+        kwargs_json = payload.encode(kwargs, f"keyword arguments of {self.name}")
+        parsed_ref = Ref.of(ref)
+        fields = {"task": self.name, "ref": parsed_ref, **bound.arguments}
+        unique_key = None
+        if self.unique is True:
+            digest = hashlib.sha256(f"{args_json}\0{kwargs_json}".encode()).hexdigest()[:24]
+            unique_key = f"{self.name}:{parsed_ref or ''}:{digest}"
+        elif self.unique:
+            template = "{task}:{ref}" if self.unique == "ref" else self.unique
+            unique_key = _render_key(template, fields, "unique", self.name)
+        lock_key = None
+        if self.lock is not None:
+            template = "{ref}" if self.lock == "ref" else self.lock
+            lock_key = _render_key(template, fields, "lock", self.name)
         return NewJob(
             task=self.name,
             queue=validate_name(queue, "queue name") if queue is not None else self.queue,
-            args_json=payload.encode(list(args), f"arguments of {self.name}"),
-            kwargs_json=payload.encode(kwargs, f"keyword arguments of {self.name}"),
-            ref=Ref.of(ref),
+            args_json=args_json,
+            kwargs_json=kwargs_json,
+            ref=parsed_ref,
             priority=validate_priority(priority) if priority is not None else self.priority,
             max_attempts=self.retry.max_attempts,
             timeout=self.timeout,
             run_at=_run_at(delay, run_at),
+            unique_key=unique_key,
+            lock_key=lock_key,
         )
 
     def enqueue(
@@ -146,6 +178,25 @@ class Task(Generic[P, R]):
             *args, ref=ref, queue=queue, priority=priority, delay=delay, run_at=run_at, **kwargs
         )
         return self.app.enqueue_many([job], connection=connection)[0]
+
+
+def _render_key(template: str, fields: dict[str, Any], option: str, task: str) -> str:
+    """Fill a ``unique=`` or ``lock=`` key template from the job's ref and arguments."""
+    if "{ref}" in template and fields["ref"] is None:
+        raise InvalidArguments(
+            f"task {task} has {option}={template!r}, which needs the job's ref: "
+            "enqueue it with ref=(type, id)"
+        )
+    try:
+        key = template.format(**{k: "" if v is None else v for k, v in fields.items()})
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise InvalidArguments(
+            f"cannot build the {option} key of {task} from {template!r}: {exc!r} is not "
+            "task, ref or one of its parameters"
+        ) from None
+    if not key or len(key) > 500 or "\x00" in key:
+        raise InvalidArguments(f"the {option} key of {task} must be 1 to 500 characters")
+    return key
 
 
 def _run_at(delay: float | timedelta | None, run_at: datetime | None) -> datetime | None:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import BackendUnavailable
-from ..job import Event, Job, NewJob, Outcome, WorkerInfo, WorkerRecord
+from ..job import Enqueued, Event, Job, NewJob, Outcome, WorkerInfo, WorkerRecord
+from ..schedule import ScheduleDef, ScheduleRecord, Tick
 
 __all__ = [
     "Backend",
@@ -153,21 +154,32 @@ class Backend(ABC):
     @abstractmethod
     def enqueue(
         self, jobs: Sequence[NewJob], *, now: datetime, connection: Any = None
-    ) -> list[int]:
-        """Insert jobs and their ``enqueued`` events; return their ids in order.
+    ) -> list[Enqueued]:
+        """Insert jobs and their ``enqueued`` events; say what happened to each, in order.
 
-        Atomic: all jobs are inserted or none. With ``connection`` (PostgreSQL only) the
-        inserts run in the caller's transaction and exist if and only if it commits.
+        Atomic: all jobs are inserted or none. A job whose ``unique_key`` matches a
+        queued, reserved or running job (or an earlier job of the same batch) is not
+        inserted: its :class:`Enqueued` names the existing job with ``created=False``.
+        With ``connection`` the inserts run in the caller's transaction and exist if and
+        only if it commits.
         """
 
     @abstractmethod
     def cancel(self, job_id: int, *, now: datetime, by: str, reason: str | None = None) -> Job:
-        """Cancel a queued job (atomically with its ``cancelled`` event).
+        """Cancel a job, recording who and why.
+
+        A queued or reserved job becomes ``cancelled`` at once. A running job gets a
+        ``cancel_requested`` event; the worker running it kills it and records it as
+        ``cancelled`` (see :meth:`cancel_requests`). Returns the job as it is now.
 
         Raises:
             JobNotFound: no such job.
-            InvalidTransition: the job is not queued.
+            InvalidTransition: the job is already final.
         """
+
+    @abstractmethod
+    def cancel_requests(self, worker_id: int) -> list[int]:
+        """Ids of jobs running in this worker's hands whose cancellation was requested."""
 
     @abstractmethod
     def retry(self, job_id: int, *, now: datetime, by: str) -> Job:
@@ -293,3 +305,60 @@ class Backend(ABC):
 
         ``older_than`` maps a final status to how long jobs in it are kept.
         """
+
+    # -- schedules --------------------------------------------------------------------
+
+    @abstractmethod
+    def save_schedule(
+        self, definition: ScheduleDef, *, now: datetime, replace: bool = False
+    ) -> ScheduleRecord:
+        """Store a schedule. Its first tick is the first due time after ``now``.
+
+        With ``replace``, an existing schedule of that name takes the new definition (its
+        paused flag and ledger stay; its next tick is recomputed if the timing changed).
+
+        Raises:
+            ConfigurationError: it exists and ``replace`` is False.
+        """
+
+    @abstractmethod
+    def get_schedule(self, name: str) -> ScheduleRecord | None:
+        """One schedule by name."""
+
+    @abstractmethod
+    def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by name."""
+
+    @abstractmethod
+    def set_schedule_paused(self, name: str, paused: bool, *, now: datetime) -> ScheduleRecord:
+        """Pause or resume. A resumed schedule's next tick is the first after ``now``:
+        ticks while paused are not caught up.
+
+        Raises:
+            ScheduleNotFound: no schedule of that name.
+        """
+
+    @abstractmethod
+    def remove_schedule(self, name: str) -> bool:
+        """Delete a schedule (its ledger stays). False if there was none."""
+
+    @abstractmethod
+    def fire_due_schedules(
+        self,
+        *,
+        now: datetime,
+        worker_id: int | None,
+        make_job: Callable[[ScheduleRecord, datetime], NewJob | None],
+    ) -> list[Tick]:
+        """Handle every tick due by ``now``: fire a job, skip it, or record it missed.
+
+        ``make_job`` builds the job of a schedule for a due time (``None``: this process
+        does not know the task; the schedule is left for a worker that does). Each tick is
+        recorded once in the ledger, whose primary key ``(schedule, due_at)`` makes sure
+        a due time fires at most one job however many workers call this at once; the job
+        and its ledger row are written in one transaction.
+        """
+
+    @abstractmethod
+    def list_ticks(self, name: str, *, limit: int | None = 100) -> list[Tick]:
+        """A schedule's ledger, newest due time first."""

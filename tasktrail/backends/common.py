@@ -84,5 +84,8 @@ def raise_transition_error(job_id: int, status: str | None, verb: str) -> NoRetu
     """Raise the error for a cancel or retry that did not apply."""
     if status is None:
         raise JobNotFound(f"no job with id {job_id}")
-    allowed = "queued" if verb == "cancelled" else "failed or cancelled"
-    raise InvalidTransition(f"job {job_id} is {status}; only {allowed} jobs can be {verb}")
+    if verb == "cancelled":
+        raise InvalidTransition(f"job {job_id} is {status}; it is already final")
+    raise InvalidTransition(
+        f"job {job_id} is {status}; only failed or cancelled jobs can be {verb}"
+    )

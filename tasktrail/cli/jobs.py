@@ -266,12 +266,12 @@ def retry_command(ctx: AppContext, job_ids: tuple[int, ...], as_json: bool) -> N
 def cancel_command(
     ctx: AppContext, job_ids: tuple[int, ...], reason: str | None, as_json: bool
 ) -> None:
-    """Cancel queued jobs."""
+    """Cancel jobs: queued or reserved ones at once, running ones are killed by their worker."""
     _change_many(
         ctx,
         job_ids,
         as_json,
         lambda app, job_id: app.cancel(job_id, reason=reason),
         "cancelled",
-        ("queued",),
+        ("queued", "reserved", "running"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from .supervisor import Supervisor, WorkerConfig
+from .config import WorkerConfig
+from .supervisor import Supervisor
 
 __all__ = ["Supervisor", "WorkerConfig"]

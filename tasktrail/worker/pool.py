@@ -39,7 +39,7 @@ class Child:
     reader: FrameReader = field(default_factory=FrameReader)
     assignment: Assignment | None = None
     stop_reason: str | None = None  # why we signalled it (timeout, shutdown, cancel, abandon)
-    term_sent_at: float | None = None
+    kill_at: float | None = None  # monotonic time of the SIGKILL that follows SIGTERM
     kill_sent: bool = False
     eof: bool = False
     #: Jobs it will still take before it exits by itself (--max-tasks-per-child);
@@ -157,12 +157,12 @@ class ChildPool:
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(child.sock)
 
-    def terminate(self, child: Child, reason: str, now: float) -> None:
-        """Ask a child to stop (SIGTERM); :meth:`kill` follows if it does not."""
+    def terminate(self, child: Child, reason: str, kill_at: float) -> None:
+        """Ask a child to stop (SIGTERM); the supervisor kills it at ``kill_at`` if not."""
         if child.stop_reason is None:
             child.stop_reason = reason
-        if child.term_sent_at is None:
-            child.term_sent_at = now
+        if child.kill_at is None:
+            child.kill_at = kill_at
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGTERM)
 

@@ -18,17 +18,17 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..backends.base import JobFilter
 from ..clock import utcnow
-from ..errors import BackendUnavailable, ConfigurationError
+from ..errors import BackendUnavailable
 from ..job import ACTIVE_STATUSES, Job, Outcome, WorkerInfo
 from ..retry import RetryPolicy
+from .config import WorkerConfig
 from .outcomes import outcome_from_exit, outcome_from_message
 from .pool import Child, ChildPool
+from .signals import SignalInbox
 
 if TYPE_CHECKING:
     from ..app import App
@@ -39,68 +39,6 @@ T = TypeVar("T")
 log = logging.getLogger("tasktrail.worker")
 job_log = logging.getLogger("tasktrail.worker.jobs")  # one line per finished attempt
 _DEFAULT_POLICY = RetryPolicy(max_attempts=1)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerConfig:
-    """How a worker client runs. Every field has a ``tasktrail worker`` option.
-
-    Attributes:
-        processes: child processes forked (the bound on jobs running at once).
-        reserve: jobs held at once, running plus waiting in the local buffer
-            (default ``2 * processes``).
-        queues: the queues served; empty means every queue.
-        name: the worker's name in history (default ``host:pid``).
-        grace: seconds running jobs get to finish on shutdown before being killed.
-        kill_grace: seconds between SIGTERM and SIGKILL for a child that must stop.
-        max_tasks_per_child: replace a child after this many jobs (``None``: never).
-        lease_seconds: a worker that has not heartbeated for this long is lost.
-        poll_interval: longest wait between looks at the queue when idle.
-        burst: exit once the queues hold no queued, reserved or running job.
-    """
-
-    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
-    reserve: int | None = None
-    queues: tuple[str, ...] = ()
-    name: str | None = None
-    grace: float = 30.0
-    kill_grace: float = 5.0
-    max_tasks_per_child: int | None = None
-    lease_seconds: float = 30.0
-    poll_interval: float = 1.0
-    burst: bool = False
-
-    def __post_init__(self) -> None:
-        def positive_int(name: str, value: Any) -> None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"{name} must be an integer of at least 1, got {value!r}")
-
-        def positive(name: str, value: Any, minimum: float = 0.0) -> None:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > minimum:
-                raise ConfigurationError(
-                    f"{name} must be more than {minimum:g} seconds, got {value!r}"
-                )
-
-        positive_int("processes", self.processes)
-        if self.reserve is not None:
-            positive_int("reserve", self.reserve)
-        if self.max_tasks_per_child is not None:
-            positive_int("max_tasks_per_child", self.max_tasks_per_child)
-        positive("lease_seconds", self.lease_seconds, 0.5)
-        positive("poll_interval", self.poll_interval)
-        positive("kill_grace", self.kill_grace)
-        if (
-            isinstance(self.grace, bool)
-            or not isinstance(self.grace, int | float)
-            or self.grace < 0
-        ):
-            raise ConfigurationError(f"grace must be 0 or more seconds, got {self.grace!r}")
-        if isinstance(self.queues, str):
-            raise ConfigurationError("queues must be a sequence of names, not one string")
-
-    @property
-    def reserve_limit(self) -> int:
-        return self.reserve if self.reserve is not None else 2 * self.processes
 
 
 class Supervisor:
@@ -125,17 +63,16 @@ class Supervisor:
         self._rng = random.Random()
         self._selector = selectors.DefaultSelector()
         self.pool = ChildPool(app, self._selector, config.max_tasks_per_child)
-        self._signals: list[int] = []
+        self._signals = SignalInbox()
         self._more_expected = True
         self._queues_drained = False
         self._next_poll = 0.0
         self._next_heartbeat = 0.0
         self._next_recover = 0.0
+        self._next_duties = 0.0
         self._db_retry_at = 0.0
         self._db_failures = 0
         self._wake_fd: int | None = None
-        self._signal_pipe: tuple[int, int] | None = None
-        self._old_handlers: dict[int, Any] = {}
 
     # -- the loop -------------------------------------------------------------------
 
@@ -144,6 +81,8 @@ class Supervisor:
         self._install_signals()
         try:
             self._register()
+            if self.app.periodics:
+                self.app.schedules.sync()
             log.info(
                 "worker %s (id %s) started: %d processes, reserve %d, queues %s, %s",
                 self.name,
@@ -174,6 +113,8 @@ class Supervisor:
             self._heartbeat()
         if monotonic >= self._next_recover:
             self._recover()
+        if monotonic >= self._next_duties:
+            self._duties(monotonic)
         if not self.stopping:
             self._refill()
         self._dispatch()
@@ -207,8 +148,8 @@ class Supervisor:
         for child in self.pool.children.values():
             if child.assignment and child.assignment.deadline and child.stop_reason is None:
                 timeout = min(timeout, child.assignment.deadline - monotonic)
-            if child.term_sent_at is not None and not child.kill_sent:
-                timeout = min(timeout, child.term_sent_at + self.config.kill_grace - monotonic)
+            if child.kill_at is not None and not child.kill_sent:
+                timeout = min(timeout, child.kill_at - monotonic)
         if self.stopping:
             timeout = min(timeout, self.grace_deadline - monotonic, 0.1)
         for key, _ in self._selector.select(max(0.0, timeout)):
@@ -216,12 +157,13 @@ class Supervisor:
                 for message in self.pool.read(key.data):
                     self._on_message(key.data, message)
             elif key.data == "signal":
-                with contextlib.suppress(BlockingIOError):
-                    os.read(key.fd, 512)
+                self._signals.drain()
             elif key.data == "wake":
                 self.backend.consume_wakeups()
                 self._sync_wake_fd()
                 self._more_expected = True
+                # a cancel may be what woke us: look soon, but not on every enqueue
+                self._next_duties = min(self._next_duties, time.monotonic() + 0.05)
 
     # -- talking to the backend -------------------------------------------------------
 
@@ -290,6 +232,40 @@ class Supervisor:
             for child in self.pool.busy():
                 self.pool.kill(child, "abandon")
             self._db("register", self._register)
+
+    def _duties(self, monotonic: float) -> None:
+        """Every second: fire due schedules, and kill running jobs whose cancel was asked."""
+        self._next_duties = monotonic + 1.0
+        if not self.stopping:
+            ticks = self._db(
+                "firing schedules",
+                lambda: self.backend.fire_due_schedules(
+                    now=utcnow(), worker_id=self.worker_id, make_job=self.app._schedule_job
+                ),
+            )
+            for tick in ticks or ():
+                log.info(
+                    "schedule %s, due %s: %s%s",
+                    tick.schedule,
+                    tick.due_at.isoformat(),
+                    tick.outcome,
+                    f" job {tick.job_id}" if tick.job_id else f" ({tick.reason})",
+                )
+                self._more_expected = True
+        busy = {child.assignment.job.id: child for child in self.pool.busy() if child.assignment}
+        if not busy:
+            return
+        for job_id in (
+            self._db(
+                "checking cancel requests", lambda: self.backend.cancel_requests(self.worker_id)
+            )
+            or ()
+        ):
+            child = busy.get(job_id)
+            if child is not None and child.stop_reason is None:
+                log.warning("job %s: cancel requested; stopping child %s", job_id, child.pid)
+                # A cancel is not a timeout: the task gets a second to clean up, not more.
+                self.pool.terminate(child, "cancel", monotonic + min(1.0, self.config.kill_grace))
 
     def _recover(self) -> None:
         self._next_recover = time.monotonic() + max(1.0, self.config.lease_seconds / 2)
@@ -469,49 +445,28 @@ class Supervisor:
                     assignment.job.timeout,
                     child.pid,
                 )
-                self.pool.terminate(child, "timeout", monotonic)
-            if (
-                child.term_sent_at is not None
-                and not child.kill_sent
-                and monotonic >= child.term_sent_at + self.config.kill_grace
-            ):
+                self.pool.terminate(child, "timeout", monotonic + self.config.kill_grace)
+            if child.kill_at is not None and not child.kill_sent and monotonic >= child.kill_at:
                 self.pool.kill(child)
         if self.stopping and monotonic >= self.grace_deadline:
             for child in self.pool.busy():
                 if child.stop_reason is None:
-                    self.pool.terminate(child, "shutdown", monotonic)
+                    self.pool.terminate(child, "shutdown", monotonic + self.config.kill_grace)
 
     # -- signals and shutdown -----------------------------------------------------------
 
     def _install_signals(self) -> None:
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
-        self._signal_pipe = (read_fd, write_fd)
-        signal.set_wakeup_fd(write_fd)
-        self._selector.register(read_fd, selectors.EVENT_READ, "signal")
-        self.pool.close_in_child(read_fd)
-        self.pool.close_in_child(write_fd)
-
-        def remember(signum: int, frame: FrameType | None) -> None:
-            self._signals.append(signum)
-
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-            self._old_handlers[signum] = signal.signal(signum, remember)
+        self._signals.install()
+        self._selector.register(self._signals.fileno(), selectors.EVENT_READ, "signal")
+        for fd in self._signals.descriptors():
+            self.pool.close_in_child(fd)
 
     def _restore_signals(self) -> None:
-        for signum, handler in self._old_handlers.items():
-            signal.signal(signum, handler)
-        signal.set_wakeup_fd(-1)
-        if self._signal_pipe is not None:
-            for fd in self._signal_pipe:
-                os.close(fd)
-            self._signal_pipe = None
+        self._signals.restore()
         self._selector.close()
 
     def _handle_signals(self) -> None:
-        while self._signals:
-            signum = self._signals.pop(0)
+        for signum in self._signals.pending():
             if signum == signal.SIGCHLD:
                 continue
             if self.stopping:

@@ -52,6 +52,13 @@ def new_job(
     )
 
 
+def enqueue(backend: Backend, jobs: list[NewJob], **options: Any) -> list[int]:
+    """The ids of ``backend.enqueue(jobs)``, all of which must be new jobs."""
+    enqueued = backend.enqueue(jobs, **options)
+    assert all(item.created for item in enqueued)
+    return [item.id for item in enqueued]
+
+
 def worker_info(
     name: str = "worker-a",
     *,

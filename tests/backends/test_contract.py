@@ -24,6 +24,7 @@ from tasktrail.job import Job, Outcome, Ref
 from .helpers import (
     T0,
     at,
+    enqueue,
     failed,
     kinds,
     must_get,
@@ -42,7 +43,7 @@ NO_SUCH_WORKER = 987_654_321
 
 
 def test_setup_is_idempotent_and_shared(backend: Backend, dsn: str) -> None:
-    [job_id] = backend.enqueue([new_job()], now=T0)
+    [job_id] = enqueue(backend, [new_job()], now=T0)
     backend.setup()
     other = open_backend(dsn)
     try:
@@ -57,7 +58,7 @@ def test_setup_is_idempotent_and_shared(backend: Backend, dsn: str) -> None:
 
 
 def test_enqueue_stores_every_field_and_an_enqueued_event(backend: Backend) -> None:
-    ids = backend.enqueue(
+    ids = enqueue(backend, 
         [
             new_job("app.refresh", 42, queue="web", priority=5, ref=("website", "42"),
                     max_attempts=3, timeout=2.5, full=True),
@@ -102,8 +103,8 @@ def test_enqueue_nothing(backend: Backend) -> None:
 
 
 def test_later_enqueues_get_larger_ids(backend: Backend) -> None:
-    first = backend.enqueue([new_job(), new_job()], now=T0)
-    second = backend.enqueue([new_job()], now=at(1))
+    first = enqueue(backend, [new_job(), new_job()], now=T0)
+    second = enqueue(backend, [new_job()], now=at(1))
     assert max(first) < second[0]
 
 
@@ -111,9 +112,9 @@ def test_enqueue_is_all_or_nothing(backend: Backend) -> None:
     good = new_job("app.good")
     too_big = new_job("app.bad", priority=2**70)  # no database integer column holds this
     with pytest.raises(Exception):  # noqa: B017 - the driver's own error; only atomicity matters
-        backend.enqueue([good, too_big], now=T0)
+        enqueue(backend, [good, too_big], now=T0)
     assert backend.list_jobs(JobFilter(limit=None)) == []
-    [job_id] = backend.enqueue([good], now=T0)
+    [job_id] = enqueue(backend, [good], now=T0)
     assert kinds(backend, job_id) == ["enqueued"]
 
 
@@ -121,7 +122,7 @@ def test_arguments_and_results_round_trip(backend: Backend) -> None:
     text = 'Zoë 日本語 🎉 tab\t newline\n quote" backslash\\ \\u0000 \x01 end'
     args = [text, 2**62, -(2**62), 2.5, 0.1, True, None, [[[]]], {"": {"k": [1, "2"]}}]
     kwargs = {"ünïcode": text, "x\x01y": 1}
-    [job_id] = backend.enqueue([new_job("app.data", *args, **kwargs)], now=T0)
+    [job_id] = enqueue(backend, [new_job("app.data", *args, **kwargs)], now=T0)
     job = must_get(backend, job_id)
     assert job.args == args
     assert job.kwargs == kwargs
@@ -139,7 +140,7 @@ def test_floats_keep_their_type_and_value(backend: Backend) -> None:
     # JSON writes large floats with an exponent (1e+20); a store that normalises numbers
     # must not hand the task an int, or a different value, instead.
     values = [1e20, 1.5e300, -2.5e-300, 1.0, 123456789.123456789, 2**53 + 1]
-    [job_id] = backend.enqueue([new_job("app.floats", *values)], now=T0)
+    [job_id] = enqueue(backend, [new_job("app.floats", *values)], now=T0)
     args = must_get(backend, job_id).args
     assert args == values
     assert [type(v) for v in args] == [type(v) for v in values]
@@ -152,7 +153,7 @@ def test_nul_in_arguments_is_kept_or_refused_before_anything_is_stored(
     # batch with InvalidPayload (not a driver error), not store it changed.
     batch = [new_job("app.fine"), new_job("app.nul", "a\x00b", key="c\x00d")]
     try:
-        ids = backend.enqueue(batch, now=T0)
+        ids = enqueue(backend, batch, now=T0)
     except InvalidPayload as exc:
         assert "NUL" in str(exc)
         assert backend.list_jobs(JobFilter(limit=None)) == []
@@ -164,7 +165,7 @@ def test_nul_in_arguments_is_kept_or_refused_before_anything_is_stored(
 def test_a_result_the_database_cannot_store_still_ends_the_job(backend: Backend) -> None:
     # A task may return any JSON payload.encode accepts, NUL included. finish() records a
     # batch at once, so one such result must not stop the others from being recorded.
-    nul_id, other_id = backend.enqueue([new_job(), new_job()], now=T0)
+    nul_id, other_id = enqueue(backend, [new_job(), new_job()], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     backend.reserve(worker, [], 2, now=at(1))
     jobs = {job.id: job for job in backend.mark_started(worker, [nul_id, other_id], now=at(1))}
@@ -183,7 +184,7 @@ def test_a_result_the_database_cannot_store_still_ends_the_job(backend: Backend)
 def test_null_and_scalar_results(backend: Backend) -> None:
     worker = backend.register_worker(worker_info(), now=T0)
     for result in (None, 0, "", [], False):
-        [job_id] = backend.enqueue([new_job()], now=T0)
+        [job_id] = enqueue(backend, [new_job()], now=T0)
         running = start(backend, worker, job_id, at(1))
         backend.finish(worker, [succeeded(running, at(2), result)], now=at(2))
         assert must_get(backend, job_id).result == result
@@ -191,7 +192,7 @@ def test_null_and_scalar_results(backend: Backend) -> None:
 
 def test_times_in_any_timezone_are_stored_as_the_same_instant_in_utc(backend: Backend) -> None:
     tokyo = timezone(timedelta(hours=9))
-    [job_id] = backend.enqueue([new_job(run_at=at(60).astimezone(tokyo))], now=T0.astimezone(tokyo))
+    [job_id] = enqueue(backend, [new_job(run_at=at(60).astimezone(tokyo))], now=T0.astimezone(tokyo))
     job = must_get(backend, job_id)
     assert (job.created_at, job.run_at) == (T0, at(60))
     assert job.created_at.utcoffset() == job.run_at.utcoffset() == timedelta(0)
@@ -229,7 +230,7 @@ class CallerTransaction:
 def test_enqueue_in_the_callers_transaction(backend: Backend, dsn: str, commit: bool) -> None:
     caller = CallerTransaction(dsn)
     try:
-        [job_id] = backend.enqueue([new_job("app.in_tx")], now=T0, connection=caller.connection)
+        [job_id] = enqueue(backend, [new_job("app.in_tx")], now=T0, connection=caller.connection)
         assert backend.get_job(job_id) is None  # not visible before the caller commits
     finally:
         caller.end(commit)
@@ -245,7 +246,7 @@ def test_enqueue_in_the_callers_transaction(backend: Backend, dsn: str, commit: 
 
 
 def test_reserve_order_is_priority_then_run_at_then_id(backend: Backend) -> None:
-    ids = backend.enqueue(
+    ids = enqueue(backend, 
         [
             new_job("j0", priority=0, run_at=at(-10)),
             new_job("j1", priority=5, run_at=at(-1)),
@@ -263,7 +264,7 @@ def test_reserve_order_is_priority_then_run_at_then_id(backend: Backend) -> None
 
 
 def test_reserve_one_at_a_time_follows_the_same_order(backend: Backend) -> None:
-    ids = backend.enqueue(
+    ids = enqueue(backend, 
         [new_job(priority=p, run_at=at(-r)) for p, r in [(1, 1), (2, 1), (1, 2), (2, 1)]],
         now=T0,
     )
@@ -277,7 +278,7 @@ def test_reserve_one_at_a_time_follows_the_same_order(backend: Backend) -> None:
 
 
 def test_reserve_marks_jobs_reserved_with_an_event(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job("app.x", 1, ref=("website", "7"))], now=T0)
+    [job_id] = enqueue(backend, [new_job("app.x", 1, ref=("website", "7"))], now=T0)
     worker = backend.register_worker(worker_info("w-1", host="box", pid=77), now=T0)
     [job] = backend.reserve(worker, [], 10, now=at(1))
     assert (job.id, job.status, job.worker_id, job.attempts) == (job_id, "reserved", worker, 0)
@@ -297,7 +298,7 @@ def test_reserve_marks_jobs_reserved_with_an_event(backend: Backend) -> None:
 
 
 def test_future_run_at_is_not_claimable_until_it_comes(backend: Backend) -> None:
-    [later] = backend.enqueue([new_job(run_at=at(60))], now=T0)
+    [later] = enqueue(backend, [new_job(run_at=at(60))], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     assert backend.reserve(worker, [], 10, now=T0) == []
     assert backend.reserve(worker, [], 10, now=at(59.999999)) == []
@@ -307,7 +308,7 @@ def test_future_run_at_is_not_claimable_until_it_comes(backend: Backend) -> None
 
 
 def test_a_due_job_is_taken_before_a_higher_priority_future_one(backend: Backend) -> None:
-    future, due = backend.enqueue(
+    future, due = enqueue(backend, 
         [new_job(priority=10, run_at=at(30)), new_job(priority=0)], now=T0
     )
     worker = backend.register_worker(worker_info(), now=T0)
@@ -316,7 +317,7 @@ def test_a_due_job_is_taken_before_a_higher_priority_future_one(backend: Backend
 
 
 def test_reserve_filters_by_queue(backend: Backend) -> None:
-    a1, b1, c1, a2, b2 = backend.enqueue(
+    a1, b1, c1, a2, b2 = enqueue(backend, 
         [
             new_job(queue="a"),
             new_job(queue="b", priority=1),
@@ -334,13 +335,13 @@ def test_reserve_filters_by_queue(backend: Backend) -> None:
 
 
 def test_reserve_with_no_queues_takes_from_every_queue(backend: Backend) -> None:
-    ids = backend.enqueue([new_job(queue=q) for q in ("a", "b", "c")], now=T0)
+    ids = enqueue(backend, [new_job(queue=q) for q in ("a", "b", "c")], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     assert [job.id for job in backend.reserve(worker, [], 10, now=T0)] == ids
 
 
 def test_reserve_respects_the_limit(backend: Backend) -> None:
-    ids = backend.enqueue([new_job() for _ in range(5)], now=T0)
+    ids = enqueue(backend, [new_job() for _ in range(5)], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     assert backend.reserve(worker, [], 0, now=T0) == []
     assert [job.id for job in backend.reserve(worker, [], 2, now=T0)] == ids[:2]
@@ -350,7 +351,7 @@ def test_reserve_respects_the_limit(backend: Backend) -> None:
 
 
 def test_reserved_jobs_are_not_handed_out_again(backend: Backend) -> None:
-    ids = backend.enqueue([new_job() for _ in range(3)], now=T0)
+    ids = enqueue(backend, [new_job() for _ in range(3)], now=T0)
     first = backend.register_worker(worker_info("first"), now=T0)
     second = backend.register_worker(worker_info("second"), now=T0)
     assert [job.id for job in backend.reserve(first, [], 2, now=T0)] == ids[:2]
@@ -360,7 +361,7 @@ def test_reserved_jobs_are_not_handed_out_again(backend: Backend) -> None:
 
 
 def test_unknown_stopped_or_lost_workers_get_nothing(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job()], now=T0)
+    [job_id] = enqueue(backend, [new_job()], now=T0)
     stopped = backend.register_worker(worker_info("stopped"), now=T0)
     backend.unregister_worker(stopped, now=T0)
     lost = backend.register_worker(worker_info("lost", lease_seconds=5), now=T0)
@@ -377,7 +378,7 @@ def test_unknown_stopped_or_lost_workers_get_nothing(backend: Backend) -> None:
 def test_claims_are_atomic_across_processes(backend: Backend, dsn: str, tmp_path: Path) -> None:
     """Several forked processes, each with its own connection, drain one pool of jobs."""
     job_count, process_count = 240, 6
-    ids = backend.enqueue(
+    ids = enqueue(backend, 
         [new_job(priority=i % 3, queue=("a", "b")[i % 2]) for i in range(job_count)], now=T0
     )
 
@@ -420,7 +421,7 @@ def test_claims_are_atomic_across_processes(backend: Backend, dsn: str, tmp_path
 def test_concurrent_recoveries_take_each_job_back_once(
     backend: Backend, dsn: str, tmp_path: Path
 ) -> None:
-    ids = backend.enqueue([new_job(max_attempts=2) for _ in range(60)], now=T0)
+    ids = enqueue(backend, [new_job(max_attempts=2) for _ in range(60)], now=T0)
     dead = [
         backend.register_worker(worker_info(f"dead-{n}", lease_seconds=5), now=T0) for n in range(3)
     ]
@@ -452,7 +453,7 @@ def test_concurrent_recoveries_take_each_job_back_once(
 
 
 def test_mark_started_counts_the_attempt(backend: Backend) -> None:
-    ids = backend.enqueue([new_job(max_attempts=2), new_job()], now=T0)
+    ids = enqueue(backend, [new_job(max_attempts=2), new_job()], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     backend.reserve(worker, [], 10, now=at(1))
     started = backend.mark_started(worker, ids, now=at(2))
@@ -477,7 +478,7 @@ def test_mark_started_counts_the_attempt(backend: Backend) -> None:
 
 
 def test_mark_started_is_fenced_on_the_worker(backend: Backend) -> None:
-    mine, queued = backend.enqueue([new_job(), new_job(run_at=at(100))], now=T0)
+    mine, queued = enqueue(backend, [new_job(), new_job(run_at=at(100))], now=T0)
     owner = backend.register_worker(worker_info("owner"), now=T0)
     other = backend.register_worker(worker_info("other"), now=T0)
     backend.reserve(owner, [], 10, now=at(1))
@@ -501,7 +502,7 @@ def test_mark_started_is_fenced_on_the_worker(backend: Backend) -> None:
 
 
 def test_finish_succeeded(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job()], now=T0)
+    [job_id] = enqueue(backend, [new_job()], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     running = start(backend, worker, job_id, at(1))
     assert backend.finish(worker, [succeeded(running, at(3), {"n": 3})], now=at(4)) == []
@@ -515,7 +516,7 @@ def test_finish_succeeded(backend: Backend) -> None:
 
 
 def test_finish_failed_final(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job(max_attempts=1)], now=T0)
+    [job_id] = enqueue(backend, [new_job(max_attempts=1)], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     running = start(backend, worker, job_id, at(1))
     assert backend.finish(worker, [failed(running, at(2))], now=at(2)) == []
@@ -528,7 +529,7 @@ def test_finish_failed_final(backend: Backend) -> None:
 
 @pytest.mark.parametrize("kind", ["failed", "timeout"])
 def test_finish_with_retry_at_queues_the_job_again(backend: Backend, kind: str) -> None:
-    [job_id] = backend.enqueue([new_job(max_attempts=2)], now=T0)
+    [job_id] = enqueue(backend, [new_job(max_attempts=2)], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     running = start(backend, worker, job_id, at(1))
     outcome = failed(running, at(2), retry_at=at(30), kind=kind)
@@ -551,7 +552,7 @@ def test_finish_with_retry_at_queues_the_job_again(backend: Backend, kind: str) 
 
 
 def test_finish_timeout_final(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job(timeout=1.0)], now=T0)
+    [job_id] = enqueue(backend, [new_job(timeout=1.0)], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     running = start(backend, worker, job_id, at(1))
     backend.finish(worker, [failed(running, at(2.5), kind="timeout")], now=at(3))
@@ -561,7 +562,7 @@ def test_finish_timeout_final(backend: Backend) -> None:
 
 
 def test_finish_interrupted_queues_the_job_at_once(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job(max_attempts=3)], now=T0)
+    [job_id] = enqueue(backend, [new_job(max_attempts=3)], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     running = start(backend, worker, job_id, at(1))
     outcome = Outcome(job_id, running.attempts, "interrupted", at(2), detail={"reason": "shutdown"})
@@ -577,7 +578,7 @@ def test_finish_interrupted_queues_the_job_at_once(backend: Backend) -> None:
 
 
 def test_finish_cancelled_while_running(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job(max_attempts=3)], now=T0)
+    [job_id] = enqueue(backend, [new_job(max_attempts=3)], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     running = start(backend, worker, job_id, at(1))
     outcome = Outcome(job_id, running.attempts, "cancelled", at(2), error="cancelled while running")
@@ -593,7 +594,7 @@ def test_finish_cancelled_while_running(backend: Backend) -> None:
 
 
 def test_finish_records_a_batch(backend: Backend) -> None:
-    ids = backend.enqueue([new_job(max_attempts=2) for _ in range(4)], now=T0)
+    ids = enqueue(backend, [new_job(max_attempts=2) for _ in range(4)], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     backend.reserve(worker, [], 10, now=at(1))
     jobs = {job.id: job for job in backend.mark_started(worker, ids, now=at(1))}
@@ -614,7 +615,7 @@ def test_finish_records_a_batch(backend: Backend) -> None:
 
 
 def test_finish_from_the_wrong_worker_is_rejected_and_recorded(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job()], now=T0)
+    [job_id] = enqueue(backend, [new_job()], now=T0)
     owner = backend.register_worker(worker_info("owner"), now=T0)
     intruder = backend.register_worker(worker_info("intruder", host="h2", pid=2), now=T0)
     running = start(backend, owner, job_id, at(1))
@@ -639,7 +640,7 @@ def test_finish_from_the_wrong_worker_is_rejected_and_recorded(backend: Backend)
 
 
 def test_finish_for_the_wrong_attempt_is_rejected(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job(max_attempts=3)], now=T0)
+    [job_id] = enqueue(backend, [new_job(max_attempts=3)], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     first = start(backend, worker, job_id, at(1))
     backend.finish(worker, [failed(first, at(2), retry_at=at(2))], now=at(2))
@@ -654,7 +655,7 @@ def test_finish_for_the_wrong_attempt_is_rejected(backend: Backend) -> None:
 
 
 def test_finish_of_a_job_that_is_not_running_is_rejected(backend: Backend) -> None:
-    done, reserved, queued = backend.enqueue([new_job(), new_job(), new_job()], now=T0)
+    done, reserved, queued = enqueue(backend, [new_job(), new_job(), new_job()], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     running = start(backend, worker, done, at(1))
     backend.finish(worker, [succeeded(running, at(2), "first")], now=at(2))
@@ -677,7 +678,7 @@ def test_finish_of_a_job_that_is_not_running_is_rejected(backend: Backend) -> No
 
 
 def test_late_outcome_after_recovery_cannot_overwrite_the_new_attempt(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job(max_attempts=2)], now=T0)
+    [job_id] = enqueue(backend, [new_job(max_attempts=2)], now=T0)
     old = backend.register_worker(worker_info("old", lease_seconds=10), now=T0)
     first = start(backend, old, job_id, at(1))
 
@@ -710,7 +711,7 @@ def test_late_outcome_after_recovery_cannot_overwrite_the_new_attempt(backend: B
 
 
 def test_release_puts_reserved_jobs_back_without_counting_an_attempt(backend: Backend) -> None:
-    ids = backend.enqueue([new_job(), new_job()], now=T0)
+    ids = enqueue(backend, [new_job(), new_job()], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     backend.reserve(worker, [], 10, now=at(1))
     backend.release(worker, ids, now=at(2), reason="shutdown")
@@ -730,7 +731,7 @@ def test_release_puts_reserved_jobs_back_without_counting_an_attempt(backend: Ba
 
 
 def test_release_is_fenced_and_leaves_running_jobs_alone(backend: Backend) -> None:
-    running_id, reserved_id = backend.enqueue([new_job(), new_job()], now=T0)
+    running_id, reserved_id = enqueue(backend, [new_job(), new_job()], now=T0)
     owner = backend.register_worker(worker_info("owner"), now=T0)
     other = backend.register_worker(worker_info("other"), now=T0)
     backend.reserve(owner, [], 10, now=at(1))
@@ -803,7 +804,7 @@ def test_heartbeat_of_a_lost_stopped_or_unknown_worker_is_false(backend: Backend
 
 
 def test_recover_lost_takes_back_only_expired_workers_jobs(backend: Backend) -> None:
-    reserved, retry, final, alive_job = backend.enqueue(
+    reserved, retry, final, alive_job = enqueue(backend, 
         [new_job("r"), new_job("x", max_attempts=2), new_job("f", max_attempts=1), new_job("a")],
         now=T0,
     )
@@ -858,7 +859,7 @@ def test_recover_lost_takes_back_only_expired_workers_jobs(backend: Backend) -> 
 
 
 def test_a_worker_with_a_current_lease_is_never_touched(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job(max_attempts=1)], now=T0)
+    [job_id] = enqueue(backend, [new_job(max_attempts=1)], now=T0)
     worker = backend.register_worker(worker_info(lease_seconds=30), now=T0)
     start(backend, worker, job_id, at(1))
     # The job runs for a day; the worker keeps heartbeating.
@@ -880,7 +881,7 @@ def test_recover_lost_with_nothing_expired(backend: Backend) -> None:
 
 
 def test_unregister_worker_takes_back_held_jobs(backend: Backend) -> None:
-    reserved, retry, final, other_job = backend.enqueue(
+    reserved, retry, final, other_job = enqueue(backend, 
         [new_job(), new_job(max_attempts=2), new_job(), new_job()], now=T0
     )
     worker = backend.register_worker(worker_info("leaving"), now=T0)
@@ -921,7 +922,7 @@ def test_unregister_worker_holding_nothing(backend: Backend) -> None:
 
 
 def test_cancel_a_queued_job(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job(run_at=at(3600))], now=T0)
+    [job_id] = enqueue(backend, [new_job(run_at=at(3600))], now=T0)
     job = backend.cancel(job_id, now=at(1), by="alice@desk", reason="not needed")
     assert (job.id, job.status, job.finished_at) == (job_id, "cancelled", at(1))
     assert must_get(backend, job_id) == job
@@ -933,37 +934,66 @@ def test_cancel_a_queued_job(backend: Backend) -> None:
 
 
 def test_cancel_without_a_reason(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job()], now=T0)
+    [job_id] = enqueue(backend, [new_job()], now=T0)
     backend.cancel(job_id, now=at(1), by="bob")
     assert backend.list_events(job_id)[-1].detail["by"] == "bob"
 
 
 def test_cancel_errors_change_nothing(backend: Backend) -> None:
-    reserved, running, done, cancelled = backend.enqueue([new_job() for _ in range(4)], now=T0)
+    done, cancelled = enqueue(backend, [new_job() for _ in range(2)], now=T0)
     backend.cancel(cancelled, now=T0, by="me")
     worker = backend.register_worker(worker_info(), now=T0)
-    backend.reserve(worker, [], 3, now=at(1))
-    [run, fin] = backend.mark_started(worker, [running, done], now=at(1))
-    job_done = run if run.id == done else fin
+    job_done = start(backend, worker, done, at(1))
     backend.finish(worker, [succeeded(job_done, at(2))], now=at(2))
 
     with pytest.raises(JobNotFound, match=str(NO_SUCH_JOB)):
         backend.cancel(NO_SUCH_JOB, now=at(3), by="me")
-    for job_id, status in (
-        (reserved, "reserved"),
-        (running, "running"),
-        (done, "succeeded"),
-        (cancelled, "cancelled"),
-    ):
+    for job_id, status in ((done, "succeeded"), (cancelled, "cancelled")):
         before, events = must_get(backend, job_id), backend.list_events(job_id)
-        with pytest.raises(InvalidTransition, match=status):
+        with pytest.raises(InvalidTransition, match=f"is {status}; it is already final"):
             backend.cancel(job_id, now=at(3), by="me")
         assert must_get(backend, job_id) == before
         assert backend.list_events(job_id) == events
 
 
+def test_cancel_of_a_reserved_job_is_immediate_and_it_never_starts(backend: Backend) -> None:
+    [job_id] = enqueue(backend, [new_job()], now=T0)
+    worker = backend.register_worker(worker_info(), now=T0)
+    backend.reserve(worker, [], 1, now=at(1))
+    job = backend.cancel(job_id, now=at(2), by="me", reason="obsolete")
+    assert (job.status, job.finished_at) == ("cancelled", at(2))
+    assert backend.mark_started(worker, [job_id], now=at(3)) == []
+    assert kinds(backend, job_id) == ["enqueued", "reserved", "cancelled"]
+
+
+def test_cancel_of_a_running_job_asks_its_worker(backend: Backend) -> None:
+    job_id, other = enqueue(backend, [new_job(max_attempts=3), new_job()], now=T0)
+    worker = backend.register_worker(worker_info(), now=T0)
+    running = start(backend, worker, job_id, at(1))
+    start(backend, worker, other, at(1))
+    assert backend.cancel_requests(worker) == []
+
+    job = backend.cancel(job_id, now=at(2), by="me", reason="wrong data")
+    assert job.status == "running"
+    assert job.cancel_requested_at == at(2)
+    assert job.max_attempts == job.attempts  # no retry may follow
+    event = backend.list_events(job_id)[-1]
+    assert (event.kind, event.detail) == ("cancel_requested", {"by": "me", "reason": "wrong data"})
+    assert backend.cancel_requests(worker) == [job_id]
+    assert backend.cancel_requests(backend.register_worker(worker_info("b"), now=T0)) == []
+    # asking again changes nothing
+    assert backend.cancel(job_id, now=at(3), by="me").cancel_requested_at == at(2)
+    assert kinds(backend, job_id).count("cancel_requested") == 1
+
+    outcome = Outcome(job_id, running.attempts, "cancelled", at(4), error="cancelled while running")
+    assert backend.finish(worker, [outcome], now=at(4)) == []
+    assert must_get(backend, job_id).status == "cancelled"
+    assert backend.cancel_requests(worker) == []
+    assert must_get(backend, other).status == "running"
+
+
 def test_retry_of_an_exhausted_job_gives_one_more_attempt(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job(max_attempts=1)], now=T0)
+    [job_id] = enqueue(backend, [new_job(max_attempts=1)], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     first = start(backend, worker, job_id, at(1))
     backend.finish(worker, [failed(first, at(2))], now=at(2))
@@ -983,7 +1013,7 @@ def test_retry_of_an_exhausted_job_gives_one_more_attempt(backend: Backend) -> N
 
 
 def test_retry_keeps_attempts_left(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job(max_attempts=3)], now=T0)
+    [job_id] = enqueue(backend, [new_job(max_attempts=3)], now=T0)
     backend.cancel(job_id, now=at(1), by="me")
     job = backend.retry(job_id, now=at(2), by="me")
     assert (job.status, job.attempts, job.max_attempts) == ("queued", 0, 3)
@@ -992,7 +1022,7 @@ def test_retry_keeps_attempts_left(backend: Backend) -> None:
 
 
 def test_retry_errors_change_nothing(backend: Backend) -> None:
-    queued, reserved, running, done = backend.enqueue([new_job() for _ in range(4)], now=T0)
+    queued, reserved, running, done = enqueue(backend, [new_job() for _ in range(4)], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
     backend.reserve(worker, [], 4, now=at(1))
     backend.release(worker, [queued], now=at(1), reason="test")
@@ -1023,7 +1053,7 @@ def test_get_job_of_an_unknown_id(backend: Backend) -> None:
 
 
 def test_get_job_names_the_worker(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job()], now=T0)
+    [job_id] = enqueue(backend, [new_job()], now=T0)
     worker = backend.register_worker(worker_info("named"), now=T0)
     start(backend, worker, job_id, at(1))
     job = must_get(backend, job_id)
@@ -1031,7 +1061,7 @@ def test_get_job_names_the_worker(backend: Backend) -> None:
 
 
 def test_list_jobs_filters(backend: Backend) -> None:
-    w42a, w42b, w7, kpi, other_task, later = backend.enqueue(
+    w42a, w42b, w7, kpi, other_task, later = enqueue(backend, 
         [
             new_job("site.refresh", ref=("website", "42"), queue="web"),
             new_job("site.refresh", ref=("website", "42"), queue="web"),
@@ -1040,7 +1070,7 @@ def test_list_jobs_filters(backend: Backend) -> None:
             new_job("site.other", queue="web"),
         ],
         now=T0,
-    ) + backend.enqueue([new_job("site.refresh", ref=("website", "42"))], now=at(100))
+    ) + enqueue(backend, [new_job("site.refresh", ref=("website", "42"))], now=at(100))
     worker = backend.register_worker(worker_info(), now=at(100))
     [held] = backend.reserve(worker, ["web"], 1, now=at(101))
     assert held.id == w42a
@@ -1073,7 +1103,7 @@ def test_list_jobs_filters(backend: Backend) -> None:
 
 
 def test_list_events_are_in_order_with_worker_details(backend: Backend) -> None:
-    [job_id] = backend.enqueue([new_job(max_attempts=2)], now=T0)
+    [job_id] = enqueue(backend, [new_job(max_attempts=2)], now=T0)
     first = backend.register_worker(worker_info("first", host="h1", pid=11), now=T0)
     second = backend.register_worker(worker_info("second", host="h2", pid=22), now=T0)
     running = start(backend, first, job_id, at(1))
@@ -1102,7 +1132,7 @@ def test_list_events_are_in_order_with_worker_details(backend: Backend) -> None:
 
 
 def test_task_stats_with_controlled_times(backend: Backend) -> None:
-    s1, s2, f3, c4, r5, r6, q7, b8 = backend.enqueue(
+    s1, s2, f3, c4, r5, r6, q7, b8 = enqueue(backend, 
         [new_job("a") for _ in range(7)] + [new_job("b")], now=T0
     )
     worker = backend.register_worker(worker_info(lease_seconds=3600), now=T0)
@@ -1161,7 +1191,7 @@ def test_task_stats_of_an_empty_database(backend: Backend) -> None:
 
 
 def test_prune_deletes_old_final_jobs_and_their_events(backend: Backend) -> None:
-    old_ok, old_failed, old_cancelled, new_ok, queued = backend.enqueue(
+    old_ok, old_failed, old_cancelled, new_ok, queued = enqueue(backend, 
         [new_job() for _ in range(5)], now=T0
     )
     worker = backend.register_worker(worker_info(lease_seconds=3600), now=T0)
@@ -1203,7 +1233,7 @@ def test_prune_deletes_old_final_jobs_and_their_events(backend: Backend) -> None
     assert [job.id for job in backend.list_jobs(JobFilter(limit=None))] == [queued]
     assert backend.list_events(queued) == kept[queued]
 
-    [fresh] = backend.enqueue([new_job()], now=at(1000))
+    [fresh] = enqueue(backend, [new_job()], now=at(1000))
     assert fresh > max(old_ok, old_failed, old_cancelled, new_ok, queued)  # ids never reused
 
 

@@ -44,6 +44,9 @@ JOB_KEYS = {
     "worker_id",
     "result",
     "error",
+    "unique_key",
+    "lock_key",
+    "cancel_requested_at",
     "worker_name",
 }
 #: ``--json`` keys of an event: the ``events`` columns, plus its worker's name, host, pid.

@@ -1,12 +1,18 @@
 -- Named statements of the SQLite backend. Parameters are named (:name) and always bound;
 -- no value is ever formatted into SQL text.
 
+-- A job whose unique_key is already active is not inserted (no row comes back).
 -- name: insert_job
 INSERT INTO jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
-                  max_attempts, timeout, run_at, created_at)
+                  max_attempts, timeout, run_at, created_at, unique_key, lock_key)
 VALUES (:task, :queue, 'queued', :ref_type, :ref_id, :priority, :args, :kwargs,
-        :max_attempts, :timeout, :run_at, :now)
+        :max_attempts, :timeout, :run_at, :now, :unique_key, :lock_key)
+ON CONFLICT DO NOTHING
 RETURNING id;
+
+-- name: active_unique
+SELECT id FROM jobs
+WHERE unique_key = :unique_key AND status IN ('queued', 'reserved', 'running');
 
 -- name: insert_event
 INSERT INTO events (job_id, at, kind, attempt, worker_id, detail)
@@ -15,15 +21,21 @@ VALUES (:job_id, :at, :kind, :attempt, :worker_id, :detail);
 -- name: worker_lease
 SELECT lease_seconds FROM workers WHERE id = :worker_id AND status = 'running';
 
+-- Claimable jobs, best first. A job whose lock_key is held by a reserved or running job
+-- waits (it stays queued and holds no worker slot).
 -- name: claim_candidates
-SELECT id, priority, run_at FROM jobs INDEXED BY jobs_claim
+SELECT id, priority, run_at, lock_key FROM jobs AS j INDEXED BY jobs_claim
 WHERE status = 'queued' AND run_at <= :now
+  AND (lock_key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM jobs AS h WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')))
 ORDER BY priority DESC, run_at, id
 LIMIT :limit;
 
 -- name: claim_candidates_in_queue
-SELECT id, priority, run_at FROM jobs INDEXED BY jobs_claim_by_queue
+SELECT id, priority, run_at, lock_key FROM jobs AS j INDEXED BY jobs_claim_by_queue
 WHERE status = 'queued' AND queue = :queue AND run_at <= :now
+  AND (lock_key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM jobs AS h WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')))
 ORDER BY priority DESC, run_at, id
 LIMIT :limit;
 
@@ -32,7 +44,7 @@ UPDATE jobs SET status = 'reserved', worker_id = :worker_id
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
           max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
-          NULL AS worker_name, result, error;
+          NULL AS worker_name, result, error, unique_key, lock_key, cancel_requested_at;
 
 -- name: start
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = :now,
@@ -41,7 +53,7 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'reserved'
   AND worker_id = :worker_id
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
           max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
-          NULL AS worker_name, result, error;
+          NULL AS worker_name, result, error, unique_key, lock_key, cancel_requested_at;
 
 -- Record one outcome. Fenced: it changes the job only if the job is still running in
 -- this worker's hands at this attempt. The new status, run_at and extra attempts come
@@ -105,10 +117,21 @@ UPDATE jobs SET status = 'failed', finished_at = :now, error = :error
 WHERE worker_id = :worker_id AND status = 'running'
 RETURNING id, attempts;
 
--- name: cancel_queued
+-- name: cancel_waiting
 UPDATE jobs SET status = 'cancelled', finished_at = :now
-WHERE id = :job_id AND status = 'queued'
+WHERE id = :job_id AND status IN ('queued', 'reserved')
 RETURNING attempts;
+
+-- A running job is killed by its worker; meanwhile it may not be retried.
+-- name: request_cancel
+UPDATE jobs SET cancel_requested_at = :now, max_attempts = attempts
+WHERE id = :job_id AND status = 'running' AND cancel_requested_at IS NULL
+RETURNING attempts;
+
+-- name: cancel_requests
+SELECT id FROM jobs
+WHERE worker_id = :worker_id AND status IN ('reserved', 'running') AND status = 'running'
+  AND cancel_requested_at IS NOT NULL;
 
 -- name: retry_job
 UPDATE jobs SET status = 'queued', run_at = :now, finished_at = NULL,
@@ -122,7 +145,8 @@ SELECT status FROM jobs WHERE id = :job_id;
 -- name: select_jobs
 SELECT j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args, j.kwargs,
        j.attempts, j.max_attempts, j.timeout, j.run_at, j.created_at, j.started_at,
-       j.finished_at, j.worker_id, w.name AS worker_name, j.result, j.error
+       j.finished_at, j.worker_id, w.name AS worker_name, j.result, j.error, j.unique_key,
+       j.lock_key, j.cancel_requested_at
 FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id;
 
 -- name: list_events
@@ -159,3 +183,58 @@ DELETE FROM events WHERE job_id IN (
 
 -- name: prune_jobs
 DELETE FROM jobs WHERE status = :status AND finished_at < :cutoff;
+
+-- Schedules --------------------------------------------------------------------------
+
+-- name: select_schedules
+SELECT name, task, cron, every_seconds, args, kwargs, ref_type, ref_id, queue, priority,
+       catch_up, skip_if_running, source, paused, anchor, next_due_at, last_due_at,
+       last_job_id, created_at, updated_at
+FROM schedules;
+
+-- name: insert_schedule
+INSERT INTO schedules (name, task, cron, every_seconds, args, kwargs, ref_type, ref_id, queue,
+                       priority, catch_up, skip_if_running, source, paused, anchor,
+                       next_due_at, created_at, updated_at)
+VALUES (:name, :task, :cron, :every_seconds, :args, :kwargs, :ref_type, :ref_id, :queue,
+        :priority, :catch_up, :skip_if_running, :source, 0, :anchor, :next_due_at, :now, :now);
+
+-- name: update_schedule
+UPDATE schedules
+SET task = :task, cron = :cron, every_seconds = :every_seconds, args = :args, kwargs = :kwargs,
+    ref_type = :ref_type, ref_id = :ref_id, queue = :queue, priority = :priority,
+    catch_up = :catch_up, skip_if_running = :skip_if_running, source = :source,
+    anchor = :anchor, next_due_at = :next_due_at, updated_at = :now
+WHERE name = :name;
+
+-- name: pause_schedule
+UPDATE schedules SET paused = :paused, next_due_at = :next_due_at, updated_at = :now
+WHERE name = :name;
+
+-- name: delete_schedule
+DELETE FROM schedules WHERE name = :name;
+
+-- name: due_schedules
+SELECT name FROM schedules INDEXED BY schedules_due
+WHERE paused = 0 AND next_due_at <= :now
+ORDER BY next_due_at;
+
+-- name: advance_schedule
+UPDATE schedules
+SET next_due_at = :next_due_at, last_due_at = coalesce(:last_due_at, last_due_at),
+    last_job_id = coalesce(:last_job_id, last_job_id), updated_at = :now
+WHERE name = :name;
+
+-- name: insert_tick
+INSERT INTO schedule_ticks (schedule, due_at, outcome, job_id, reason, recorded_at, worker_id)
+VALUES (:schedule, :due_at, :outcome, :job_id, :reason, :now, :worker_id)
+ON CONFLICT (schedule, due_at) DO NOTHING;
+
+-- name: set_tick_job
+UPDATE schedule_ticks SET job_id = :job_id WHERE schedule = :schedule AND due_at = :due_at;
+
+-- name: list_ticks
+SELECT schedule, due_at, outcome, job_id, reason, recorded_at, worker_id
+FROM schedule_ticks WHERE schedule = :schedule
+ORDER BY due_at DESC
+LIMIT :limit;

@@ -1,4 +1,5 @@
--- tasktrail schema for SQLite, version 1.
+-- tasktrail schema for SQLite: the complete current version (2).
+-- A database made by an older version is brought here by the files in migrations/.
 --
 -- The embedded default: one file on one host, shared by every worker and producer on it.
 -- The worker opens it in WAL mode; writers take the lock with BEGIN IMMEDIATE, so a job
@@ -52,7 +53,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at   TEXT,
     worker_id     INTEGER REFERENCES workers (id), -- the worker that holds it, or held it last
     result        TEXT,                            -- JSON
-    error         TEXT
+    error         TEXT,
+    unique_key    TEXT,                            -- at most one active job per key
+    lock_key      TEXT,                            -- at most one reserved/running job per key
+    cancel_requested_at TEXT                       -- a cancel was asked while it ran
 );
 -- The claim reads only this partial index: finished jobs are never scanned.
 CREATE INDEX IF NOT EXISTS jobs_claim_by_queue ON jobs (queue, priority DESC, run_at, id)
@@ -64,6 +68,10 @@ CREATE INDEX IF NOT EXISTS jobs_ref ON jobs (ref_type, ref_id, id);
 CREATE INDEX IF NOT EXISTS jobs_task ON jobs (task, id);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('queued', 'reserved', 'running');
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_lock_held ON jobs (lock_key)
+    WHERE lock_key IS NOT NULL AND status IN ('reserved', 'running');
 
 -- A job's history, append-only. No foreign key: events are written in the same
 -- transaction as the job change, and retention deletes both together.
@@ -86,5 +94,46 @@ FROM events e
 JOIN jobs j ON j.id = e.job_id
 LEFT JOIN workers w ON w.id = e.worker_id;
 
+-- Periodic jobs. Code-declared ones (@app.periodic) are written here by workers at start;
+-- run-time ones by app.schedules.add / `tasktrail schedules add`.
+CREATE TABLE IF NOT EXISTS schedules (
+    name             TEXT PRIMARY KEY,
+    task             TEXT NOT NULL,
+    cron             TEXT,                      -- five-field cron, UTC
+    every_seconds    REAL,                      -- or a fixed interval from anchor
+    args             TEXT NOT NULL DEFAULT '[]',
+    kwargs           TEXT NOT NULL DEFAULT '{}',
+    ref_type         TEXT,
+    ref_id           TEXT,
+    queue            TEXT,
+    priority         INTEGER,
+    catch_up         TEXT NOT NULL DEFAULT 'latest' CHECK (catch_up IN ('latest', 'all', 'none')),
+    skip_if_running  INTEGER NOT NULL DEFAULT 0,
+    source           TEXT NOT NULL DEFAULT 'runtime' CHECK (source IN ('code', 'runtime')),
+    paused           INTEGER NOT NULL DEFAULT 0,
+    anchor           TEXT NOT NULL,
+    next_due_at      TEXT NOT NULL,
+    last_due_at      TEXT,
+    last_job_id      INTEGER,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    CHECK ((cron IS NULL) <> (every_seconds IS NULL))
+);
+CREATE INDEX IF NOT EXISTS schedules_due ON schedules (next_due_at) WHERE paused = 0;
+
+-- The ledger: one row per due time of a schedule. Its primary key is what makes a due
+-- time fire at most one job, however many workers look at it.
+CREATE TABLE IF NOT EXISTS schedule_ticks (
+    schedule     TEXT NOT NULL,
+    due_at       TEXT NOT NULL,
+    outcome      TEXT NOT NULL CHECK (outcome IN ('fired', 'skipped', 'missed')),
+    job_id       INTEGER,
+    reason       TEXT,
+    recorded_at  TEXT NOT NULL,
+    worker_id    INTEGER,
+    PRIMARY KEY (schedule, due_at)
+);
+
 INSERT OR IGNORE INTO migrations (version, name, applied_at)
-VALUES (1, 'initial', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
+VALUES (1, 'initial', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+       (2, 'flow_control', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));

@@ -1,0 +1,147 @@
+"""Job state changes of the SQLite backend that take several statements.
+
+Functions of a connection inside the caller's write transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from ...job import Enqueued, NewJob, Outcome
+from .._sql import queries
+from ..base import RecoveredJob
+from ..common import lost_error, outcome_events, transition
+from . import rows
+
+__all__ = ["candidates", "enqueue_in", "finish", "take_back"]
+
+_Q = queries("sqlite")
+
+
+def enqueue_in(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: datetime) -> list[Enqueued]:
+    now_text = rows.ts(now)
+    result: list[Enqueued] = []
+    created: list[int] = []
+    for job in jobs:
+        row = conn.execute(
+            _Q["insert_job"],
+            {
+                "task": job.task,
+                "queue": job.queue,
+                "ref_type": job.ref.type if job.ref else None,
+                "ref_id": job.ref.id if job.ref else None,
+                "priority": job.priority,
+                "args": job.args_json,
+                "kwargs": job.kwargs_json,
+                "max_attempts": job.max_attempts,
+                "timeout": job.timeout,
+                "run_at": rows.ts(job.run_at) if job.run_at is not None else now_text,
+                "now": now_text,
+                "unique_key": job.unique_key,
+                "lock_key": job.lock_key,
+            },
+        ).fetchone()
+        if row is not None:
+            created.append(row[0])
+            result.append(Enqueued(row[0], True))
+        else:  # its unique key is taken by an active job
+            existing = conn.execute(_Q["active_unique"], {"unique_key": job.unique_key})
+            result.append(Enqueued(existing.fetchone()[0], False))
+    conn.executemany(
+        _Q["insert_event"],
+        [rows.event_row(job_id, now, "enqueued", 0, None) for job_id in created],
+    )
+    return result
+
+
+def candidates(
+    conn: sqlite3.Connection, queues: Sequence[str], limit: int, now_text: str
+) -> list[int]:
+    """Ids to claim, best first: priority, then run_at, then id, across the queues.
+
+    At most one job per lock key: the others wait for it to finish.
+    """
+    if not queues:
+        found = conn.execute(_Q["claim_candidates"], {"now": now_text, "limit": limit}).fetchall()
+    else:
+        found = []
+        for queue in queues:
+            found.extend(
+                conn.execute(
+                    _Q["claim_candidates_in_queue"],
+                    {"queue": queue, "now": now_text, "limit": limit},
+                ).fetchall()
+            )
+        if len(queues) > 1:
+            found.sort(key=lambda row: (-row[1], row[2], row[0]))
+    ids: list[int] = []
+    locks: set[str] = set()
+    for job_id, _, _, lock_key in found:
+        if lock_key is not None:
+            if lock_key in locks:
+                continue
+            locks.add(lock_key)
+        ids.append(job_id)
+        if len(ids) == limit:
+            break
+    return ids
+
+
+def finish(
+    conn: sqlite3.Connection, worker_id: int, outcomes: Sequence[Outcome], now: datetime
+) -> list[int]:
+    """Apply outcomes (fenced) and write their events; return the rejected job ids."""
+    rejected: list[int] = []
+    events: list[dict[str, Any]] = []
+    for outcome in outcomes:
+        change = transition(outcome)
+        params = {
+            "job_id": outcome.job_id,
+            "worker_id": worker_id,
+            "attempt": outcome.attempt,
+            "status": change.status,
+            "finished_at": rows.ts(outcome.finished_at),
+            "result": outcome.result_json,
+            "error": outcome.error,
+            "run_at": rows.ts(change.run_at) if change.run_at is not None else None,
+            "extra_attempts": change.extra_attempts,
+        }
+        applied = conn.execute(_Q["finish"], params).rowcount == 1
+        if not applied:
+            if not conn.execute(_Q["job_exists"], params).fetchone():
+                continue  # no such job: nothing to record it against
+            rejected.append(outcome.job_id)
+        events.extend(
+            rows.event_row(outcome.job_id, at, kind, outcome.attempt, worker_id, detail)
+            for at, kind, detail in outcome_events(outcome, applied, worker_id, now)
+        )
+    conn.executemany(_Q["insert_event"], events)
+    return rejected
+
+
+def take_back(conn: sqlite3.Connection, worker_id: int, now: datetime) -> list[RecoveredJob]:
+    """Recover every job ``worker_id`` holds: reserved ones requeued, running ones lost."""
+    now_text = rows.ts(now)
+    params = {"worker_id": worker_id, "now": now_text, "error": lost_error(worker_id)}
+    recovered: list[RecoveredJob] = []
+    events: list[dict[str, Any]] = []
+    for name, was, became in (
+        ("recover_reserved", "reserved", "queued"),
+        ("recover_running_retry", "running", "queued"),
+        ("recover_running_fail", "running", "failed"),
+    ):
+        for job_id, attempts in conn.execute(_Q[name], params).fetchall():
+            recovered.append(RecoveredJob(job_id, worker_id, was, became))
+            detail = {"was": was, "error": lost_error(worker_id)}
+            events.append(rows.event_row(job_id, now, "lost", attempts, worker_id, detail))
+            if was == "running" and became == "queued":
+                events.append(
+                    rows.event_row(
+                        job_id, now, "retry_scheduled", attempts, None, {"run_at": now_text}
+                    )
+                )
+    conn.executemany(_Q["insert_event"], events)
+    return recovered

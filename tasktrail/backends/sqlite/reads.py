@@ -1,0 +1,90 @@
+"""Lookups and reports of the SQLite backend: jobs, events, workers, statistics, pruning.
+
+Functions of an open connection; :class:`~.backend.SqliteBackend` calls them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timedelta
+from typing import Any
+
+from ...job import Event, Job, WorkerRecord
+from ...stats import build_task_stats
+from .._sql import queries
+from ..base import JobFilter, PruneReport, TaskStats
+from . import rows
+
+__all__ = ["list_events", "list_jobs", "list_workers", "prune", "task_stats"]
+
+_Q = queries("sqlite")
+
+
+def list_jobs(conn: sqlite3.Connection, job_filter: JobFilter) -> list[Job]:
+    """Jobs matching the filter, newest first. Conditions are fixed fragments; every value
+    is a bound parameter."""
+    conditions: list[str] = []
+    params: dict[str, Any] = {}
+    f = job_filter
+    if f.ids is not None:
+        conditions.append("j.id IN (SELECT value FROM json_each(:ids))")
+        params["ids"] = json.dumps(list(f.ids))
+    for column, value in (
+        ("ref_type", f.ref_type),
+        ("ref_id", f.ref_id),
+        ("task", f.task),
+        ("queue", f.queue),
+        ("worker_id", f.worker_id),
+    ):
+        if value is not None:
+            conditions.append(f"j.{column} = :{column}")
+            params[column] = value
+    if f.statuses is not None:
+        conditions.append("j.status IN (SELECT value FROM json_each(:statuses))")
+        params["statuses"] = json.dumps(list(f.statuses))
+    if f.since is not None:
+        conditions.append("j.created_at >= :since")
+        params["since"] = rows.ts(f.since)
+    if f.until is not None:
+        conditions.append("j.created_at < :until")
+        params["until"] = rows.ts(f.until)
+    where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
+    params["limit"] = -1 if f.limit is None else f.limit
+    sql = _Q["select_jobs"] + where + " ORDER BY j.id DESC LIMIT :limit"
+    return [rows.job(row) for row in conn.execute(sql, params)]
+
+
+def get_job(conn: sqlite3.Connection, job_id: int) -> Job | None:
+    found = conn.execute(_Q["select_jobs"] + " WHERE j.id = :id", {"id": job_id}).fetchone()
+    return rows.job(found) if found else None
+
+
+def list_events(conn: sqlite3.Connection, job_id: int) -> list[Event]:
+    return [rows.event(row) for row in conn.execute(_Q["list_events"], {"job_id": job_id})]
+
+
+def list_workers(
+    conn: sqlite3.Connection, include_stopped: bool, limit: int | None
+) -> list[WorkerRecord]:
+    params = {"include_stopped": include_stopped, "limit": -1 if limit is None else limit}
+    return [rows.worker(row) for row in conn.execute(_Q["list_workers"], params)]
+
+
+def task_stats(conn: sqlite3.Connection, since: datetime, now: datetime) -> list[TaskStats]:
+    active = conn.execute(_Q["stats_active"]).fetchall()
+    finished = conn.execute(
+        _Q["stats_finished"], {"since": rows.ts(since), "now": rows.ts(now)}
+    ).fetchall()
+    return build_task_stats(active, finished, (now - since).total_seconds())
+
+
+def prune(conn: sqlite3.Connection, older_than: dict[str, timedelta], now: datetime) -> PruneReport:
+    """Delete, in the caller's write transaction, final jobs past their retention."""
+    jobs: dict[str, int] = {}
+    events = 0
+    for status, keep in sorted(older_than.items()):
+        params = {"status": status, "cutoff": rows.ts(now - keep)}
+        events += conn.execute(_Q["prune_events"], params).rowcount
+        jobs[status] = conn.execute(_Q["prune_jobs"], params).rowcount
+    return PruneReport(jobs=jobs, events=events)

@@ -1,0 +1,73 @@
+"""How a worker client runs: :class:`WorkerConfig`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigurationError
+
+__all__ = ["WorkerConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """How a worker client runs. Every field has a ``tasktrail worker`` option.
+
+    Attributes:
+        processes: child processes forked (the bound on jobs running at once).
+        reserve: jobs held at once, running plus waiting in the local buffer
+            (default ``2 * processes``).
+        queues: the queues served; empty means every queue.
+        name: the worker's name in history (default ``host:pid``).
+        grace: seconds running jobs get to finish on shutdown before being killed.
+        kill_grace: seconds between SIGTERM and SIGKILL for a child that must stop.
+        max_tasks_per_child: replace a child after this many jobs (``None``: never).
+        lease_seconds: a worker that has not heartbeated for this long is lost.
+        poll_interval: longest wait between looks at the queue when idle.
+        burst: exit once the queues hold no queued, reserved or running job.
+    """
+
+    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    reserve: int | None = None
+    queues: tuple[str, ...] = ()
+    name: str | None = None
+    grace: float = 30.0
+    kill_grace: float = 5.0
+    max_tasks_per_child: int | None = None
+    lease_seconds: float = 30.0
+    poll_interval: float = 1.0
+    burst: bool = False
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, value: Any) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be an integer of at least 1, got {value!r}")
+
+        def positive(name: str, value: Any, minimum: float = 0.0) -> None:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > minimum:
+                raise ConfigurationError(
+                    f"{name} must be more than {minimum:g} seconds, got {value!r}"
+                )
+
+        positive_int("processes", self.processes)
+        if self.reserve is not None:
+            positive_int("reserve", self.reserve)
+        if self.max_tasks_per_child is not None:
+            positive_int("max_tasks_per_child", self.max_tasks_per_child)
+        positive("lease_seconds", self.lease_seconds, 0.5)
+        positive("poll_interval", self.poll_interval)
+        positive("kill_grace", self.kill_grace)
+        if (
+            isinstance(self.grace, bool)
+            or not isinstance(self.grace, int | float)
+            or self.grace < 0
+        ):
+            raise ConfigurationError(f"grace must be 0 or more seconds, got {self.grace!r}")
+        if isinstance(self.queues, str):
+            raise ConfigurationError("queues must be a sequence of names, not one string")
+
+    @property
+    def reserve_limit(self) -> int:
+        return self.reserve if self.reserve is not None else 2 * self.processes
