@@ -91,10 +91,10 @@ class Cron:
     def latest_at_or_before(self, moment: datetime, anchor: datetime) -> datetime | None:
         from croniter import croniter
 
-        result: datetime = croniter(self.expression, moment + timedelta(seconds=1)).get_prev(
-            datetime
-        )
-        return result if result <= moment else None
+        # get_prev is strictly before ``moment``; ``moment`` itself may be a tick.
+        previous: datetime = croniter(self.expression, moment).get_prev(datetime)
+        following: datetime = croniter(self.expression, previous).get_next(datetime)
+        return following if following <= moment else previous
 
 
 ScheduleSpec = Every | Cron
@@ -123,6 +123,24 @@ class ScheduleDef:
     @property
     def every_seconds(self) -> float | None:
         return self.spec.seconds if isinstance(self.spec, Every) else None
+
+    def columns(self) -> dict[str, Any]:
+        """The definition's columns in the ``schedules`` table, by name."""
+        return {
+            "name": self.name,
+            "task": self.task,
+            "cron": self.cron,
+            "every_seconds": self.every_seconds,
+            "args": self.args_json,
+            "kwargs": self.kwargs_json,
+            "ref_type": self.ref.type if self.ref else None,
+            "ref_id": self.ref.id if self.ref else None,
+            "queue": self.queue,
+            "priority": self.priority,
+            "catch_up": self.catch_up,
+            "skip_if_running": self.skip_if_running,
+            "source": self.source,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import re
+import string
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -126,6 +127,7 @@ class Task(Generic[P, R]):
         args_json = payload.encode(list(args), f"arguments of {self.name}")
         kwargs_json = payload.encode(kwargs, f"keyword arguments of {self.name}")
         parsed_ref = Ref.of(ref)
+        bound.apply_defaults()  # a key template may name a parameter left at its default
         fields = {"task": self.name, "ref": parsed_ref, **bound.arguments}
         unique_key = None
         if self.unique is True:
@@ -180,20 +182,31 @@ class Task(Generic[P, R]):
         return self.app.enqueue_many([job], connection=connection)[0]
 
 
+def _template_fields(template: str) -> set[str]:
+    """The names a format template refers to: ``"{ref.id}:{kpi_id}"`` -> ref, kpi_id."""
+    return {
+        re.split(r"[.\[]", name, maxsplit=1)[0]
+        for _, name, _, _ in string.Formatter().parse(template)
+        if name is not None
+    }
+
+
 def _render_key(template: str, fields: dict[str, Any], option: str, task: str) -> str:
     """Fill a ``unique=`` or ``lock=`` key template from the job's ref and arguments."""
-    if "{ref}" in template and fields["ref"] is None:
-        raise InvalidArguments(
-            f"task {task} has {option}={template!r}, which needs the job's ref: "
-            "enqueue it with ref=(type, id)"
-        )
+    prefix = f"cannot build the {option} key of {task} from {template!r}"
     try:
+        if "ref" in _template_fields(template) and fields["ref"] is None:
+            raise InvalidArguments(
+                f"task {task} has {option}={template!r}, which needs the job's ref: "
+                "enqueue it with ref=(type, id)"
+            )
         key = template.format(**{k: "" if v is None else v for k, v in fields.items()})
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+    except KeyError as exc:
         raise InvalidArguments(
-            f"cannot build the {option} key of {task} from {template!r}: {exc!r} is not "
-            "task, ref or one of its parameters"
+            f"{prefix}: {exc.args[0]!r} is not task, ref or one of its parameters"
         ) from None
+    except (IndexError, ValueError, AttributeError) as exc:
+        raise InvalidArguments(f"{prefix}: {type(exc).__name__}: {exc}") from None
     if not key or len(key) > 500 or "\x00" in key:
         raise InvalidArguments(f"the {option} key of {task} must be 1 to 500 characters")
     return key

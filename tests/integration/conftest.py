@@ -40,9 +40,9 @@ def tasktrail_command() -> str:
 
 
 @pytest.fixture
-def worker_dsn(sqlite_dsn: str) -> str:
-    """The database of every integration test. Return ``dsn`` to add PostgreSQL."""
-    return sqlite_dsn
+def worker_dsn(dsn: str) -> str:
+    """The database of every integration test: each runs on SQLite and on PostgreSQL."""
+    return dsn
 
 
 @pytest.fixture

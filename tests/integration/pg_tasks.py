@@ -101,5 +101,5 @@ def noop() -> None:
 
 @app.task(name="nul_result")
 def nul_result() -> str:
-    """A result PostgreSQL cannot store in jsonb."""
+    """A result holding NUL, which jsonb could not store (tasktrail uses json)."""
     return "a\x00b"

@@ -132,25 +132,6 @@ def schedule(row: Sequence[Any]) -> ScheduleRecord:
     )
 
 
-def schedule_params(definition: ScheduleDef) -> dict[str, Any]:
-    """The definition columns of a schedule row."""
-    return {
-        "name": definition.name,
-        "task": definition.task,
-        "cron": definition.cron,
-        "every_seconds": definition.every_seconds,
-        "args": definition.args_json,
-        "kwargs": definition.kwargs_json,
-        "ref_type": definition.ref.type if definition.ref else None,
-        "ref_id": definition.ref.id if definition.ref else None,
-        "queue": definition.queue,
-        "priority": definition.priority,
-        "catch_up": definition.catch_up,
-        "skip_if_running": int(definition.skip_if_running),
-        "source": definition.source,
-    }
-
-
 def tick(row: Sequence[Any]) -> Tick:
     return Tick(
         schedule=row[0],

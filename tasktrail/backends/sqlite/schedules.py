@@ -41,7 +41,7 @@ def save(
         )
     anchor, next_due = saved_timing(existing, definition, now)
     params: dict[str, Any] = {
-        **rows.schedule_params(definition),
+        **definition.columns(),
         "now": rows.ts(now),
         "anchor": rows.ts(anchor),
         "next_due_at": rows.ts(next_due),

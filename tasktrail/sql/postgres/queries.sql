@@ -2,45 +2,69 @@
 -- (%(name)s); the schema name `tasktrail` is replaced by the configured, validated one.
 -- Each statement that changes jobs writes their history events in the same statement.
 
+-- A job whose unique_key is already active (or taken earlier in the batch) is not
+-- inserted; the ids returned come with their unique_key so the caller can tell.
 -- name: enqueue
 WITH new_jobs AS (
     INSERT INTO tasktrail.jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
-                                max_attempts, timeout, run_at, created_at)
-    SELECT t.task, t.queue, 'queued', t.ref_type, t.ref_id, t.priority, t.args::jsonb,
-           t.kwargs::jsonb, t.max_attempts, t.timeout, coalesce(t.run_at, %(now)s), %(now)s
+                                max_attempts, timeout, run_at, created_at, unique_key, lock_key)
+    SELECT t.task, t.queue, 'queued', t.ref_type, t.ref_id, t.priority, t.args::json,
+           t.kwargs::json, t.max_attempts, t.timeout, coalesce(t.run_at, %(now)s), %(now)s,
+           t.unique_key, t.lock_key
     FROM unnest(%(task)s::text[], %(queue)s::text[], %(ref_type)s::text[], %(ref_id)s::text[],
                 %(priority)s::smallint[], %(args)s::text[], %(kwargs)s::text[],
                 %(max_attempts)s::integer[], %(timeout)s::double precision[],
-                %(run_at)s::timestamptz[])
+                %(run_at)s::timestamptz[], %(unique_key)s::text[], %(lock_key)s::text[])
          WITH ORDINALITY AS t(task, queue, ref_type, ref_id, priority, args, kwargs,
-                              max_attempts, timeout, run_at, ord)
+                              max_attempts, timeout, run_at, unique_key, lock_key, ord)
     ORDER BY t.ord
-    RETURNING id
+    ON CONFLICT (unique_key)
+        WHERE unique_key IS NOT NULL AND status IN ('queued', 'reserved', 'running')
+        DO NOTHING
+    RETURNING id, unique_key
 ), events AS (
     INSERT INTO tasktrail.events (job_id, at, kind, attempt)
     SELECT id, %(now)s, 'enqueued', 0 FROM new_jobs
 )
-SELECT id FROM new_jobs ORDER BY id;
+SELECT id, unique_key FROM new_jobs ORDER BY id;
 
+-- name: active_unique
+SELECT id, unique_key FROM tasktrail.jobs
+WHERE unique_key = ANY (%(keys)s::text[]) AND status IN ('queued', 'reserved', 'running');
+
+-- Claim up to `limit` queued jobs, best first. A job whose lock_key is held by a reserved
+-- or running job waits (queued, holding no worker slot); of several waiting jobs with one
+-- lock_key only the first is taken. Two workers claiming the same key at the same moment
+-- collide on jobs_lock_held; the loser's statement fails and it simply claims again.
 -- name: claim_in_queues
 WITH worker AS (
     SELECT id FROM tasktrail.workers WHERE id = %(worker_id)s AND status = 'running'
 ), candidates AS (
-    SELECT c.id, c.priority, c.run_at
+    SELECT c.id, c.priority, c.run_at, c.lock_key
     FROM unnest(%(queues)s::text[]) AS q(name)
     CROSS JOIN LATERAL (
-        SELECT j.id, j.priority, j.run_at FROM tasktrail.jobs j
+        SELECT j.id, j.priority, j.run_at, j.lock_key FROM tasktrail.jobs j
         WHERE j.status = 'queued' AND j.queue = q.name AND j.run_at <= %(now)s
+          AND (j.lock_key IS NULL OR NOT EXISTS (
+              SELECT 1 FROM tasktrail.jobs h
+              WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')))
         ORDER BY j.priority DESC, j.run_at, j.id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS c
     WHERE EXISTS (SELECT 1 FROM worker)
-    ORDER BY c.priority DESC, c.run_at, c.id
+), chosen AS (
+    SELECT id FROM (
+        SELECT id, priority, run_at, lock_key,
+               row_number() OVER (PARTITION BY lock_key ORDER BY priority DESC, run_at, id) AS n
+        FROM candidates
+    ) AS ranked
+    WHERE lock_key IS NULL OR n = 1
+    ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
 ), claimed AS (
     UPDATE tasktrail.jobs j SET status = 'reserved', worker_id = %(worker_id)s
-    FROM candidates c WHERE j.id = c.id
+    FROM chosen c WHERE j.id = c.id
     RETURNING j.*
 ), events AS (
     INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id)
@@ -48,21 +72,31 @@ WITH worker AS (
 )
 SELECT id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
        max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
-       NULL::text AS worker_name, result, error
+       NULL::text AS worker_name, result, error, unique_key, lock_key, cancel_requested_at
 FROM claimed ORDER BY priority DESC, run_at, id;
 
 -- name: claim_any_queue
 WITH worker AS (
     SELECT id FROM tasktrail.workers WHERE id = %(worker_id)s AND status = 'running'
 ), candidates AS (
-    SELECT j.id FROM tasktrail.jobs j
+    SELECT j.id, j.priority, j.run_at, j.lock_key FROM tasktrail.jobs j
     WHERE j.status = 'queued' AND j.run_at <= %(now)s AND EXISTS (SELECT 1 FROM worker)
+      AND (j.lock_key IS NULL OR NOT EXISTS (
+          SELECT 1 FROM tasktrail.jobs h
+          WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')))
     ORDER BY j.priority DESC, j.run_at, j.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), chosen AS (
+    SELECT id FROM (
+        SELECT id, lock_key,
+               row_number() OVER (PARTITION BY lock_key ORDER BY priority DESC, run_at, id) AS n
+        FROM candidates
+    ) AS ranked
+    WHERE lock_key IS NULL OR n = 1
 ), claimed AS (
     UPDATE tasktrail.jobs j SET status = 'reserved', worker_id = %(worker_id)s
-    FROM candidates c WHERE j.id = c.id
+    FROM chosen c WHERE j.id = c.id
     RETURNING j.*
 ), events AS (
     INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id)
@@ -70,7 +104,7 @@ WITH worker AS (
 )
 SELECT id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
        max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
-       NULL::text AS worker_name, result, error
+       NULL::text AS worker_name, result, error, unique_key, lock_key, cancel_requested_at
 FROM claimed ORDER BY priority DESC, run_at, id;
 
 -- name: start
@@ -85,7 +119,7 @@ WITH started AS (
 )
 SELECT id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
        max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
-       NULL::text AS worker_name, result, error
+       NULL::text AS worker_name, result, error, unique_key, lock_key, cancel_requested_at
 FROM started;
 
 -- Record a batch of outcomes. Each is applied only if the job is still running in this
@@ -104,7 +138,7 @@ WITH outcome AS (
     SET status = o.status,
         finished_at = CASE WHEN o.status IN ('succeeded', 'failed', 'cancelled')
                            THEN o.finished_at ELSE j.finished_at END,
-        result = CASE WHEN o.status = 'succeeded' THEN o.result::jsonb ELSE j.result END,
+        result = CASE WHEN o.status = 'succeeded' THEN o.result::json ELSE j.result END,
         error = CASE WHEN o.status = 'succeeded' THEN NULL ELSE coalesce(o.error, j.error) END,
         run_at = coalesce(o.run_at, j.run_at),
         max_attempts = j.max_attempts + o.extra_attempts
@@ -114,13 +148,14 @@ WITH outcome AS (
     RETURNING j.id
 ), events AS (
     INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id, detail)
-    SELECT e.job_id, e.at, e.kind, e.attempt, %(worker_id)s, e.detail::jsonb
+    SELECT e.job_id, e.at, e.kind, e.attempt, %(worker_id)s, e.detail::json
     FROM unnest(%(event_job_id)s::bigint[], %(event_at)s::timestamptz[], %(event_kind)s::text[],
                 %(event_attempt)s::integer[], %(event_detail)s::text[],
                 %(event_if_applied)s::boolean[])
-         AS e(job_id, at, kind, attempt, detail, if_applied)
+         WITH ORDINALITY AS e(job_id, at, kind, attempt, detail, if_applied, ord)
     WHERE e.if_applied = EXISTS (SELECT 1 FROM applied a WHERE a.id = e.job_id)
       AND EXISTS (SELECT 1 FROM tasktrail.jobs j WHERE j.id = e.job_id)
+    ORDER BY e.ord  -- ids follow the order the events happened in
 )
 SELECT o.job_id FROM outcome o
 WHERE NOT EXISTS (SELECT 1 FROM applied a WHERE a.id = o.job_id)
@@ -135,7 +170,7 @@ WITH released AS (
 ), events AS (
     INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id, detail)
     SELECT id, %(now)s, 'released', attempts, %(worker_id)s,
-           jsonb_build_object('reason', %(reason)s::text)
+           json_build_object('reason', %(reason)s::text)
     FROM released
 )
 SELECT id FROM released;
@@ -185,16 +220,34 @@ SELECT EXISTS (
     SELECT 1 FROM tasktrail.workers WHERE status = 'running' AND expires_at < %(now)s
 );
 
--- name: cancel_queued
+-- name: cancel_waiting
 WITH cancelled AS (
     UPDATE tasktrail.jobs SET status = 'cancelled', finished_at = %(now)s
-    WHERE id = %(job_id)s AND status = 'queued'
+    WHERE id = %(job_id)s AND status IN ('queued', 'reserved')
     RETURNING id, attempts
 ), events AS (
     INSERT INTO tasktrail.events (job_id, at, kind, attempt, detail)
-    SELECT id, %(now)s, 'cancelled', attempts, %(detail)s::jsonb FROM cancelled
+    SELECT id, %(now)s, 'cancelled', attempts, %(detail)s::json FROM cancelled
 )
 SELECT id FROM cancelled;
+
+-- A running job is killed by its worker (woken by the notification); meanwhile it may not
+-- be retried.
+-- name: request_cancel
+WITH requested AS (
+    UPDATE tasktrail.jobs SET cancel_requested_at = %(now)s, max_attempts = attempts
+    WHERE id = %(job_id)s AND status = 'running' AND cancel_requested_at IS NULL
+    RETURNING id, attempts
+), events AS (
+    INSERT INTO tasktrail.events (job_id, at, kind, attempt, detail)
+    SELECT id, %(now)s, 'cancel_requested', attempts, %(detail)s::json FROM requested
+)
+SELECT id, pg_notify('tasktrail', 'cancel') FROM requested;
+
+-- name: cancel_requests
+SELECT id FROM tasktrail.jobs
+WHERE worker_id = %(worker_id)s AND status IN ('reserved', 'running') AND status = 'running'
+  AND cancel_requested_at IS NOT NULL;
 
 -- name: retry_job
 WITH retried AS (
@@ -205,7 +258,7 @@ WITH retried AS (
     RETURNING id, attempts, queue
 ), events AS (
     INSERT INTO tasktrail.events (job_id, at, kind, attempt, detail)
-    SELECT id, %(now)s, 'retried', attempts, %(detail)s::jsonb FROM retried
+    SELECT id, %(now)s, 'retried', attempts, %(detail)s::json FROM retried
 )
 SELECT id, pg_notify('tasktrail', queue) FROM retried;
 
@@ -215,7 +268,8 @@ SELECT status FROM tasktrail.jobs WHERE id = %(job_id)s;
 -- name: select_jobs
 SELECT j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args, j.kwargs,
        j.attempts, j.max_attempts, j.timeout, j.run_at, j.created_at, j.started_at,
-       j.finished_at, j.worker_id, w.name AS worker_name, j.result, j.error
+       j.finished_at, j.worker_id, w.name AS worker_name, j.result, j.error, j.unique_key,
+       j.lock_key, j.cancel_requested_at
 FROM tasktrail.jobs j LEFT JOIN tasktrail.workers w ON w.id = j.worker_id;
 
 -- name: list_events
@@ -262,3 +316,74 @@ SELECT (SELECT count(*) FROM gone_jobs), (SELECT count(*) FROM gone_events);
 
 -- name: schema_version
 SELECT max(version) FROM tasktrail.migrations;
+
+-- Schedules --------------------------------------------------------------------------
+
+-- name: select_schedules
+SELECT name, task, cron, every_seconds, args::text, kwargs::text, ref_type, ref_id, queue,
+       priority, catch_up, skip_if_running, source, paused, anchor, next_due_at, last_due_at,
+       last_job_id, created_at, updated_at
+FROM tasktrail.schedules;
+
+-- name: insert_schedule
+INSERT INTO tasktrail.schedules (name, task, cron, every_seconds, args, kwargs, ref_type,
+                                 ref_id, queue, priority, catch_up, skip_if_running, source,
+                                 paused, anchor, next_due_at, created_at, updated_at)
+VALUES (%(name)s, %(task)s, %(cron)s, %(every_seconds)s, %(args)s::json, %(kwargs)s::json,
+        %(ref_type)s, %(ref_id)s, %(queue)s, %(priority)s, %(catch_up)s, %(skip_if_running)s,
+        %(source)s, false, %(anchor)s, %(next_due_at)s, %(now)s, %(now)s);
+
+-- name: update_schedule
+UPDATE tasktrail.schedules
+SET task = %(task)s, cron = %(cron)s, every_seconds = %(every_seconds)s, args = %(args)s::json,
+    kwargs = %(kwargs)s::json, ref_type = %(ref_type)s, ref_id = %(ref_id)s, queue = %(queue)s,
+    priority = %(priority)s, catch_up = %(catch_up)s, skip_if_running = %(skip_if_running)s,
+    source = %(source)s, anchor = %(anchor)s, next_due_at = %(next_due_at)s, updated_at = %(now)s
+WHERE name = %(name)s;
+
+-- name: pause_schedule
+UPDATE tasktrail.schedules
+SET paused = %(paused)s, next_due_at = %(next_due_at)s, updated_at = %(now)s
+WHERE name = %(name)s;
+
+-- name: delete_schedule
+DELETE FROM tasktrail.schedules WHERE name = %(name)s RETURNING name;
+
+-- name: any_due_schedule
+SELECT EXISTS (
+    SELECT 1 FROM tasktrail.schedules WHERE NOT paused AND next_due_at <= %(now)s
+);
+
+-- Due schedules, locked for this transaction; another worker firing at the same moment
+-- skips them (and the ledger's primary key would refuse a second firing anyway).
+-- name: due_schedules
+SELECT name, task, cron, every_seconds, args::text, kwargs::text, ref_type, ref_id, queue,
+       priority, catch_up, skip_if_running, source, paused, anchor, next_due_at, last_due_at,
+       last_job_id, created_at, updated_at
+FROM tasktrail.schedules
+WHERE NOT paused AND next_due_at <= %(now)s
+ORDER BY next_due_at
+FOR UPDATE SKIP LOCKED;
+
+-- name: advance_schedule
+UPDATE tasktrail.schedules
+SET next_due_at = %(next_due_at)s, last_due_at = coalesce(%(last_due_at)s, last_due_at),
+    last_job_id = coalesce(%(last_job_id)s, last_job_id), updated_at = %(now)s
+WHERE name = %(name)s;
+
+-- name: insert_tick
+INSERT INTO tasktrail.schedule_ticks (schedule, due_at, outcome, job_id, reason, recorded_at,
+                                      worker_id)
+VALUES (%(schedule)s, %(due_at)s, %(outcome)s, %(job_id)s, %(reason)s, %(now)s, %(worker_id)s)
+ON CONFLICT (schedule, due_at) DO NOTHING
+RETURNING 1;
+
+-- name: set_tick_job
+UPDATE tasktrail.schedule_ticks SET job_id = %(job_id)s
+WHERE schedule = %(schedule)s AND due_at = %(due_at)s;
+
+-- name: list_ticks
+SELECT schedule, due_at, outcome, job_id, reason, recorded_at, worker_id
+FROM tasktrail.schedule_ticks WHERE schedule = %(schedule)s
+ORDER BY due_at DESC
+LIMIT %(limit)s;

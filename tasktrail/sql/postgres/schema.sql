@@ -1,4 +1,4 @@
--- tasktrail schema for PostgreSQL: the complete current version (1).
+-- tasktrail schema for PostgreSQL: the complete current version (2).
 --
 -- Run it with `psql -f schema.sql`, or let `tasktrail migrate` apply the versioned files
 -- in migrations/ (the same result; a test compares the two catalogs). Every object lives
@@ -47,8 +47,8 @@ CREATE TABLE IF NOT EXISTS tasktrail.jobs (
     ref_type      text,
     ref_id        text,
     priority      smallint NOT NULL DEFAULT 0,      -- higher runs first
-    args          jsonb NOT NULL DEFAULT '[]',
-    kwargs        jsonb NOT NULL DEFAULT '{}',
+    args          json NOT NULL DEFAULT '[]',       -- json, not jsonb: kept exactly as sent
+    kwargs        json NOT NULL DEFAULT '{}',
     attempts      integer NOT NULL DEFAULT 0,       -- attempts started so far
     max_attempts  integer NOT NULL DEFAULT 1,
     timeout       double precision,                 -- seconds; NULL: no limit
@@ -57,8 +57,11 @@ CREATE TABLE IF NOT EXISTS tasktrail.jobs (
     started_at    timestamptz,                      -- start of the latest attempt
     finished_at   timestamptz,
     worker_id     bigint,                           -- holds it, or held it last (no FK: hot path)
-    result        jsonb,
-    error         text
+    result        json,
+    error         text,
+    unique_key    text,                             -- at most one active job per key
+    lock_key      text,                             -- at most one reserved/running job per key
+    cancel_requested_at timestamptz                 -- a cancel was asked while it ran
 ) WITH (
     fillfactor = 90,
     autovacuum_vacuum_scale_factor = 0.02,
@@ -77,6 +80,10 @@ CREATE INDEX IF NOT EXISTS jobs_ref ON tasktrail.jobs (ref_type, ref_id, id);
 CREATE INDEX IF NOT EXISTS jobs_task ON tasktrail.jobs (task, id);
 CREATE INDEX IF NOT EXISTS jobs_finished ON tasktrail.jobs (finished_at)
     WHERE finished_at IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON tasktrail.jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('queued', 'reserved', 'running');
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_lock_held ON tasktrail.jobs (lock_key)
+    WHERE lock_key IS NOT NULL AND status IN ('reserved', 'running');
 
 -- A job's history, append-only: rows are inserted by the same statements that change the
 -- job and never updated. No foreign key, so it can be partitioned by `at` and pruned
@@ -88,9 +95,49 @@ CREATE TABLE IF NOT EXISTS tasktrail.events (
     kind       text NOT NULL,
     attempt    integer NOT NULL,    -- attempts started when the event happened
     worker_id  bigint,              -- the worker that caused it, if any
-    detail     jsonb                -- error, traceback, run time, who, why
+    detail     json                 -- error, traceback, run time, who, why
 );
 CREATE INDEX IF NOT EXISTS events_job ON tasktrail.events (job_id, id);
+
+-- Periodic jobs. Code-declared ones (@app.periodic) are written here by workers at start;
+-- run-time ones by app.schedules.add / `tasktrail schedules add`.
+CREATE TABLE IF NOT EXISTS tasktrail.schedules (
+    name             text PRIMARY KEY,
+    task             text NOT NULL,
+    cron             text,                        -- five-field cron, UTC
+    every_seconds    double precision,            -- or a fixed interval from anchor
+    args             json NOT NULL DEFAULT '[]',
+    kwargs           json NOT NULL DEFAULT '{}',
+    ref_type         text,
+    ref_id           text,
+    queue            text,
+    priority         smallint,
+    catch_up         text NOT NULL DEFAULT 'latest' CHECK (catch_up IN ('latest', 'all', 'none')),
+    skip_if_running  boolean NOT NULL DEFAULT false,
+    source           text NOT NULL DEFAULT 'runtime' CHECK (source IN ('code', 'runtime')),
+    paused           boolean NOT NULL DEFAULT false,
+    anchor           timestamptz NOT NULL,
+    next_due_at      timestamptz NOT NULL,
+    last_due_at      timestamptz,
+    last_job_id      bigint,
+    created_at       timestamptz NOT NULL,
+    updated_at       timestamptz NOT NULL,
+    CHECK ((cron IS NULL) <> (every_seconds IS NULL))
+);
+CREATE INDEX IF NOT EXISTS schedules_due ON tasktrail.schedules (next_due_at) WHERE NOT paused;
+
+-- The ledger: one row per due time of a schedule. Its primary key is what makes a due
+-- time fire at most one job, however many workers look at it.
+CREATE TABLE IF NOT EXISTS tasktrail.schedule_ticks (
+    schedule     text NOT NULL,
+    due_at       timestamptz NOT NULL,
+    outcome      text NOT NULL CHECK (outcome IN ('fired', 'skipped', 'missed')),
+    job_id       bigint,
+    reason       text,
+    recorded_at  timestamptz NOT NULL,
+    worker_id    bigint,
+    PRIMARY KEY (schedule, due_at)
+);
 
 -- Wake idle workers (LISTEN tasktrail) when jobs are inserted, whoever inserts them.
 CREATE OR REPLACE FUNCTION tasktrail.notify_jobs() RETURNS trigger
@@ -133,11 +180,11 @@ LANGUAGE sql AS $$
     ), events AS (
         INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id, detail)
         SELECT c.id, p_now, 'lost', c.attempts, c.worker_id,
-               jsonb_build_object('was', c.was, 'error', format(p_error_template, c.worker_id))
+               json_build_object('was', c.was, 'error', format(p_error_template, c.worker_id))
         FROM changed c
         UNION ALL
         SELECT c.id, p_now, 'retry_scheduled', c.attempts, NULL,
-               jsonb_build_object('run_at', p_now)
+               json_build_object('run_at', p_now)
         FROM changed c
         WHERE c.was = 'running' AND c.became = 'queued'
     )
@@ -178,5 +225,5 @@ FROM tasktrail.jobs
 WHERE finished_at IS NOT NULL
 GROUP BY task, date_trunc('hour', finished_at);
 
-INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial')
+INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control')
 ON CONFLICT (version) DO NOTHING;

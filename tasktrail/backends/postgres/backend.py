@@ -12,135 +12,33 @@ and is replaced by the configured one.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
-import re
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any
 
 import psycopg
 from psycopg import sql as pgsql
 from psycopg.rows import tuple_row
 
-from ..config import PostgresDsn, redact_dsn
-from ..errors import BackendUnavailable, InvalidArguments, InvalidPayload, SchemaError
-from ..job import Event, Job, NewJob, Outcome, Ref, WorkerInfo, WorkerRecord
-from ..stats import build_task_stats
-from ._sql import queries, read_sql
-from .base import Backend, JobFilter, PruneReport, RecoveredJob, TaskStats
-from .common import LOST_ERROR_TEMPLATE, outcome_events, raise_transition_error, transition
+from ...config import PostgresDsn, redact_dsn
+from ...errors import BackendUnavailable, InvalidArguments, SchemaError
+from ...job import Enqueued, Event, Job, NewJob, Outcome, WorkerInfo, WorkerRecord
+from ...schedule import ScheduleDef, ScheduleRecord, Tick
+from .._sql import read_sql
+from ..base import Backend, JobFilter, PruneReport, RecoveredJob, TaskStats
+from ..common import LOST_ERROR_TEMPLATE, outcome_events, raise_transition_error, transition
+from ..ticks import fire_due
+from . import reads, rows, schedules
+from .sql import SCHEMA_VERSION, migrations, render, rendered_queries
 
-__all__ = ["SCHEMA_VERSION", "PostgresBackend", "migrations", "render_schema"]
+__all__ = ["PostgresBackend"]
 
-SCHEMA_VERSION = 1
-_MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-_NUL_ESCAPE_AFTER = re.compile(r"((?<!\\)(?:\\\\)*)\\u0000")
-
-
-def _render(text: str, schema: str) -> str:
-    """Put the configured (validated) schema name where the SQL files say ``tasktrail``."""
-    if schema == "tasktrail":
-        return text
-    text = text.replace("'tasktrail'", f"'{schema}'")
-    return re.sub(r"\btasktrail\b", f'"{schema}"', text)
-
-
-def render_schema(schema: str) -> str:
-    """The complete setup script for ``schema``."""
-    return _render(read_sql("postgres", "schema.sql"), schema)
-
-
-def migrations() -> list[tuple[int, str]]:
-    """``(version, file name)`` of every migration shipped, in order."""
-    from importlib import resources
-
-    folder = (
-        resources.files("tasktrail").joinpath("sql").joinpath("postgres").joinpath("migrations")
-    )
-    found = []
-    for entry in folder.iterdir():
-        match = _MIGRATION_FILE.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name))
-    return sorted(found)
-
-
-@cache
-def _queries(schema: str) -> dict[str, str]:
-    return {name: _render(text, schema) for name, text in queries("postgres").items()}
-
-
-def _job(row: Sequence[Any]) -> Job:
-    return Job(
-        id=row[0],
-        task=row[1],
-        queue=row[2],
-        status=row[3],
-        ref=Ref(row[4], row[5]) if row[4] is not None else None,
-        priority=row[6],
-        args=row[7],
-        kwargs=row[8],
-        attempts=row[9],
-        max_attempts=row[10],
-        timeout=row[11],
-        run_at=row[12],
-        created_at=row[13],
-        started_at=row[14],
-        finished_at=row[15],
-        worker_id=row[16],
-        worker_name=row[17],
-        result=row[18],
-        error=row[19],
-    )
-
-
-def _check_no_nul(job: NewJob) -> None:
-    for what, text in (("arguments", job.args_json), ("keyword arguments", job.kwargs_json)):
-        if "\\u0000" in text and _NUL_ESCAPE.search(text):
-            raise InvalidPayload(
-                f"{what} of {job.task} contain a NUL character (\\u0000), which PostgreSQL "
-                "cannot store in JSON"
-            )
-
-
-def _text_without_nul(text: str | None) -> str | None:
-    """Text PostgreSQL can store: a NUL character (which no text value can hold)
-    becomes U+FFFD. For errors, tracebacks and reasons, which are read, not parsed."""
-    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
-
-
-def _json_without_nul(text: str) -> str:
-    """JSON text jsonb accepts: each ``\\u0000`` escape becomes ``\\ufffd``."""
-    if "\\u0000" not in text:
-        return text
-    return _NUL_ESCAPE_AFTER.sub(lambda match: match.group(1) + "\\ufffd", text)
-
-
-def _storable(outcome: Outcome) -> Outcome:
-    """``outcome`` in a form PostgreSQL can store.
-
-    A result holding a NUL character cannot be stored as jsonb: the attempt fails (for
-    good: the retry policy is not known here) with an error saying so, instead of the
-    whole batch of outcomes failing to record.
-    """
-    result = outcome.result_json
-    if outcome.kind == "succeeded" and result and _NUL_ESCAPE.search(result):
-        return dataclasses.replace(
-            outcome,
-            kind="failed",
-            result_json=None,
-            error="the result contains a NUL character (\\u0000), which PostgreSQL cannot "
-            "store in JSON",
-            retry_at=None,
-            detail={**outcome.detail, "reason": "bad_result"},
-        )
-    return outcome
+#: How often a claim is tried again after colliding with another worker on a lock key.
+_CLAIM_ATTEMPTS = 5
 
 
 class PostgresBackend(Backend):
@@ -154,7 +52,7 @@ class PostgresBackend(Backend):
         self.schema = dsn.schema
         self.url = f"{redact_dsn(dsn.conninfo)} (schema {dsn.schema})"
         self._connect_timeout = connect_timeout
-        self._q = _queries(dsn.schema)
+        self._q = rendered_queries(dsn.schema)
         self._conn: psycopg.Connection[Any] | None = None
         self._listener: psycopg.Connection[Any] | None = None
         self._conn = self._connect()
@@ -242,7 +140,7 @@ class PostgresBackend(Backend):
                 pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(self.schema))
             )
             conn.execute(
-                _render(
+                render(
                     "CREATE TABLE IF NOT EXISTS tasktrail.migrations ("
                     " version integer PRIMARY KEY, name text NOT NULL,"
                     " applied_at timestamptz NOT NULL DEFAULT now())",
@@ -252,16 +150,16 @@ class PostgresBackend(Backend):
             done = {
                 row[0]
                 for row in conn.execute(
-                    _render("SELECT version FROM tasktrail.migrations", self.schema).encode()
+                    render("SELECT version FROM tasktrail.migrations", self.schema).encode()
                 )
             }
             for version, filename in migrations():
                 if version in done:
                     continue
-                script = _render(read_sql("postgres", f"migrations/{filename}"), self.schema)
+                script = render(read_sql("postgres", f"migrations/{filename}"), self.schema)
                 conn.execute(script.encode())
                 conn.execute(
-                    _render(
+                    render(
                         "INSERT INTO tasktrail.migrations (version, name) VALUES (%s, %s)",
                         self.schema,
                     ).encode(),
@@ -292,11 +190,23 @@ class PostgresBackend(Backend):
 
     def enqueue(
         self, jobs: Sequence[NewJob], *, now: datetime, connection: Any = None
-    ) -> list[int]:
+    ) -> list[Enqueued]:
         if not jobs:
             return []
-        for job in jobs:
-            _check_no_nul(job)
+        if connection is not None:
+            if not isinstance(connection, psycopg.Connection):
+                raise InvalidArguments(
+                    "connection= for the PostgreSQL backend must be a psycopg (3) Connection, "
+                    f"got {type(connection).__name__}"
+                )
+            return self._enqueue_on(connection, jobs, now)
+        with self._connection() as conn:
+            return self._enqueue_on(conn, jobs, now)
+
+    def _enqueue_on(
+        self, conn: psycopg.Connection[Any], jobs: Sequence[NewJob], now: datetime
+    ) -> list[Enqueued]:
+        """One statement for the batch; one more only if some unique keys were taken."""
         params = {
             "now": now,
             "task": [job.task for job in jobs],
@@ -309,37 +219,61 @@ class PostgresBackend(Backend):
             "max_attempts": [job.max_attempts for job in jobs],
             "timeout": [job.timeout for job in jobs],
             "run_at": [job.run_at for job in jobs],
+            "unique_key": [job.unique_key for job in jobs],
+            "lock_key": [job.lock_key for job in jobs],
         }
-        if connection is not None:
-            if not isinstance(connection, psycopg.Connection):
-                raise InvalidArguments(
-                    "connection= for the PostgreSQL backend must be a psycopg (3) Connection, "
-                    f"got {type(connection).__name__}"
+        # The caller's connection may have any row factory (dict_row is common).
+        with conn.cursor(row_factory=tuple_row) as cursor:
+            inserted = cursor.execute(self._q["enqueue"], params).fetchall()
+            by_key = {key: job_id for job_id, key in inserted if key is not None}
+            plain = iter(job_id for job_id, key in inserted if key is None)
+            missing = [
+                job.unique_key for job in jobs if job.unique_key and job.unique_key not in by_key
+            ]
+            existing = (
+                dict(
+                    (key, job_id)
+                    for job_id, key in cursor.execute(self._q["active_unique"], {"keys": missing})
                 )
-            # The caller's connection may have any row factory (dict_row is common).
-            with connection.cursor(row_factory=tuple_row) as cursor:
-                rows = cursor.execute(self._q["enqueue"], params).fetchall()
-        else:
-            rows = self._fetch("enqueue", params)
-        return [row[0] for row in rows]
+                if missing
+                else {}
+            )
+        result: list[Enqueued] = []
+        seen: set[str] = set()
+        for job in jobs:
+            key = job.unique_key
+            if key is None:
+                result.append(Enqueued(next(plain), True))
+            elif key in by_key and key not in seen:
+                result.append(Enqueued(by_key[key], True))
+            else:
+                result.append(Enqueued(by_key.get(key) or existing[key], False))
+            if key is not None:
+                seen.add(key)
+        return result
+
+    def _enqueue_one(self, conn: psycopg.Connection[Any], job: NewJob, now: datetime) -> int:
+        [enqueued] = self._enqueue_on(conn, [job], now)
+        return enqueued.id
 
     def cancel(self, job_id: int, *, now: datetime, by: str, reason: str | None = None) -> Job:
-        detail = {"by": by, **({"reason": reason} if reason else {})}
-        rows = self._fetch(
-            "cancel_queued",
-            {"job_id": job_id, "now": now, "detail": _json_without_nul(json.dumps(detail))},
-        )
-        if not rows:
-            status = self._fetch("job_status", {"job_id": job_id})
-            raise_transition_error(job_id, status[0][0] if status else None, "cancelled")
+        detail = json.dumps({"by": by, **({"reason": reason} if reason else {})})
+        params = {"job_id": job_id, "now": now, "detail": detail}
+        if not self._fetch("cancel_waiting", params) and not self._fetch("request_cancel", params):
+            job = self.get_job(job_id)
+            if job is None or job.status != "running":
+                raise_transition_error(job_id, job.status if job else None, "cancelled")
+            return job  # asked already; its worker is on it
         return self._must_get(job_id)
 
+    def cancel_requests(self, worker_id: int) -> list[int]:
+        return [row[0] for row in self._fetch("cancel_requests", {"worker_id": worker_id})]
+
     def retry(self, job_id: int, *, now: datetime, by: str) -> Job:
-        rows = self._fetch(
-            "retry_job",
-            {"job_id": job_id, "now": now, "detail": _json_without_nul(json.dumps({"by": by}))},
+        found = self._fetch(
+            "retry_job", {"job_id": job_id, "now": now, "detail": json.dumps({"by": by})}
         )
-        if not rows:
+        if not found:
             status = self._fetch("job_status", {"job_id": job_id})
             raise_transition_error(job_id, status[0][0] if status else None, "retried")
         return self._must_get(job_id)
@@ -386,17 +320,20 @@ class PostgresBackend(Backend):
         params: dict[str, Any] = {"worker_id": worker_id, "limit": limit, "now": now}
         if queues:
             params["queues"] = list(queues)
-            rows = self._fetch("claim_in_queues", params)
-        else:
-            rows = self._fetch("claim_any_queue", params)
-        return [_job(row) for row in rows]
+        name = "claim_in_queues" if queues else "claim_any_queue"
+        for _ in range(_CLAIM_ATTEMPTS):
+            try:
+                return [rows.job(row) for row in self._fetch(name, params)]
+            except psycopg.errors.UniqueViolation:
+                continue  # another worker took a job with one of our lock keys just now
+        return []
 
     def mark_started(self, worker_id: int, job_ids: Sequence[int], *, now: datetime) -> list[Job]:
         if not job_ids:
             return []
-        rows = self._fetch("start", {"ids": list(job_ids), "worker_id": worker_id, "now": now})
+        found = self._fetch("start", {"ids": list(job_ids), "worker_id": worker_id, "now": now})
         order = {job_id: index for index, job_id in enumerate(job_ids)}
-        return sorted((_job(row) for row in rows), key=lambda job: order[job.id])
+        return sorted((rows.job(row) for row in found), key=lambda job: order[job.id])
 
     def finish(self, worker_id: int, outcomes: Sequence[Outcome], *, now: datetime) -> list[int]:
         if not outcomes:
@@ -418,7 +355,7 @@ class PostgresBackend(Backend):
             "event_detail": [],
             "event_if_applied": [],
         }
-        for outcome in map(_storable, outcomes):
+        for outcome in outcomes:
             change = transition(outcome)
             params["job_id"].append(outcome.job_id)
             params["attempt"].append(outcome.attempt)
@@ -426,7 +363,7 @@ class PostgresBackend(Backend):
             params["extra_attempts"].append(change.extra_attempts)
             params["finished_at"].append(outcome.finished_at)
             params["result"].append(outcome.result_json)
-            params["error"].append(_text_without_nul(outcome.error))
+            params["error"].append(rows.text_without_nul(outcome.error))
             params["run_at"].append(change.run_at)
             for applied in (True, False):
                 for at, kind, detail in outcome_events(outcome, applied, worker_id, now):
@@ -434,9 +371,7 @@ class PostgresBackend(Backend):
                     params["event_at"].append(at)
                     params["event_kind"].append(kind)
                     params["event_attempt"].append(outcome.attempt)
-                    params["event_detail"].append(
-                        _json_without_nul(json.dumps(detail)) if detail else None
-                    )
+                    params["event_detail"].append(json.dumps(detail) if detail else None)
                     params["event_if_applied"].append(applied)
         return [row[0] for row in self._fetch("finish", params)]
 
@@ -521,10 +456,7 @@ class PostgresBackend(Backend):
 
     def get_job(self, job_id: int) -> Job | None:
         with self._connection() as conn:
-            row = conn.execute(
-                (self._q["select_jobs"] + " WHERE j.id = %(id)s").encode(), {"id": job_id}
-            ).fetchone()
-        return _job(row) if row else None
+            return reads.get_job(conn, self._q, job_id)
 
     def _must_get(self, job_id: int) -> Job:
         job = self.get_job(job_id)
@@ -532,97 +464,65 @@ class PostgresBackend(Backend):
         return job
 
     def list_jobs(self, job_filter: JobFilter) -> list[Job]:
-        f = job_filter
-        conditions: list[str] = []
-        params: dict[str, Any] = {}
-        if f.ids is not None:
-            conditions.append("j.id = ANY (%(ids)s::bigint[])")
-            params["ids"] = list(f.ids)
-        for column, value in (
-            ("ref_type", f.ref_type),
-            ("ref_id", f.ref_id),
-            ("task", f.task),
-            ("queue", f.queue),
-            ("worker_id", f.worker_id),
-        ):
-            if value is not None:
-                conditions.append(f"j.{column} = %({column})s")
-                params[column] = value
-        if f.statuses is not None:
-            conditions.append("j.status = ANY (%(statuses)s::text[])")
-            params["statuses"] = list(f.statuses)
-        if f.since is not None:
-            conditions.append("j.created_at >= %(since)s")
-            params["since"] = f.since
-        if f.until is not None:
-            conditions.append("j.created_at < %(until)s")
-            params["until"] = f.until
-        where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
-        params["limit"] = f.limit
-        query = self._q["select_jobs"] + where + " ORDER BY j.id DESC LIMIT %(limit)s"
         with self._connection() as conn:
-            rows = conn.execute(query.encode(), params).fetchall()
-        return [_job(row) for row in rows]
+            return reads.list_jobs(conn, self._q, job_filter)
 
     def list_events(self, job_id: int) -> list[Event]:
-        return [
-            Event(
-                id=row[0],
-                job_id=row[1],
-                at=row[2],
-                kind=row[3],
-                attempt=row[4],
-                worker_id=row[5],
-                worker_name=row[6],
-                host=row[7],
-                pid=row[8],
-                detail=row[9] or {},
-            )
-            for row in self._fetch("list_events", {"job_id": job_id})
-        ]
+        return [rows.event(row) for row in self._fetch("list_events", {"job_id": job_id})]
 
     def list_workers(
         self, *, include_stopped: bool = False, limit: int | None = 100
     ) -> list[WorkerRecord]:
-        rows = self._fetch("list_workers", {"include_stopped": include_stopped, "limit": limit})
-        return [
-            WorkerRecord(
-                id=row[0],
-                name=row[1],
-                host=row[2],
-                pid=row[3],
-                processes=row[4],
-                reserve=row[5],
-                queues=tuple(row[6]),
-                status=row[7],
-                started_at=row[8],
-                heartbeat_at=row[9],
-                expires_at=row[10],
-                stopped_at=row[11],
-            )
-            for row in rows
-        ]
+        found = self._fetch("list_workers", {"include_stopped": include_stopped, "limit": limit})
+        return [rows.worker(row) for row in found]
 
     def task_stats(self, *, since: datetime, now: datetime) -> list[TaskStats]:
-        active = self._fetch("stats_active", {})
-        finished = self._fetch("stats_finished", {"since": since, "now": now})
-        return build_task_stats(active, finished, (now - since).total_seconds())
+        with self._connection() as conn:
+            return reads.task_stats(conn, self._q, since, now)
 
     def prune(self, *, older_than: dict[str, timedelta], now: datetime) -> PruneReport:
-        jobs: dict[str, int] = {}
-        events = 0
-        for status, keep in sorted(older_than.items()):
-            jobs[status] = 0
-            while True:
-                deleted_jobs, deleted_events = self._fetch(
-                    "prune_batch",
-                    {"status": status, "cutoff": now - keep, "batch": 5000},
-                )[0]
-                jobs[status] += deleted_jobs
-                events += deleted_events
-                if deleted_jobs < 5000:
-                    break
-        return PruneReport(jobs=jobs, events=events)
+        with self._connection() as conn:
+            return reads.prune(conn, self._q, older_than, now)
+
+    # -- schedules --------------------------------------------------------------------
+
+    def save_schedule(
+        self, definition: ScheduleDef, *, now: datetime, replace: bool = False
+    ) -> ScheduleRecord:
+        with self._connection() as conn, conn.transaction():
+            return schedules.save(conn, self._q, definition, now, replace)
+
+    def get_schedule(self, name: str) -> ScheduleRecord | None:
+        with self._connection() as conn:
+            return schedules.get(conn, self._q, name)
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        with self._connection() as conn:
+            return schedules.list_all(conn, self._q)
+
+    def set_schedule_paused(self, name: str, paused: bool, *, now: datetime) -> ScheduleRecord:
+        with self._connection() as conn, conn.transaction():
+            return schedules.set_paused(conn, self._q, name, paused, now)
+
+    def remove_schedule(self, name: str) -> bool:
+        return bool(self._fetch("delete_schedule", {"name": name}))
+
+    def fire_due_schedules(
+        self,
+        *,
+        now: datetime,
+        worker_id: int | None,
+        make_job: Callable[[ScheduleRecord, datetime], NewJob | None],
+    ) -> list[Tick]:
+        if not self._fetch("any_due_schedule", {"now": now})[0][0]:
+            return []
+        with self._connection() as conn, conn.transaction():
+            store = schedules.PostgresTickStore(conn, self._q, self._enqueue_one)
+            return fire_due(store, now, worker_id, make_job)
+
+    def list_ticks(self, name: str, *, limit: int | None = 100) -> list[Tick]:
+        found = self._fetch("list_ticks", {"schedule": name, "limit": limit})
+        return [rows.tick(row) for row in found]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,52 @@
+"""The PostgreSQL SQL files, rendered for the configured schema.
+
+In ``tasktrail/sql/postgres/`` the word ``tasktrail`` names the schema (so the files run
+as they are with ``psql -f``); for another schema it is replaced by that name, which
+``config.validate_identifier`` has checked and which is double-quoted here.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+from .._sql import queries, read_sql
+
+__all__ = ["SCHEMA_VERSION", "migrations", "render", "render_schema", "rendered_queries"]
+
+#: The schema version this code writes and reads (the highest migration).
+SCHEMA_VERSION = 2
+_MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+def render(text: str, schema: str) -> str:
+    """Put the schema name where the SQL files say ``tasktrail``."""
+    if schema == "tasktrail":
+        return text
+    text = text.replace("'tasktrail'", f"'{schema}'")
+    return re.sub(r"\btasktrail\b", f'"{schema}"', text)
+
+
+def render_schema(schema: str) -> str:
+    """The complete setup script for ``schema``."""
+    return render(read_sql("postgres", "schema.sql"), schema)
+
+
+def migrations() -> list[tuple[int, str]]:
+    """``(version, file name)`` of every migration shipped, in order."""
+    folder = (
+        resources.files("tasktrail").joinpath("sql").joinpath("postgres").joinpath("migrations")
+    )
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_FILE.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name))
+    return sorted(found)
+
+
+@cache
+def rendered_queries(schema: str) -> dict[str, str]:
+    """The named statements of ``queries.sql`` for ``schema``."""
+    return {name: render(text, schema) for name, text in queries("postgres").items()}
