@@ -33,9 +33,18 @@ DSN = os.environ.get("TASKTRAIL_DSN") or "sqlite:///websites-example.db"
 app = tasktrail.App(DSN)
 
 WEBSITES = [
-    "acme.example", "globex.example", "initech.example", "umbrella.example",
-    "hooli.example", "stark.example", "wayne.example", "wonka.example",
-    "tyrell.example", "cyberdyne.example", "soylent.example", "oscorp.example",
+    "acme.example",
+    "globex.example",
+    "initech.example",
+    "umbrella.example",
+    "hooli.example",
+    "stark.example",
+    "wayne.example",
+    "wonka.example",
+    "tyrell.example",
+    "cyberdyne.example",
+    "soylent.example",
+    "oscorp.example",
 ]
 FLAKY = "hooli.example"  # fails its first attempt, then works
 BROKEN = "cyberdyne.example"  # fails every attempt
@@ -50,16 +59,18 @@ def business_db() -> Any:
     return psycopg.connect(parse_dsn(DSN).conninfo)
 
 
-def placeholder() -> str:
-    return "?" if DSN.startswith("sqlite:") else "%s"
+def sql(statement: str) -> str:
+    """``statement`` in the placeholder style of the database (``?`` or ``%s``)."""
+    return statement if DSN.startswith("sqlite:") else statement.replace("?", "%s")
 
 
 @app.task(name="refresh_frontpage", retries=2, retry_delay=0.2, timeout=10)
 def refresh_frontpage(website_id: int) -> dict[str, Any]:
     """'Fetch' a front page (offline: derived from the name) and queue its articles."""
-    p = placeholder()
     with closing(business_db()) as db:
-        (host,) = db.execute(f"SELECT host FROM websites WHERE id = {p}", (website_id,)).fetchone()
+        (host,) = db.execute(
+            sql("SELECT host FROM websites WHERE id = ?"), (website_id,)
+        ).fetchone()
         job = tasktrail.current_job()
         if host == BROKEN or (host == FLAKY and job is not None and job.attempt == 1):
             raise ConnectionError(f"{host}: connection reset by peer")
@@ -67,7 +78,7 @@ def refresh_frontpage(website_id: int) -> dict[str, Any]:
         digest = hashlib.sha256(host.encode()).digest()
         articles = [f"/news/{digest[i]}" for i in range(2 + digest[0] % 3)]
         db.execute(
-            f"UPDATE websites SET articles = {p}, refreshed_at = CURRENT_TIMESTAMP WHERE id = {p}",
+            sql("UPDATE websites SET articles = ?, refreshed_at = CURRENT_TIMESTAMP WHERE id = ?"),
             (len(articles), website_id),
         )
         db.commit()
@@ -93,9 +104,8 @@ def create_websites() -> None:
             "articles integer, refreshed_at timestamp)"
         )
         db.commit()
-        p = placeholder()
         for website_id, host in enumerate(WEBSITES, start=1):
-            db.execute(f"INSERT INTO websites (id, host) VALUES ({p}, {p})", (website_id, host))
+            db.execute(sql("INSERT INTO websites (id, host) VALUES (?, ?)"), (website_id, host))
             refresh_frontpage.enqueue(website_id, ref=("website", website_id), connection=db)
             db.commit()
 
