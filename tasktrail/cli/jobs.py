@@ -161,7 +161,7 @@ def show_command(ctx: AppContext, job_id: int, as_json: bool) -> None:
             click.echo(str(event.detail["traceback"]).rstrip())
 
 
-def _json_value(text: str | None, what: str, kind: type) -> Any:
+def json_value(text: str | None, what: str, kind: type) -> Any:
     if text is None:
         return kind()
     try:
@@ -201,8 +201,8 @@ def enqueue_command(
 
     app = ctx.app(need_tasks=True)
     task = app.get_task(task_name)
-    args = _json_value(args_json, "--args", list)
-    kwargs = _json_value(kwargs_json, "--kwargs", dict)
+    args = json_value(args_json, "--args", list)
+    kwargs = json_value(kwargs_json, "--kwargs", dict)
     handle = task.enqueue(
         *args,
         ref=ref,
@@ -244,10 +244,58 @@ def _change_many(
 
 @cli.command("retry")
 @common_options
-@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.argument("job_ids", type=int, nargs=-1)
+@click.option(
+    "--status",
+    type=click.Choice(("failed", "cancelled")),
+    multiple=True,
+    help="With no ids: retry jobs in this status (repeatable).",
+)
+@click.option("--task", help="With no ids: only this task.")
+@click.option("--queue", help="With no ids: only this queue.")
+@click.option("--ref", help="With no ids: only this business object, type:id.")
+@click.option("--since", help="With no ids: created since (1h, or an ISO time).")
+@click.option(
+    "--limit",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="With no ids: at most this many (0 for all).",
+)
 @json_option
-def retry_command(ctx: AppContext, job_ids: tuple[int, ...], as_json: bool) -> None:
-    """Queue failed or cancelled jobs again."""
+def retry_command(
+    ctx: AppContext,
+    job_ids: tuple[int, ...],
+    status: tuple[str, ...],
+    task: str | None,
+    queue: str | None,
+    ref: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Queue failed or cancelled jobs again: by id, or by filter
+    (e.g. --status failed --task refresh_frontpage --since 1h)."""
+    filters = bool(status or task or queue or ref or since)
+    if job_ids and filters:
+        raise InvalidArguments("give job ids or filters (--status, --task, …), not both")
+    if not job_ids:
+        if not filters:
+            raise InvalidArguments(
+                "give job ids, or filters such as --status failed --task NAME --since 1h"
+            )
+        found = ctx.app().jobs(
+            status=status or ("failed", "cancelled"),
+            task=task,
+            queue=queue,
+            ref=ref,
+            since=parse_since(since),
+            limit=_limit(limit),
+        )
+        job_ids = tuple(job.id for job in reversed(found))
+        if not job_ids and not as_json:
+            click.echo("no job matches those filters")
+            return
     _change_many(
         ctx,
         job_ids,
