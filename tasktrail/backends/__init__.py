@@ -6,13 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import PostgresDsn, parse_dsn
 from ..errors import ConfigurationError
-from .base import Backend, JobFilter, PruneReport, RecoveredJob, TaskStats
+from .base import Backend, Exchange, JobFilter, PruneReport, RecoveredJob, TaskStats
 
 if TYPE_CHECKING:
     from ..config import SqliteDsn
 
 __all__ = [
     "Backend",
+    "Exchange",
     "JobFilter",
     "PruneReport",
     "RecoveredJob",

@@ -30,6 +30,7 @@ from ..schedule import ScheduleDef, ScheduleRecord, Tick
 
 __all__ = [
     "Backend",
+    "Exchange",
     "JobFilter",
     "PruneReport",
     "RecoveredJob",
@@ -85,6 +86,15 @@ class TaskStats:
             "failure_rate": self.failure_rate,
             "throughput": self.throughput,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What :meth:`Backend.exchange` did."""
+
+    rejected: list[int]  # outcomes refused by the fence (recorded as outcome_rejected)
+    started: list[Job]  # now running in the worker's hands: start_ids first, then claimed
+    reserved: list[Job]  # newly claimed jobs left reserved (the worker's buffer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +256,27 @@ class Backend(ABC):
         returned. The change each outcome makes is ``backends.common.transition``: an
         ``interrupted`` attempt (worker shutdown) is requeued and given back, so it does
         not use up a retry. Outcomes for jobs that no longer exist are ignored.
+        """
+
+    @abstractmethod
+    def exchange(
+        self,
+        worker_id: int,
+        *,
+        outcomes: Sequence[Outcome],
+        start_ids: Sequence[int],
+        claim: int,
+        start_claimed: int,
+        queues: Sequence[str],
+        now: datetime,
+    ) -> Exchange:
+        """The worker's hot path in one transaction (one statement on PostgreSQL).
+
+        ``finish(outcomes)``, then ``mark_started(start_ids)``, then claim up to
+        ``claim`` jobs like :meth:`reserve`; the first ``start_claimed`` of those are
+        started at once (their history shows ``reserved`` then ``started``), the rest stay
+        reserved. Same fencing and events as the separate methods; all of it is
+        committed together or not at all.
         """
 
     @abstractmethod

@@ -5,7 +5,7 @@ Pure functions with no I/O, so the mapping is written once and unit-tested direc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -15,6 +15,7 @@ from ..job import Outcome
 __all__ = [
     "LOST_ERROR_TEMPLATE",
     "Transition",
+    "after_cancel_request",
     "lost_error",
     "outcome_events",
     "raise_transition_error",
@@ -78,6 +79,21 @@ def transition(outcome: Outcome) -> Transition:
     if outcome.kind == "cancelled":
         return Transition("cancelled", None, 0)
     raise ValueError(f"unknown outcome kind {outcome.kind!r}")
+
+
+def after_cancel_request(outcome: Outcome) -> Outcome:
+    """The outcome of an attempt whose job was asked to be cancelled while it ran.
+
+    The worker's retry decision was made without knowing of the request, so it is
+    overruled: the job is not queued again. A failed attempt is final; one interrupted by
+    a shutdown before the kill ends the job as cancelled.
+    """
+    if outcome.kind in ("failed", "timeout") and outcome.retry_at is not None:
+        return replace(outcome, retry_at=None)
+    if outcome.kind == "interrupted":
+        detail = {**outcome.detail, "reason": "cancel requested"}
+        return replace(outcome, kind="cancelled", error="cancelled while running", detail=detail)
+    return outcome
 
 
 def raise_transition_error(job_id: int, status: str | None, verb: str) -> NoReturn:

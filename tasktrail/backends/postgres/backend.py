@@ -25,12 +25,18 @@ from psycopg import sql as pgsql
 from psycopg.rows import tuple_row
 
 from ...config import PostgresDsn, redact_dsn
-from ...errors import BackendUnavailable, InvalidArguments, SchemaError
+from ...errors import BackendUnavailable, InvalidArguments, InvalidTransition, SchemaError
 from ...job import Enqueued, Event, Job, NewJob, Outcome, WorkerInfo, WorkerRecord
 from ...schedule import ScheduleDef, ScheduleRecord, Tick
 from .._sql import read_sql
-from ..base import Backend, JobFilter, PruneReport, RecoveredJob, TaskStats
-from ..common import LOST_ERROR_TEMPLATE, outcome_events, raise_transition_error, transition
+from ..base import Backend, Exchange, JobFilter, PruneReport, RecoveredJob, TaskStats
+from ..common import (
+    LOST_ERROR_TEMPLATE,
+    after_cancel_request,
+    outcome_events,
+    raise_transition_error,
+    transition,
+)
 from ..ticks import fire_due
 from . import reads, rows, schedules
 from .sql import SCHEMA_VERSION, migrations, render, rendered_queries
@@ -39,6 +45,51 @@ __all__ = ["PostgresBackend"]
 
 #: How often a claim is tried again after colliding with another worker on a lock key.
 _CLAIM_ATTEMPTS = 5
+
+
+def _outcome_params(outcomes: Sequence[Outcome], worker_id: int, now: datetime) -> dict[str, Any]:
+    """The outcome arrays of the ``exchange`` statement.
+
+    Each outcome comes with the change it makes and, for a job whose cancellation was
+    asked meanwhile, the change :func:`after_cancel_request` makes instead; its events
+    come three times, tagged ``applied``, ``cancelling`` and ``rejected``. The statement
+    applies and writes whichever matches what it finds under its fence.
+    """
+    columns = (
+        "job_id", "attempt", "status", "finished_at", "result", "error", "run_at",
+        "extra_attempts", "c_status", "c_error", "c_run_at", "c_extra_attempts",
+        "event_job_id", "event_at", "event_kind", "event_attempt", "event_detail", "event_case",
+    )  # fmt: skip
+    params: dict[str, Any] = {name: [] for name in columns}
+    params["worker_id"] = worker_id
+    for outcome in outcomes:
+        cancelling = after_cancel_request(outcome)
+        change, c_change = transition(outcome), transition(cancelling)
+        params["job_id"].append(outcome.job_id)
+        params["attempt"].append(outcome.attempt)
+        params["finished_at"].append(outcome.finished_at)
+        params["result"].append(outcome.result_json)
+        params["status"].append(change.status)
+        params["error"].append(rows.text_without_nul(outcome.error))
+        params["run_at"].append(change.run_at)
+        params["extra_attempts"].append(change.extra_attempts)
+        params["c_status"].append(c_change.status)
+        params["c_error"].append(rows.text_without_nul(cancelling.error))
+        params["c_run_at"].append(c_change.run_at)
+        params["c_extra_attempts"].append(c_change.extra_attempts)
+        for case, variant, applied in (
+            ("applied", outcome, True),
+            ("cancelling", cancelling, True),
+            ("rejected", outcome, False),
+        ):
+            for at, kind, detail in outcome_events(variant, applied, worker_id, now):
+                params["event_job_id"].append(outcome.job_id)
+                params["event_at"].append(at)
+                params["event_kind"].append(kind)
+                params["event_attempt"].append(outcome.attempt)
+                params["event_detail"].append(json.dumps(detail) if detail else None)
+                params["event_case"].append(case)
+    return params
 
 
 class PostgresBackend(Backend):
@@ -270,9 +321,19 @@ class PostgresBackend(Backend):
         return [row[0] for row in self._fetch("cancel_requests", {"worker_id": worker_id})]
 
     def retry(self, job_id: int, *, now: datetime, by: str) -> Job:
-        found = self._fetch(
-            "retry_job", {"job_id": job_id, "now": now, "detail": json.dumps({"by": by})}
-        )
+        try:
+            found = self._fetch(
+                "retry_job", {"job_id": job_id, "now": now, "detail": json.dumps({"by": by})}
+            )
+        except psycopg.errors.UniqueViolation:
+            holder = self._fetch("unique_key_holder", {"job_id": job_id})
+            if not holder:
+                raise
+            other, status, key = holder[0]
+            raise InvalidTransition(
+                f"job {job_id} cannot be retried: job {other} with the same unique key "
+                f"{key!r} is {status}; wait for it to finish or cancel it"
+            ) from None
         if not found:
             status = self._fetch("job_status", {"job_id": job_id})
             raise_transition_error(job_id, status[0][0] if status else None, "retried")
@@ -317,63 +378,83 @@ class PostgresBackend(Backend):
     ) -> list[Job]:
         if limit <= 0:
             return []
-        params: dict[str, Any] = {"worker_id": worker_id, "limit": limit, "now": now}
-        if queues:
-            params["queues"] = list(queues)
-        name = "claim_in_queues" if queues else "claim_any_queue"
-        for _ in range(_CLAIM_ATTEMPTS):
-            try:
-                return [rows.job(row) for row in self._fetch(name, params)]
-            except psycopg.errors.UniqueViolation:
-                continue  # another worker took a job with one of our lock keys just now
-        return []
+        return self.exchange(
+            worker_id,
+            outcomes=(),
+            start_ids=(),
+            claim=limit,
+            start_claimed=0,
+            queues=queues,
+            now=now,
+        ).reserved
 
     def mark_started(self, worker_id: int, job_ids: Sequence[int], *, now: datetime) -> list[Job]:
         if not job_ids:
             return []
-        found = self._fetch("start", {"ids": list(job_ids), "worker_id": worker_id, "now": now})
+        started = self.exchange(
+            worker_id,
+            outcomes=(),
+            start_ids=job_ids,
+            claim=0,
+            start_claimed=0,
+            queues=(),
+            now=now,
+        ).started
         order = {job_id: index for index, job_id in enumerate(job_ids)}
-        return sorted((rows.job(row) for row in found), key=lambda job: order[job.id])
+        return sorted(started, key=lambda job: order[job.id])
 
     def finish(self, worker_id: int, outcomes: Sequence[Outcome], *, now: datetime) -> list[int]:
         if not outcomes:
             return []
-        params: dict[str, Any] = {
-            "worker_id": worker_id,
-            "job_id": [],
-            "attempt": [],
-            "status": [],
-            "finished_at": [],
-            "result": [],
-            "error": [],
-            "run_at": [],
-            "extra_attempts": [],
-            "event_job_id": [],
-            "event_at": [],
-            "event_kind": [],
-            "event_attempt": [],
-            "event_detail": [],
-            "event_if_applied": [],
-        }
-        for outcome in outcomes:
-            change = transition(outcome)
-            params["job_id"].append(outcome.job_id)
-            params["attempt"].append(outcome.attempt)
-            params["status"].append(change.status)
-            params["extra_attempts"].append(change.extra_attempts)
-            params["finished_at"].append(outcome.finished_at)
-            params["result"].append(outcome.result_json)
-            params["error"].append(rows.text_without_nul(outcome.error))
-            params["run_at"].append(change.run_at)
-            for applied in (True, False):
-                for at, kind, detail in outcome_events(outcome, applied, worker_id, now):
-                    params["event_job_id"].append(outcome.job_id)
-                    params["event_at"].append(at)
-                    params["event_kind"].append(kind)
-                    params["event_attempt"].append(outcome.attempt)
-                    params["event_detail"].append(json.dumps(detail) if detail else None)
-                    params["event_if_applied"].append(applied)
-        return [row[0] for row in self._fetch("finish", params)]
+        return self.exchange(
+            worker_id,
+            outcomes=outcomes,
+            start_ids=(),
+            claim=0,
+            start_claimed=0,
+            queues=(),
+            now=now,
+        ).rejected
+
+    def exchange(
+        self,
+        worker_id: int,
+        *,
+        outcomes: Sequence[Outcome],
+        start_ids: Sequence[int],
+        claim: int,
+        start_claimed: int,
+        queues: Sequence[str],
+        now: datetime,
+    ) -> Exchange:
+        params = _outcome_params(outcomes, worker_id, now)
+        params.update(
+            now=now,
+            start_ids=list(start_ids),
+            claim=max(0, claim),
+            start_claimed=max(0, start_claimed),
+            any_queue=not queues,
+            queues=list(queues),
+        )
+        for attempt in range(_CLAIM_ATTEMPTS):
+            try:
+                found = self._fetch("exchange", params)
+                break
+            except psycopg.errors.UniqueViolation:
+                # Another worker claimed a job with one of our lock keys at the same moment;
+                # nothing was written. Try again; in the end, without claiming.
+                if attempt == _CLAIM_ATTEMPTS - 2:
+                    params["claim"] = params["start_claimed"] = 0
+        else:  # pragma: no cover - the last attempt claims nothing, so it cannot collide
+            raise AssertionError("exchange kept colliding without claiming")
+        started: list[Job] = []
+        reserved: list[Job] = []
+        for row in found:
+            if row[1] is None:
+                continue  # the one row carrying only `rejected`
+            job = rows.job(row[1:])
+            (started if job.status == "running" else reserved).append(job)
+        return Exchange(rejected=list(found[0][0] or []), started=started, reserved=reserved)
 
     def release(
         self, worker_id: int, job_ids: Sequence[int], *, now: datetime, reason: str

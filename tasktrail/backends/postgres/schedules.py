@@ -36,6 +36,8 @@ def list_all(conn: Connection, q: dict[str, str]) -> list[ScheduleRecord]:
 def save(
     conn: Connection, q: dict[str, str], definition: ScheduleDef, now: datetime, replace: bool
 ) -> ScheduleRecord:
+    # Saves of one name (e.g. every worker storing @app.periodic at start) queue up here.
+    conn.execute(q["lock_schedule_name"], {"name": definition.name})
     existing = get(conn, q, definition.name)
     if existing is not None and not replace:
         raise ConfigurationError(

@@ -18,12 +18,12 @@ from importlib import resources
 from typing import Any
 
 from ...config import SqliteDsn
-from ...errors import BackendUnavailable, InvalidArguments, SchemaError
+from ...errors import BackendUnavailable, InvalidArguments, InvalidTransition, SchemaError
 from ...job import Enqueued, Event, Job, NewJob, Outcome, WorkerInfo, WorkerRecord
 from ...schedule import ScheduleDef, ScheduleRecord, Tick
 from .._sql import queries, read_sql
 from .._wake import WakeListener, notify_all, wake_directory
-from ..base import Backend, JobFilter, PruneReport, RecoveredJob, TaskStats
+from ..base import Backend, Exchange, JobFilter, PruneReport, RecoveredJob, TaskStats
 from ..common import raise_transition_error
 from ..ticks import fire_due
 from . import jobs as job_sql
@@ -253,6 +253,12 @@ class SqliteBackend(Backend):
 
     def retry(self, job_id: int, *, now: datetime, by: str) -> Job:
         with self._write() as conn:
+            holder = conn.execute(_Q["unique_key_holder"], {"job_id": job_id}).fetchone()
+            if holder is not None:
+                raise InvalidTransition(
+                    f"job {job_id} cannot be retried: job {holder[0]} with the same unique key "
+                    f"{holder[2]!r} is {holder[1]}; wait for it to finish or cancel it"
+                )
             row = conn.execute(_Q["retry_job"], {"job_id": job_id, "now": rows.ts(now)}).fetchone()
             if row is None:
                 status = conn.execute(_Q["job_status"], {"job_id": job_id}).fetchone()
@@ -315,56 +321,101 @@ class SqliteBackend(Backend):
     def reserve(
         self, worker_id: int, queues: Sequence[str], limit: int, *, now: datetime
     ) -> list[Job]:
-        if limit <= 0:
-            return []
-        now_text = rows.ts(now)
-        # A cheap read first: an idle worker polling an empty queue takes no write lock.
-        with self._reading() as conn:
-            if not job_sql.candidates(conn, queues, 1, now_text):
-                return []
-        with self._write() as conn:
-            if conn.execute(_Q["worker_lease"], {"worker_id": worker_id}).fetchone() is None:
-                return []
-            ids = job_sql.candidates(conn, queues, limit, now_text)
-            if not ids:
-                return []
-            claimed_rows = conn.execute(
-                _Q["claim"], {"ids": json.dumps(ids), "worker_id": worker_id}
-            ).fetchall()
-            jobs = {row[0]: rows.job(row) for row in claimed_rows}
-            claimed = [jobs[job_id] for job_id in ids if job_id in jobs]
-            conn.executemany(
-                _Q["insert_event"],
-                [
-                    rows.event_row(job.id, now, "reserved", job.attempts, worker_id)
-                    for job in claimed
-                ],
-            )
-        return claimed
+        return self.exchange(
+            worker_id,
+            outcomes=(),
+            start_ids=(),
+            claim=limit,
+            start_claimed=0,
+            queues=queues,
+            now=now,
+        ).reserved
 
     def mark_started(self, worker_id: int, job_ids: Sequence[int], *, now: datetime) -> list[Job]:
-        if not job_ids:
-            return []
-        with self._write() as conn:
-            started_rows = conn.execute(
-                _Q["start"],
-                {"ids": json.dumps(list(job_ids)), "worker_id": worker_id, "now": rows.ts(now)},
-            ).fetchall()
-            started = [rows.job(row) for row in started_rows]
-            conn.executemany(
-                _Q["insert_event"],
-                [
-                    rows.event_row(job.id, now, "started", job.attempts, worker_id)
-                    for job in started
-                ],
-            )
-        return started
+        return self.exchange(
+            worker_id,
+            outcomes=(),
+            start_ids=job_ids,
+            claim=0,
+            start_claimed=0,
+            queues=(),
+            now=now,
+        ).started
 
     def finish(self, worker_id: int, outcomes: Sequence[Outcome], *, now: datetime) -> list[int]:
-        if not outcomes:
-            return []
+        return self.exchange(
+            worker_id,
+            outcomes=outcomes,
+            start_ids=(),
+            claim=0,
+            start_claimed=0,
+            queues=(),
+            now=now,
+        ).rejected
+
+    def exchange(
+        self,
+        worker_id: int,
+        *,
+        outcomes: Sequence[Outcome],
+        start_ids: Sequence[int],
+        claim: int,
+        start_claimed: int,
+        queues: Sequence[str],
+        now: datetime,
+    ) -> Exchange:
+        now_text = rows.ts(now)
+        if claim > 0 and not outcomes and not start_ids:
+            # A cheap read first: an idle worker polling an empty queue takes no write lock.
+            with self._reading() as conn:
+                if not job_sql.candidates(conn, queues, 1, now_text):
+                    return Exchange([], [], [])
+        elif claim <= 0 and not outcomes and not start_ids:
+            return Exchange([], [], [])
         with self._write() as conn:
-            return job_sql.finish(conn, worker_id, outcomes, now)
+            rejected = job_sql.finish(conn, worker_id, outcomes, now) if outcomes else []
+            started = self._start(conn, worker_id, start_ids, now)
+            claimed: list[Job] = []
+            if claim > 0 and conn.execute(_Q["worker_lease"], {"worker_id": worker_id}).fetchone():
+                claimed = self._claim(conn, worker_id, queues, claim, now)
+            run_now = self._start(conn, worker_id, [job.id for job in claimed[:start_claimed]], now)
+        return Exchange(rejected, started + run_now, claimed[len(run_now) :])
+
+    @staticmethod
+    def _claim(
+        conn: sqlite3.Connection, worker_id: int, queues: Sequence[str], limit: int, now: datetime
+    ) -> list[Job]:
+        ids = job_sql.candidates(conn, queues, limit, rows.ts(now))
+        if not ids:
+            return []
+        claimed_rows = conn.execute(
+            _Q["claim"], {"ids": json.dumps(ids), "worker_id": worker_id}
+        ).fetchall()
+        jobs = {row[0]: rows.job(row) for row in claimed_rows}
+        claimed = [jobs[job_id] for job_id in ids if job_id in jobs]
+        conn.executemany(
+            _Q["insert_event"],
+            [rows.event_row(job.id, now, "reserved", job.attempts, worker_id) for job in claimed],
+        )
+        return claimed
+
+    @staticmethod
+    def _start(
+        conn: sqlite3.Connection, worker_id: int, job_ids: Sequence[int], now: datetime
+    ) -> list[Job]:
+        if not job_ids:
+            return []
+        started_rows = conn.execute(
+            _Q["start"],
+            {"ids": json.dumps(list(job_ids)), "worker_id": worker_id, "now": rows.ts(now)},
+        ).fetchall()
+        by_id = {row[0]: rows.job(row) for row in started_rows}
+        started = [by_id[job_id] for job_id in job_ids if job_id in by_id]
+        conn.executemany(
+            _Q["insert_event"],
+            [rows.event_row(job.id, now, "started", job.attempts, worker_id) for job in started],
+        )
+        return started
 
     def release(
         self, worker_id: int, job_ids: Sequence[int], *, now: datetime, reason: str

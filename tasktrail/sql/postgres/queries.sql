@@ -32,136 +32,6 @@ SELECT id, unique_key FROM new_jobs ORDER BY id;
 SELECT id, unique_key FROM tasktrail.jobs
 WHERE unique_key = ANY (%(keys)s::text[]) AND status IN ('queued', 'reserved', 'running');
 
--- Claim up to `limit` queued jobs, best first. A job whose lock_key is held by a reserved
--- or running job waits (queued, holding no worker slot); of several waiting jobs with one
--- lock_key only the first is taken. Two workers claiming the same key at the same moment
--- collide on jobs_lock_held; the loser's statement fails and it simply claims again.
--- name: claim_in_queues
-WITH worker AS (
-    SELECT id FROM tasktrail.workers WHERE id = %(worker_id)s AND status = 'running'
-), candidates AS (
-    SELECT c.id, c.priority, c.run_at, c.lock_key
-    FROM unnest(%(queues)s::text[]) AS q(name)
-    CROSS JOIN LATERAL (
-        SELECT j.id, j.priority, j.run_at, j.lock_key FROM tasktrail.jobs j
-        WHERE j.status = 'queued' AND j.queue = q.name AND j.run_at <= %(now)s
-          AND (j.lock_key IS NULL OR NOT EXISTS (
-              SELECT 1 FROM tasktrail.jobs h
-              WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')))
-        ORDER BY j.priority DESC, j.run_at, j.id
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) AS c
-    WHERE EXISTS (SELECT 1 FROM worker)
-), chosen AS (
-    SELECT id FROM (
-        SELECT id, priority, run_at, lock_key,
-               row_number() OVER (PARTITION BY lock_key ORDER BY priority DESC, run_at, id) AS n
-        FROM candidates
-    ) AS ranked
-    WHERE lock_key IS NULL OR n = 1
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-), claimed AS (
-    UPDATE tasktrail.jobs j SET status = 'reserved', worker_id = %(worker_id)s
-    FROM chosen c WHERE j.id = c.id
-    RETURNING j.*
-), events AS (
-    INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id)
-    SELECT id, %(now)s, 'reserved', attempts, %(worker_id)s FROM claimed
-)
-SELECT id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
-       max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
-       NULL::text AS worker_name, result, error, unique_key, lock_key, cancel_requested_at
-FROM claimed ORDER BY priority DESC, run_at, id;
-
--- name: claim_any_queue
-WITH worker AS (
-    SELECT id FROM tasktrail.workers WHERE id = %(worker_id)s AND status = 'running'
-), candidates AS (
-    SELECT j.id, j.priority, j.run_at, j.lock_key FROM tasktrail.jobs j
-    WHERE j.status = 'queued' AND j.run_at <= %(now)s AND EXISTS (SELECT 1 FROM worker)
-      AND (j.lock_key IS NULL OR NOT EXISTS (
-          SELECT 1 FROM tasktrail.jobs h
-          WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')))
-    ORDER BY j.priority DESC, j.run_at, j.id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), chosen AS (
-    SELECT id FROM (
-        SELECT id, lock_key,
-               row_number() OVER (PARTITION BY lock_key ORDER BY priority DESC, run_at, id) AS n
-        FROM candidates
-    ) AS ranked
-    WHERE lock_key IS NULL OR n = 1
-), claimed AS (
-    UPDATE tasktrail.jobs j SET status = 'reserved', worker_id = %(worker_id)s
-    FROM chosen c WHERE j.id = c.id
-    RETURNING j.*
-), events AS (
-    INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id)
-    SELECT id, %(now)s, 'reserved', attempts, %(worker_id)s FROM claimed
-)
-SELECT id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
-       max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
-       NULL::text AS worker_name, result, error, unique_key, lock_key, cancel_requested_at
-FROM claimed ORDER BY priority DESC, run_at, id;
-
--- name: start
-WITH started AS (
-    UPDATE tasktrail.jobs
-    SET status = 'running', attempts = attempts + 1, started_at = %(now)s, finished_at = NULL
-    WHERE id = ANY (%(ids)s::bigint[]) AND status = 'reserved' AND worker_id = %(worker_id)s
-    RETURNING *
-), events AS (
-    INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id)
-    SELECT id, %(now)s, 'started', attempts, %(worker_id)s FROM started
-)
-SELECT id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
-       max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
-       NULL::text AS worker_name, result, error, unique_key, lock_key, cancel_requested_at
-FROM started;
-
--- Record a batch of outcomes. Each is applied only if the job is still running in this
--- worker's hands at that attempt (the fence); the events passed in are tagged with
--- whether they describe the applied or the rejected case, and only the right ones are
--- written. Returns the ids of rejected outcomes.
--- name: finish
-WITH outcome AS (
-    SELECT *
-    FROM unnest(%(job_id)s::bigint[], %(attempt)s::integer[], %(status)s::text[],
-                %(finished_at)s::timestamptz[], %(result)s::text[], %(error)s::text[],
-                %(run_at)s::timestamptz[], %(extra_attempts)s::integer[])
-         AS o(job_id, attempt, status, finished_at, result, error, run_at, extra_attempts)
-), applied AS (
-    UPDATE tasktrail.jobs j
-    SET status = o.status,
-        finished_at = CASE WHEN o.status IN ('succeeded', 'failed', 'cancelled')
-                           THEN o.finished_at ELSE j.finished_at END,
-        result = CASE WHEN o.status = 'succeeded' THEN o.result::json ELSE j.result END,
-        error = CASE WHEN o.status = 'succeeded' THEN NULL ELSE coalesce(o.error, j.error) END,
-        run_at = coalesce(o.run_at, j.run_at),
-        max_attempts = j.max_attempts + o.extra_attempts
-    FROM outcome o
-    WHERE j.id = o.job_id AND j.status = 'running' AND j.worker_id = %(worker_id)s
-      AND j.attempts = o.attempt
-    RETURNING j.id
-), events AS (
-    INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id, detail)
-    SELECT e.job_id, e.at, e.kind, e.attempt, %(worker_id)s, e.detail::json
-    FROM unnest(%(event_job_id)s::bigint[], %(event_at)s::timestamptz[], %(event_kind)s::text[],
-                %(event_attempt)s::integer[], %(event_detail)s::text[],
-                %(event_if_applied)s::boolean[])
-         WITH ORDINALITY AS e(job_id, at, kind, attempt, detail, if_applied, ord)
-    WHERE e.if_applied = EXISTS (SELECT 1 FROM applied a WHERE a.id = e.job_id)
-      AND EXISTS (SELECT 1 FROM tasktrail.jobs j WHERE j.id = e.job_id)
-    ORDER BY e.ord  -- ids follow the order the events happened in
-)
-SELECT o.job_id FROM outcome o
-WHERE NOT EXISTS (SELECT 1 FROM applied a WHERE a.id = o.job_id)
-  AND EXISTS (SELECT 1 FROM tasktrail.jobs j WHERE j.id = o.job_id)
-ORDER BY o.job_id;
-
 -- name: release
 WITH released AS (
     UPDATE tasktrail.jobs SET status = 'queued'
@@ -253,7 +123,7 @@ WHERE worker_id = %(worker_id)s AND status IN ('reserved', 'running') AND status
 WITH retried AS (
     UPDATE tasktrail.jobs
     SET status = 'queued', run_at = %(now)s, finished_at = NULL,
-        max_attempts = greatest(max_attempts, attempts + 1)
+        max_attempts = greatest(max_attempts, attempts + 1), cancel_requested_at = NULL
     WHERE id = %(job_id)s AND status IN ('failed', 'cancelled')
     RETURNING id, attempts, queue
 ), events AS (
@@ -261,6 +131,11 @@ WITH retried AS (
     SELECT id, %(now)s, 'retried', attempts, %(detail)s::json FROM retried
 )
 SELECT id, pg_notify('tasktrail', queue) FROM retried;
+
+-- name: unique_key_holder
+SELECT a.id, a.status, a.unique_key FROM tasktrail.jobs AS j
+JOIN tasktrail.jobs AS a ON a.unique_key = j.unique_key AND a.id <> j.id
+WHERE j.id = %(job_id)s AND a.status IN ('queued', 'reserved', 'running');
 
 -- name: job_status
 SELECT status FROM tasktrail.jobs WHERE id = %(job_id)s;
@@ -325,6 +200,9 @@ SELECT name, task, cron, every_seconds, args::text, kwargs::text, ref_type, ref_
        last_job_id, created_at, updated_at
 FROM tasktrail.schedules;
 
+-- name: lock_schedule_name
+SELECT pg_advisory_xact_lock(hashtext('tasktrail.schedules'), hashtext(%(name)s));
+
 -- name: insert_schedule
 INSERT INTO tasktrail.schedules (name, task, cron, every_seconds, args, kwargs, ref_type,
                                  ref_id, queue, priority, catch_up, skip_if_running, source,
@@ -387,3 +265,122 @@ SELECT schedule, due_at, outcome, job_id, reason, recorded_at, worker_id
 FROM tasktrail.schedule_ticks WHERE schedule = %(schedule)s
 ORDER BY due_at DESC
 LIMIT %(limit)s;
+
+-- The worker's hot path in one statement (one round trip, one commit): record outcomes
+-- (fenced, as `finish`), start reserved jobs (as `start`), and claim new ones (as
+-- `claim_*`), the first `start_claimed` of which start at once. The three touch disjoint
+-- rows: running, reserved and queued jobs as of the statement's snapshot. Every row of
+-- the result is one started or reserved job; `rejected` (the same on every row) lists the
+-- outcomes the fence refused, and one row with only `rejected` comes back if no job does.
+-- name: exchange
+WITH outcome AS (
+    SELECT *
+    FROM unnest(%(job_id)s::bigint[], %(attempt)s::integer[], %(finished_at)s::timestamptz[],
+                %(result)s::text[], %(status)s::text[], %(error)s::text[],
+                %(run_at)s::timestamptz[], %(extra_attempts)s::integer[], %(c_status)s::text[],
+                %(c_error)s::text[], %(c_run_at)s::timestamptz[], %(c_extra_attempts)s::integer[])
+         AS o(job_id, attempt, finished_at, result, status, error, run_at, extra_attempts,
+              c_status, c_error, c_run_at, c_extra_attempts)
+), applied AS (
+    -- a job whose cancellation was asked meanwhile takes the c_ (cancelling) variant
+    UPDATE tasktrail.jobs j
+    SET status = v.status,
+        finished_at = CASE WHEN v.status IN ('succeeded', 'failed', 'cancelled')
+                           THEN o.finished_at ELSE j.finished_at END,
+        result = CASE WHEN v.status = 'succeeded' THEN o.result::json ELSE j.result END,
+        error = CASE WHEN v.status = 'succeeded' THEN NULL ELSE coalesce(v.error, j.error) END,
+        run_at = coalesce(v.run_at, j.run_at),
+        max_attempts = j.max_attempts + v.extra_attempts
+    FROM outcome o
+    CROSS JOIN LATERAL (
+        SELECT o.status, o.error, o.run_at, o.extra_attempts
+        WHERE NOT EXISTS (SELECT 1 FROM tasktrail.jobs c
+                          WHERE c.id = o.job_id AND c.cancel_requested_at IS NOT NULL)
+        UNION ALL
+        SELECT o.c_status, o.c_error, o.c_run_at, o.c_extra_attempts
+        WHERE EXISTS (SELECT 1 FROM tasktrail.jobs c
+                      WHERE c.id = o.job_id AND c.cancel_requested_at IS NOT NULL)
+    ) AS v (status, error, run_at, extra_attempts)
+    WHERE j.id = o.job_id AND j.status = 'running' AND j.worker_id = %(worker_id)s
+      AND j.attempts = o.attempt
+    RETURNING j.id, j.cancel_requested_at IS NOT NULL AS cancelling
+), outcome_events AS (
+    INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id, detail)
+    SELECT e.job_id, e.at, e.kind, e.attempt, %(worker_id)s, e.detail::json
+    FROM unnest(%(event_job_id)s::bigint[], %(event_at)s::timestamptz[], %(event_kind)s::text[],
+                %(event_attempt)s::integer[], %(event_detail)s::text[], %(event_case)s::text[])
+         WITH ORDINALITY AS e(job_id, at, kind, attempt, detail, which, ord)
+    LEFT JOIN applied a ON a.id = e.job_id
+    WHERE e.which = CASE WHEN a.id IS NULL THEN 'rejected'
+                         WHEN a.cancelling THEN 'cancelling' ELSE 'applied' END
+      AND EXISTS (SELECT 1 FROM tasktrail.jobs j WHERE j.id = e.job_id)
+    ORDER BY e.ord
+), rejected AS (
+    SELECT array_agg(o.job_id ORDER BY o.job_id) AS ids FROM outcome o
+    WHERE NOT EXISTS (SELECT 1 FROM applied a WHERE a.id = o.job_id)
+      AND EXISTS (SELECT 1 FROM tasktrail.jobs j WHERE j.id = o.job_id)
+), started AS (
+    UPDATE tasktrail.jobs
+    SET status = 'running', attempts = attempts + 1, started_at = %(now)s, finished_at = NULL
+    WHERE id = ANY (%(start_ids)s::bigint[]) AND status = 'reserved'
+      AND worker_id = %(worker_id)s
+    RETURNING *
+), worker AS (
+    SELECT id FROM tasktrail.workers WHERE id = %(worker_id)s AND status = 'running'
+), candidates AS (
+    SELECT j.id, j.priority, j.run_at, j.lock_key FROM tasktrail.jobs j
+    WHERE %(claim)s > 0 AND j.status = 'queued' AND j.run_at <= %(now)s
+      AND (%(any_queue)s OR j.queue = ANY (%(queues)s::text[]))
+      AND EXISTS (SELECT 1 FROM worker)
+      -- a locked job waits while its key is held, and behind earlier jobs of its key
+      AND (j.lock_key IS NULL OR (
+          NOT EXISTS (
+              SELECT 1 FROM tasktrail.jobs h
+              WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running'))
+          AND NOT EXISTS (
+              SELECT 1 FROM tasktrail.jobs b
+              WHERE b.lock_key = j.lock_key AND b.status = 'queued' AND b.run_at <= %(now)s
+                AND ROW(-b.priority, b.run_at, b.id) < ROW(-j.priority, j.run_at, j.id))))
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT %(claim)s
+    FOR UPDATE SKIP LOCKED
+), chosen AS (
+    SELECT id, row_number() OVER (ORDER BY priority DESC, run_at, id) AS rank FROM candidates
+), claimed AS (
+    UPDATE tasktrail.jobs j
+    SET status = CASE WHEN c.rank <= %(start_claimed)s THEN 'running' ELSE 'reserved' END,
+        worker_id = %(worker_id)s,
+        attempts = j.attempts + CASE WHEN c.rank <= %(start_claimed)s THEN 1 ELSE 0 END,
+        started_at = CASE WHEN c.rank <= %(start_claimed)s THEN %(now)s ELSE j.started_at END,
+        finished_at = CASE WHEN c.rank <= %(start_claimed)s THEN NULL ELSE j.finished_at END
+    FROM chosen c WHERE j.id = c.id
+    RETURNING j.*, c.rank
+), job_events AS (
+    INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id)
+    SELECT job_id, %(now)s, kind, attempt, %(worker_id)s
+    FROM (
+        SELECT id AS job_id, 'started' AS kind, attempts AS attempt, 0 AS step FROM started
+        UNION ALL
+        SELECT id, 'reserved', attempts - CASE WHEN status = 'running' THEN 1 ELSE 0 END, 1
+        FROM claimed
+        UNION ALL
+        SELECT id, 'started', attempts, 2 FROM claimed WHERE status = 'running'
+    ) AS e
+    ORDER BY job_id, step
+), result AS (
+    SELECT 0 AS part, 0 AS rank, id, task, queue, status, ref_type, ref_id, priority, args,
+           kwargs, attempts, max_attempts, timeout, run_at, created_at, started_at,
+           finished_at, worker_id, result, error, unique_key, lock_key, cancel_requested_at
+    FROM started
+    UNION ALL
+    SELECT 1, rank, id, task, queue, status, ref_type, ref_id, priority, args, kwargs,
+           attempts, max_attempts, timeout, run_at, created_at, started_at, finished_at,
+           worker_id, result, error, unique_key, lock_key, cancel_requested_at
+    FROM claimed
+)
+SELECT r.ids, x.id, x.task, x.queue, x.status, x.ref_type, x.ref_id, x.priority, x.args,
+       x.kwargs, x.attempts, x.max_attempts, x.timeout, x.run_at, x.created_at,
+       x.started_at, x.finished_at, x.worker_id, NULL::text, x.result, x.error,
+       x.unique_key, x.lock_key, x.cancel_requested_at
+FROM rejected r LEFT JOIN result x ON true
+ORDER BY x.part, x.rank, x.id;

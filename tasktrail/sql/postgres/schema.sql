@@ -84,6 +84,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON tasktrail.jobs (unique_k
     WHERE unique_key IS NOT NULL AND status IN ('queued', 'reserved', 'running');
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_lock_held ON tasktrail.jobs (lock_key)
     WHERE lock_key IS NOT NULL AND status IN ('reserved', 'running');
+CREATE INDEX IF NOT EXISTS jobs_lock_queued ON tasktrail.jobs (lock_key)
+    WHERE lock_key IS NOT NULL AND status = 'queued';
 
 -- A job's history, append-only: rows are inserted by the same statements that change the
 -- job and never updated. No foreign key, so it can be partitioned by `at` and pruned

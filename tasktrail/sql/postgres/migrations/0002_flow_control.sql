@@ -21,6 +21,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON tasktrail.jobs (unique_k
     WHERE unique_key IS NOT NULL AND status IN ('queued', 'reserved', 'running');
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_lock_held ON tasktrail.jobs (lock_key)
     WHERE lock_key IS NOT NULL AND status IN ('reserved', 'running');
+CREATE INDEX IF NOT EXISTS jobs_lock_queued ON tasktrail.jobs (lock_key)
+    WHERE lock_key IS NOT NULL AND status = 'queued';
 
 -- Periodic jobs. Code-declared ones (@app.periodic) are written here by workers at start;
 -- run-time ones by app.schedules.add / `tasktrail schedules add`.
