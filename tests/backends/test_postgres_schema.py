@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,13 +25,14 @@ from urllib.parse import quote
 import pytest
 
 from tasktrail import App, ConfigurationError
-from tasktrail.config import parse_dsn
+from tasktrail.config import PostgresDsn, parse_dsn
 
 try:  # the postgres extra may not be installed: skip (fail under CI) like pg_server does
     import psycopg
     from psycopg import sql
 
     from tasktrail.backends.postgres import PostgresBackend, migrations, render_schema
+    from tasktrail.backends.postgres.sql import render
 except ImportError as exc:
     if os.environ.get("CI"):
         raise
@@ -129,8 +131,15 @@ def build_from_script(psql: str, base_dsn: str, schema: str, directory: Path) ->
     assert "ERROR" not in result.stderr, result.stderr
 
 
+def all_versions(first: int = 1) -> str:
+    """The versions shipped from ``first`` on, as ``tasktrail migrate`` lists them."""
+    return ", ".join(str(version) for version, _ in migrations() if version >= first)
+
+
 def build_from_migrations(base_dsn: str, schema: str) -> list[int]:
-    backend = PostgresBackend(parse_dsn(with_schema(base_dsn, schema)))
+    parsed = parse_dsn(with_schema(base_dsn, schema))
+    assert isinstance(parsed, PostgresDsn)
+    backend = PostgresBackend(parsed)
     try:
         return backend.migrate()
     finally:
@@ -251,7 +260,7 @@ def catalog(conn: psycopg.Connection[Any], schema: str) -> Catalog:
     """Every object of ``schema`` as ``{kind: {name: description}}``, schema name normalised."""
     result: Catalog = {}
     for kind, query in _CATALOG_QUERIES.items():
-        rows = conn.execute(query, {"schema": schema}).fetchall()  # type: ignore[arg-type]
+        rows = conn.execute(query, {"schema": schema}).fetchall()
         result[kind] = {
             _normalise(str(name), schema): _normalise(str(description), schema)
             for name, description in rows
@@ -436,7 +445,7 @@ def test_migrate_command_is_idempotent_and_agrees_with_the_setup_script(
     migrated, scripted = new_schema(), new_schema()
     first = run_cli("migrate", "--dsn", with_schema(pg_server, migrated))
     assert first.returncode == 0, first.stderr
-    assert "applied migrations 1" in first.stdout
+    assert f"applied migrations {all_versions()}" in first.stdout
     after_first = snapshot(pg_server, migrated)
 
     second = run_cli("migrate", "--dsn", with_schema(pg_server, migrated))
@@ -506,7 +515,7 @@ def test_two_migrate_processes_at_once_both_succeed_and_apply_each_migration_onc
     for _, stderr, returncode in outputs:
         assert returncode == 0, stderr
     messages = sorted(stdout.strip() for stdout, _, _ in outputs)
-    assert sum("applied migrations 1" in m for m in messages) == 1, messages
+    assert sum(f"applied migrations {all_versions()}" in m for m in messages) == 1, messages
     assert sum("up to date" in m for m in messages) == 1, messages
     with psycopg.connect(pg_server) as conn:
         versions = conn.execute(
@@ -515,6 +524,74 @@ def test_two_migrate_processes_at_once_both_succeed_and_apply_each_migration_onc
             )
         ).fetchall()
     assert [row[0] for row in versions] == [version for version, _ in migrations()]
+
+
+V1_JOBS = [
+    # (status, args, kwargs, result) as version 1 stored them (jsonb)
+    ("succeeded", '[1, 2.5, "x", {"a": [true, null]}]', '{"k": "v\u00e9"}', '{"r": [1, 2]}'),
+    ("queued", "[]", '{"n": 42}', None),
+    ("failed", '["boom"]', "{}", None),
+]
+
+
+def test_migrate_upgrades_a_version_1_database_and_keeps_its_jobs(
+    pg_server: str, psql: str, new_schema: Callable[[], str], tmp_path: Path
+) -> None:
+    old, reference = new_schema(), new_schema()
+    first_version, first_file = migrations()[0]
+    assert first_version == 1
+    v1 = resources.files("tasktrail").joinpath("sql/postgres/migrations").joinpath(first_file)
+    script = tmp_path / "v1.sql"
+    script.write_text(
+        render(v1.read_text("utf-8"), old)
+        + render("\nINSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial');", old)
+    )
+    result = run_psql(psql, pg_server, script)
+    assert result.returncode == 0, result.stderr
+    ids = []
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        for status, args, kwargs, job_result in V1_JOBS:
+            row = conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (task, queue, status, args, kwargs, result, attempts,"
+                    " finished_at) VALUES ('t', 'default', %s, %s, %s, %s, %s, %s) RETURNING id"
+                ).format(sql.Identifier(old, "jobs")),
+                (
+                    status,
+                    args,
+                    kwargs,
+                    job_result,
+                    0 if status == "queued" else 1,
+                    None if status == "queued" else "2026-01-01T00:00:00Z",
+                ),
+            ).fetchone()
+            assert row is not None
+            ids.append(row[0])
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (job_id, at, kind, attempt, detail)"
+                    " VALUES (%s, now(), 'enqueued', 0, %s)"
+                ).format(sql.Identifier(old, "events")),
+                (row[0], '{"note": "from v1"}'),
+            )
+
+    upgraded = run_cli("migrate", "--dsn", with_schema(pg_server, old))
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"applied migrations {all_versions(2)}" in upgraded.stdout
+    build_from_script(psql, pg_server, reference, tmp_path)
+    assert catalog_diff(snapshot(pg_server, reference), snapshot(pg_server, old)) == []
+
+    app = App(with_schema(pg_server, old))
+    try:
+        jobs = {job.id: job for job in app.jobs(limit=None)}
+        assert [jobs[i].status for i in ids] == [status for status, *_ in V1_JOBS]
+        assert jobs[ids[0]].args == [1, 2.5, "x", {"a": [True, None]}]
+        assert jobs[ids[0]].kwargs == {"k": "v\u00e9"}
+        assert jobs[ids[0]].result == {"r": [1, 2]}
+        assert jobs[ids[1]].kwargs == {"n": 42}
+        assert [e.detail for e in app.events(ids[2])] == [{"note": "from v1"}]
+    finally:
+        app.close()
 
 
 # -- schema names ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import pytest
 from tasktrail import App, BackendUnavailable, InvalidArguments, JobNotFound, Task
 from tasktrail.backends import Backend, open_backend
 from tasktrail.clock import utcnow
-from tasktrail.config import parse_dsn
+from tasktrail.config import PostgresDsn, parse_dsn
 from tasktrail.job import Outcome, WorkerInfo
 from tasktrail.lifecycle import check_history
 
@@ -57,7 +57,9 @@ def worker_info(name: str = "test-worker", queues: tuple[str, ...] = ()) -> Work
 
 
 def schema_of(dsn: str) -> str:
-    return parse_dsn(dsn).schema
+    parsed = parse_dsn(dsn)
+    assert isinstance(parsed, PostgresDsn)
+    return parsed.schema
 
 
 @dataclass

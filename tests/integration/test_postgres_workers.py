@@ -46,7 +46,7 @@ DEADLINE = 30.0  # generous: a passing run never waits this long
 
 
 def wait_until(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     what: str,
     *,
     timeout: float = DEADLINE,
@@ -185,7 +185,7 @@ def db(pg_server: str, pg_dsn: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 def scalar(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
-    row = conn.execute(query, params or None).fetchone()  # type: ignore[arg-type]
+    row = conn.execute(query, params or None).fetchone()
     return row[0] if row else None
 
 
