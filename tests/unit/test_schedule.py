@@ -24,8 +24,8 @@ from tasktrail.schedule import (
     Every,
     ScheduleDef,
     ScheduleRecord,
-    paused_timing,
     parse_spec,
+    paused_timing,
     plan_ticks,
     saved_timing,
 )
@@ -225,7 +225,9 @@ def test_catch_up_all_fires_every_due_tick_in_order() -> None:
 
 
 def test_catch_up_none_fires_only_a_tick_that_is_on_time() -> None:
-    on_time = plan_ticks(Every(60.0), T0, at(60), at(300) + ON_TIME - timedelta(microseconds=1), "none")
+    on_time = plan_ticks(
+        Every(60.0), T0, at(60), at(300) + ON_TIME - timedelta(microseconds=1), "none"
+    )
     assert on_time.fire == [at(300)]
     assert on_time.missed == [at(60), at(120), at(180), at(240)]
 
@@ -293,12 +295,15 @@ def test_exactly_max_catch_up_due_ticks_is_not_truncated() -> None:
 # -- saved and paused timing ---------------------------------------------------------------
 
 
-def definition(spec: Cron | Every = Every(60.0), **changes: Any) -> ScheduleDef:
+EVERY_MINUTE = Every(60.0)
+
+
+def definition(spec: Cron | Every = EVERY_MINUTE, **changes: Any) -> ScheduleDef:
     return replace(ScheduleDef(name="kpi:42", task="kpi.refresh", spec=spec), **changes)
 
 
 def record(
-    spec: Cron | Every = Every(60.0), *, anchor: datetime, next_due: datetime, paused: bool = False
+    spec: Cron | Every = EVERY_MINUTE, *, anchor: datetime, next_due: datetime, paused: bool = False
 ) -> ScheduleRecord:
     return ScheduleRecord(
         definition=definition(spec),
@@ -385,7 +390,11 @@ def test_periodic_on_a_task_with_options_and_a_name(app: App) -> None:
     assert returned is task
     schedule = app.periodics["report:daily"]
     assert (schedule.task, schedule.cron, schedule.every_seconds) == ("report", "0 6 * * *", None)
-    assert (schedule.kwargs_json, schedule.catch_up, schedule.queue) == ('{"day":"today"}', "all", None)
+    assert (schedule.kwargs_json, schedule.catch_up, schedule.queue) == (
+        '{"day":"today"}',
+        "all",
+        None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -530,7 +539,7 @@ def test_an_unknown_field_in_a_key_template_is_named(app: App, option: str) -> N
 @pytest.mark.parametrize("template", ["{", "{0}", "{kpi_id.nope}"])
 def test_a_broken_key_template_is_refused_with_the_reason(app: App, template: str) -> None:
     task = app.task(name="kpi.refresh", lock=template)(refresh_kpi)
-    with pytest.raises(InvalidArguments, match="cannot build the lock key of kpi.refresh"):
+    with pytest.raises(InvalidArguments, match=r"cannot build the lock key of kpi\.refresh"):
         task.prepare(1)
 
 

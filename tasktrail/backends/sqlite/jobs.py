@@ -5,6 +5,7 @@ Functions of a connection inside the caller's write transaction.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -13,7 +14,7 @@ from typing import Any
 from ...job import Enqueued, NewJob, Outcome
 from .._sql import queries
 from ..base import RecoveredJob
-from ..common import lost_error, outcome_events, transition
+from ..common import after_cancel_request, lost_error, outcome_events, transition
 from . import rows
 
 __all__ = ["candidates", "enqueue_in", "finish", "take_back"]
@@ -62,32 +63,46 @@ def candidates(
 ) -> list[int]:
     """Ids to claim, best first: priority, then run_at, then id, across the queues.
 
-    At most one job per lock key: the others wait for it to finish.
+    At most one job per lock key: the others wait for it to finish. Jobs that share a
+    key with a better one do not count towards ``limit``: if they fill a page of
+    candidates, a bigger page is read, so they never keep unrelated jobs waiting.
     """
+    page = limit
+    while True:
+        found, complete = _candidate_rows(conn, queues, page, now_text)
+        ids: list[int] = []
+        locks: set[str] = set()
+        for job_id, _, _, lock_key in found:
+            if lock_key is not None:
+                if lock_key in locks:
+                    continue
+                locks.add(lock_key)
+            ids.append(job_id)
+            if len(ids) == limit:
+                return ids
+        if complete:
+            return ids  # every claimable job was seen
+        page *= 4
+
+
+def _candidate_rows(
+    conn: sqlite3.Connection, queues: Sequence[str], limit: int, now_text: str
+) -> tuple[list[Any], bool]:
+    """``(id, priority, run_at, lock_key)`` of up to ``limit`` claimable jobs per queue,
+    best first, and whether that is all of them."""
     if not queues:
         found = conn.execute(_Q["claim_candidates"], {"now": now_text, "limit": limit}).fetchall()
-    else:
-        found = []
-        for queue in queues:
-            found.extend(
-                conn.execute(
-                    _Q["claim_candidates_in_queue"],
-                    {"queue": queue, "now": now_text, "limit": limit},
-                ).fetchall()
-            )
-        if len(queues) > 1:
-            found.sort(key=lambda row: (-row[1], row[2], row[0]))
-    ids: list[int] = []
-    locks: set[str] = set()
-    for job_id, _, _, lock_key in found:
-        if lock_key is not None:
-            if lock_key in locks:
-                continue
-            locks.add(lock_key)
-        ids.append(job_id)
-        if len(ids) == limit:
-            break
-    return ids
+        return found, len(found) < limit
+    found, complete = [], True
+    for queue in queues:
+        rows = conn.execute(
+            _Q["claim_candidates_in_queue"], {"queue": queue, "now": now_text, "limit": limit}
+        ).fetchall()
+        found.extend(rows)
+        complete = complete and len(rows) < limit
+    if len(queues) > 1:
+        found.sort(key=lambda row: (-row[1], row[2], row[0]))
+    return found, complete
 
 
 def finish(
@@ -96,7 +111,10 @@ def finish(
     """Apply outcomes (fenced) and write their events; return the rejected job ids."""
     rejected: list[int] = []
     events: list[dict[str, Any]] = []
-    for outcome in outcomes:
+    ids = json.dumps([outcome.job_id for outcome in outcomes])
+    cancelling = {row[0] for row in conn.execute(_Q["cancel_requested_among"], {"ids": ids})}
+    for reported in outcomes:
+        outcome = after_cancel_request(reported) if reported.job_id in cancelling else reported
         change = transition(outcome)
         params = {
             "job_id": outcome.job_id,

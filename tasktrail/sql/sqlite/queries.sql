@@ -69,6 +69,12 @@ SET status = :status,
     max_attempts = max_attempts + :extra_attempts
 WHERE id = :job_id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt;
 
+-- Jobs of a batch of outcomes whose cancel was requested while they ran.
+-- name: cancel_requested_among
+SELECT id FROM jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'running'
+  AND cancel_requested_at IS NOT NULL;
+
 -- name: job_exists
 SELECT 1 FROM jobs WHERE id = :job_id;
 
@@ -133,11 +139,18 @@ SELECT id FROM jobs
 WHERE worker_id = :worker_id AND status IN ('reserved', 'running') AND status = 'running'
   AND cancel_requested_at IS NOT NULL;
 
+-- A new attempt: a cancel asked of an earlier one does not apply to it.
 -- name: retry_job
 UPDATE jobs SET status = 'queued', run_at = :now, finished_at = NULL,
-                max_attempts = MAX(max_attempts, attempts + 1)
+                max_attempts = MAX(max_attempts, attempts + 1), cancel_requested_at = NULL
 WHERE id = :job_id AND status IN ('failed', 'cancelled')
 RETURNING attempts;
+
+-- The active job holding the unique key of job :job_id, which then cannot be retried.
+-- name: unique_key_holder
+SELECT a.id, a.status, a.unique_key FROM jobs AS j
+JOIN jobs AS a ON a.unique_key = j.unique_key AND a.id <> j.id
+WHERE j.id = :job_id AND a.status IN ('queued', 'reserved', 'running');
 
 -- name: job_status
 SELECT status FROM jobs WHERE id = :job_id;
