@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -94,7 +95,7 @@ class SqliteBackend(Backend):
                 isolation_level=None,
                 check_same_thread=False,
             )
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = self._use_wal(conn)
             # The value comes from a fixed set checked by config.parse_dsn; PRAGMA
             # arguments cannot be bound as parameters.
             conn.execute(f"PRAGMA synchronous={self.dsn.synchronous.upper()}")
@@ -108,6 +109,28 @@ class SqliteBackend(Backend):
                 "is it on a network file system?"
             )
         return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> str:
+        """Put the file in WAL mode (it stays so) and return the journal mode it is in.
+
+        SQLite does not wait on its busy handler to convert a file to WAL: a process
+        opening a new database while another converts it gets "database is locked" at
+        once. So the mode is read first (no lock once the file is WAL), and a conversion
+        that meets a lock is retried within the busy timeout.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        pause = 0.005
+        while True:
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+                if mode.lower() == "wal":
+                    return mode
+                return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
