@@ -335,6 +335,59 @@ def test_hot_path_statements_grow_with_batches_not_with_jobs(
         app.close()
 
 
+@pytest.mark.parametrize("queues", [(), ("default", "other")], ids=["any-queue", "by-queue"])
+def test_the_exchange_hot_path_is_one_statement_per_batch(
+    queues: tuple[str, ...], pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs, batch = 400, 50
+    counter = TrafficCounter(monkeypatch)
+    app = App(pg_dsn)
+
+    @app.task(name="work")
+    def work(n: int) -> int:
+        return n
+
+    try:
+        backend = app.backend
+        worker_id = backend.register_worker(worker_info(queues=queues), now=utcnow())
+        app.enqueue_many(work.prepare(n) for n in range(jobs))
+
+        calls = 0
+        with counter.measure() as hot:
+            outcomes: list[Outcome] = []
+            while True:
+                # Record the last batch's outcomes, claim and start the next batch.
+                exchanged = backend.exchange(
+                    worker_id,
+                    outcomes=outcomes,
+                    start_ids=[],
+                    claim=batch,
+                    start_claimed=batch,
+                    queues=queues,
+                    now=utcnow(),
+                )
+                calls += 1
+                assert exchanged.rejected == []
+                assert exchanged.reserved == []
+                outcomes = [
+                    Outcome(job.id, job.attempts, "succeeded", utcnow(), str(job.args[0]))
+                    for job in exchanged.started
+                ]
+                if not outcomes:
+                    break
+        assert calls == jobs // batch + 1
+        assert hot.statements == calls, hot.describe()
+        assert hot.round_trips <= hot.statements + 1, hot.describe()
+
+        every = app.jobs(limit=None)
+        assert [job.status for job in every] == ["succeeded"] * jobs
+        assert sorted(job.result for job in every) == sorted(range(jobs))
+        for job in every:
+            assert check_history(app.events(job.id), job.status) == [], job
+    finally:
+        app.close()
+
+
 # -- the claim query's plan -----------------------------------------------------------------
 
 
@@ -349,8 +402,27 @@ def plan_nodes(plan: Any) -> Iterator[dict[str, Any]]:
             yield from plan_nodes(item)
 
 
+def captured_statement(monkeypatch: pytest.MonkeyPatch, call: Any) -> tuple[str, Any]:
+    """The one statement (with its parameters) that ``call()`` sends with a claim in it."""
+    sent: list[tuple[Any, Any]] = []
+    real_execute = psycopg.Cursor.execute
+
+    def execute(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        sent.append((query.decode() if isinstance(query, bytes) else str(query), params))
+        return real_execute(self, query, params, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(psycopg.Cursor, "execute", execute)
+        call()
+    claims = [(query, params) for query, params in sent if "SKIP LOCKED" in query]
+    assert len(claims) == 1, sent
+    return claims[0]
+
+
 @pytest.mark.parametrize("queues", [(), ("default",)], ids=["any-queue", "by-queue"])
+@pytest.mark.parametrize("method", ["reserve", "exchange"])
 def test_the_claim_reads_the_partial_index_and_never_scans_finished_jobs(
+    method: str,
     queues: tuple[str, ...],
     apps: Apps,
     pg_dsn: str,
@@ -359,6 +431,7 @@ def test_the_claim_reads_the_partial_index_and_never_scans_finished_jobs(
 ) -> None:
     schema = schema_of(pg_dsn)
     jobs_table = sql.Identifier(schema, "jobs")
+    backend = apps.backend
     with psycopg.connect(pg_server, autocommit=True) as conn:
         # A long history: 50,000 finished jobs, and a few queued ones.
         conn.execute(
@@ -366,38 +439,39 @@ def test_the_claim_reads_the_partial_index_and_never_scans_finished_jobs(
                 "INSERT INTO {} (task, queue, status, attempts, run_at, created_at, started_at,"
                 " finished_at, result)"
                 " SELECT 'echo', 'default', CASE WHEN n % 10 = 0 THEN 'failed' ELSE 'succeeded' END,"
-                " 1, now(), now(), now(), now(), 'null'::jsonb FROM generate_series(1, 50000) n"
+                " 1, now(), now(), now(), now(), 'null' FROM generate_series(1, 50000) n"
             ).format(jobs_table)
         )
         apps.app.enqueue_many(apps.echo.prepare(n) for n in range(20))
         conn.execute(sql.SQL("ANALYZE {}").format(jobs_table))
+        worker_id = backend.register_worker(worker_info(queues=queues), now=utcnow())
 
-        # Catch the claim statement exactly as the backend sends it.
-        sent: list[tuple[Any, Any]] = []
-        real_execute = psycopg.Cursor.execute
-
-        def execute(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
-            sent.append((query, params))
-            return real_execute(self, query, params, **kwargs)
-
-        monkeypatch.setattr(psycopg.Cursor, "execute", execute)
-        worker_id = apps.backend.register_worker(worker_info(queues=queues), now=utcnow())
-        claimed = apps.backend.reserve(worker_id, queues, 10, now=utcnow())
-        monkeypatch.undo()
-        assert len(claimed) == 10
-        claims = [
-            (query, params)
-            for query, params in sent
-            if "SKIP LOCKED" in (query.decode() if isinstance(query, bytes) else str(query))
-        ]
-        assert len(claims) == 1, sent
-        query, params = claims[0]
-        query = query.decode() if isinstance(query, bytes) else str(query)
-
-        explained = conn.execute(f"EXPLAIN (FORMAT JSON) {query}", params).fetchone()
-    assert explained is not None
-    nodes = list(plan_nodes(explained[0]))
-    on_jobs = [node for node in nodes if node.get("Relation Name") == "jobs"]
+        if method == "reserve":
+            query, params = captured_statement(
+                monkeypatch, lambda: backend.reserve(worker_id, queues, 10, now=utcnow())
+            )
+        else:  # a worker's steady state: record two outcomes, start and claim more
+            running = backend.mark_started(
+                worker_id,
+                [job.id for job in backend.reserve(worker_id, queues, 2, now=utcnow())],
+                now=utcnow(),
+            )
+            outcomes = [
+                Outcome(job.id, job.attempts, "succeeded", utcnow(), "null") for job in running
+            ]
+            query, params = captured_statement(
+                monkeypatch,
+                lambda: backend.exchange(
+                    worker_id,
+                    outcomes=outcomes,
+                    start_ids=[],
+                    claim=10,
+                    start_claimed=2,
+                    queues=queues,
+                    now=utcnow(),
+                ),
+            )
+        on_jobs = explain_analyze(conn, query, params)
     summary = [(n["Node Type"], n.get("Index Name")) for n in on_jobs]
     assert not [n for n in on_jobs if n["Node Type"] == "Seq Scan"], summary
     assert [
@@ -406,6 +480,75 @@ def test_the_claim_reads_the_partial_index_and_never_scans_finished_jobs(
         if n["Node Type"] in ("Index Scan", "Index Only Scan")
         and str(n.get("Index Name", "")).startswith("jobs_claim")
     ], summary
+    assert rows_read(on_jobs) < 1000, summary  # of 50,020
+
+
+def explain_analyze(conn: psycopg.Connection[Any], query: str, params: Any) -> list[dict[str, Any]]:
+    """The plan nodes reading ``jobs`` when ``query`` runs (in a transaction rolled back)."""
+    conn.autocommit = False
+    try:
+        explained = conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", params).fetchone()
+    finally:
+        conn.rollback()
+        conn.autocommit = True
+    assert explained is not None
+    return [node for node in plan_nodes(explained[0]) if node.get("Relation Name") == "jobs"]
+
+
+def rows_read(nodes: list[dict[str, Any]]) -> int:
+    """Rows the scans among ``nodes`` fetched, whether they kept them or filtered them out."""
+    return sum(
+        (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0))
+        * node.get("Actual Loops", 1)
+        for node in nodes
+        if "Scan" in node["Node Type"]
+    )
+
+
+@pytest.mark.parametrize("method", ["reserve", "exchange"])
+def test_a_worker_of_one_queue_never_reads_another_queues_backlog(
+    method: str, apps: Apps, pg_dsn: str, pg_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs_table = sql.Identifier(schema_of(pg_dsn), "jobs")
+    backend = apps.backend
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        # 50,000 jobs waiting in "bulk", all due before the 5,000 in "default".
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (task, queue, status, run_at, created_at)"
+                " SELECT 'echo', 'bulk', 'queued', now() - interval '1 hour', now()"
+                " FROM generate_series(1, 50000)"
+            ).format(jobs_table)
+        )
+        apps.app.enqueue_many(apps.echo.prepare(n, queue="default") for n in range(5000))
+        conn.execute(sql.SQL("ANALYZE {}").format(jobs_table))
+        worker_id = backend.register_worker(worker_info(queues=("default",)), now=utcnow())
+
+        claimed: list[Any] = []
+        if method == "reserve":
+            query, params = captured_statement(
+                monkeypatch,
+                lambda: claimed.extend(backend.reserve(worker_id, ["default"], 5, now=utcnow())),
+            )
+        else:
+            query, params = captured_statement(
+                monkeypatch,
+                lambda: claimed.extend(
+                    backend.exchange(
+                        worker_id,
+                        outcomes=[],
+                        start_ids=[],
+                        claim=5,
+                        start_claimed=5,
+                        queues=["default"],
+                        now=utcnow(),
+                    ).started
+                ),
+            )
+        assert [job.queue for job in claimed] == ["default"] * 5
+        on_jobs = explain_analyze(conn, query, params)
+    summary = [(n["Node Type"], n.get("Index Name"), rows_read([n])) for n in on_jobs]
+    assert rows_read(on_jobs) < 1000, summary  # not the 50,000 of "bulk"
 
 
 # -- losing the connection --------------------------------------------------------------------

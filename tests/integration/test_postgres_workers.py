@@ -224,8 +224,8 @@ def history_problems(conn: psycopg.Connection[Any]) -> dict[int, list[str]]:
 
 
 def status_summary(conn: psycopg.Connection[Any]) -> str:
-    rows = conn.execute("SELECT status, count(*) FROM jobs GROUP BY 1 ORDER BY 1").fetchall()
-    return f"\njobs by status: {dict(rows)}"
+    rows = conn.execute("SELECT task, status, count(*) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2")
+    return f"\njobs by task and status: {[tuple(row) for row in rows]}"
 
 
 def cli_json(pg_dsn: str, *args: str) -> Any:
@@ -297,20 +297,29 @@ def test_a_killed_supervisor_loses_its_children_and_its_jobs_are_rerun_by_anothe
     (victim_id,) = wait_registered(db, victim)
     handles = pg_tasks.app.enqueue_many(pg_tasks.hold.prepare(str(gate)) for _ in range(8))
 
-    def held() -> dict[str, int] | None:
-        counts = dict(
+    def held() -> dict[int, str] | None:
+        """The victim's jobs and their status, once it holds 4 and both children run one."""
+        jobs = dict(
             db.execute(
-                "SELECT status, count(*) FROM jobs WHERE worker_id = %s"
-                " AND status IN ('reserved', 'running') GROUP BY 1",
+                "SELECT id, status FROM jobs WHERE worker_id = %s"
+                " AND status IN ('reserved', 'running')",
                 (victim_id,),
             ).fetchall()
         )
         ran = scalar(db, "SELECT count(*) FROM runs")
-        return counts if counts == {"running": 2, "reserved": 2} and ran == 2 else None
+        return jobs if len(jobs) == 4 and ran == 2 else None
 
-    wait_until(held, "the victim to run 2 jobs and hold 2 more", diagnose=victim.diagnose)
-    running_ids = {row[0] for row in db.execute("SELECT job_id FROM runs")}
-    reserved_ids = {row[0] for row in db.execute("SELECT id FROM jobs WHERE status = 'reserved'")}
+    at_kill = wait_until(
+        held,
+        "the victim to run 2 jobs and hold 2 more",
+        diagnose=lambda: victim.diagnose() + status_summary(db),
+    )
+    # "running" in the database: started by the victim (a child runs it, or it waits in
+    # the worker for a child); "reserved": claimed, not started.
+    running_ids = {job_id for job_id, status in at_kill.items() if status == "running"}
+    reserved_ids = {job_id for job_id, status in at_kill.items() if status == "reserved"}
+    executing = {row[0] for row in db.execute("SELECT job_id FROM runs")}
+    assert len(executing) == 2 and executing <= running_ids
     children = child_pids(victim.proc.pid)
     assert len(children) == 2
     assert {row[0] for row in db.execute("SELECT pid FROM runs")} == set(children)
@@ -359,6 +368,9 @@ def test_a_killed_supervisor_loses_its_children_and_its_jobs_are_rerun_by_anothe
     assert attempts == {h.id: 2 if h.id in running_ids else 1 for h in handles}
     assert history_problems(db) == {}
     # Every job ran to the end once; the only other runs are the two killed attempts.
+    assert {row[0] for row in db.execute("SELECT job_id FROM runs WHERE attempt = 2")} == (
+        running_ids
+    )
     assert scalar(db, "SELECT count(*) FROM runs") == 8 + 2
     assert scalar(db, "SELECT count(*) FROM (SELECT DISTINCT job_id, attempt FROM runs) AS r") == 10
 
@@ -388,18 +400,22 @@ def test_maintain_recovers_a_dead_workers_jobs_and_prunes_when_no_worker_runs(
     stuck = pg_tasks.app.enqueue_many(
         pg_tasks.hold.prepare(str(tmp_path / "never")) for _ in range(2)
     )
-    wait_until(
-        lambda: (
-            sorted(
-                row[0]
-                for row in db.execute(
-                    "SELECT status FROM jobs WHERE id = ANY (%s)", ([h.id for h in stuck],)
-                )
+
+    def holding() -> list[str] | None:
+        statuses = sorted(
+            row[0]
+            for row in db.execute(
+                "SELECT status FROM jobs WHERE id = ANY (%s) AND worker_id = %s",
+                ([h.id for h in stuck], doomed_id),
             )
-            == ["reserved", "running"]
-        ),
-        "the worker to run one held job and reserve the other",
-        diagnose=doomed.diagnose,
+        )
+        ran = scalar(db, "SELECT count(*) FROM runs")
+        return statuses if len(statuses) == 2 and ran == 1 else None
+
+    at_kill = wait_until(
+        holding,
+        "the worker to run one held job and hold the other",
+        diagnose=lambda: doomed.diagnose() + status_summary(db),
     )
     doomed.kill_everything()
     wait_until(
@@ -430,7 +446,7 @@ def test_maintain_recovers_a_dead_workers_jobs_and_prunes_when_no_worker_runs(
             "SELECT job_id, detail->>'was' FROM events WHERE kind = 'lost'"
         )
     )
-    assert {r["was"] for r in report["recovered"]} == {"running", "reserved"}
+    assert sorted(r["was"] for r in report["recovered"]) == at_kill
     assert report["pruned_jobs"] == {"cancelled": 0, "succeeded": 3}
     assert report["pruned_events"] == pruned_events == 3 * 4
     assert db.execute("SELECT id, status FROM jobs ORDER BY id").fetchall() == [

@@ -327,12 +327,13 @@ WITH outcome AS (
     RETURNING *
 ), worker AS (
     SELECT id FROM tasktrail.workers WHERE id = %(worker_id)s AND status = 'running'
-), candidates AS (
-    SELECT j.id, j.priority, j.run_at, j.lock_key FROM tasktrail.jobs j
-    WHERE %(claim)s > 0 AND j.status = 'queued' AND j.run_at <= %(now)s
-      AND (%(any_queue)s OR j.queue = ANY (%(queues)s::text[]))
+), any_queue_candidates AS (
+    -- A worker of every queue walks the claim index (queued jobs only) once.
+    SELECT j.id, j.priority, j.run_at FROM tasktrail.jobs j
+    WHERE %(any_queue)s AND %(claim)s > 0 AND j.status = 'queued' AND j.run_at <= %(now)s
       AND EXISTS (SELECT 1 FROM worker)
       -- a locked job waits while its key is held, and behind earlier jobs of its key
+      -- (the same condition as in queue_candidates)
       AND (j.lock_key IS NULL OR (
           NOT EXISTS (
               SELECT 1 FROM tasktrail.jobs h
@@ -344,6 +345,35 @@ WITH outcome AS (
     ORDER BY j.priority DESC, j.run_at, j.id
     LIMIT %(claim)s
     FOR UPDATE SKIP LOCKED
+), queue_candidates AS (
+    -- A worker of some queues walks each one's own index (jobs_claim_by_queue), so it
+    -- never reads through the backlog of a queue it does not serve.
+    SELECT c.id, c.priority, c.run_at
+    FROM (SELECT DISTINCT name FROM unnest(%(queues)s::text[]) AS n (name)) AS q
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at FROM tasktrail.jobs j
+        WHERE j.queue = q.name AND j.status = 'queued' AND j.run_at <= %(now)s
+          -- the same condition as in any_queue_candidates
+          AND (j.lock_key IS NULL OR (
+              NOT EXISTS (
+                  SELECT 1 FROM tasktrail.jobs h
+                  WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running'))
+              AND NOT EXISTS (
+                  SELECT 1 FROM tasktrail.jobs b
+                  WHERE b.lock_key = j.lock_key AND b.status = 'queued'
+                    AND b.run_at <= %(now)s
+                    AND ROW(-b.priority, b.run_at, b.id) < ROW(-j.priority, j.run_at, j.id))))
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT %(claim)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    WHERE NOT %(any_queue)s AND %(claim)s > 0 AND EXISTS (SELECT 1 FROM worker)
+), candidates AS (
+    SELECT id, priority, run_at FROM any_queue_candidates
+    UNION ALL
+    SELECT id, priority, run_at FROM queue_candidates
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(claim)s
 ), chosen AS (
     SELECT id, row_number() OVER (ORDER BY priority DESC, run_at, id) AS rank FROM candidates
 ), claimed AS (
