@@ -202,6 +202,52 @@ def test_concurrent_enqueues_of_one_key_make_one_job(
     assert job_count(backend) == 1 + 6 * 15
 
 
+def test_enqueues_of_a_unique_key_racing_with_its_job_ending(
+    backend: Backend, dsn: str, tmp_path: Path
+) -> None:
+    """While one process keeps finishing the key's job, others keep enqueueing the key:
+    each enqueue either makes the next job or names the active one, never fails."""
+
+    enqueuers = 4
+
+    def work(index: int) -> list[list[Any]]:
+        own = open_backend(dsn)
+        try:
+            if index == 0:  # the worker: runs the key's jobs until the enqueuers are done
+                worker = own.register_worker(worker_info(pid=os.getpid()), now=T0)
+                while True:
+                    finished = len(list(tmp_path.glob("done-*")))
+                    claimed = own.reserve(worker, [], 1, now=at(1))
+                    for job in claimed:
+                        [running] = own.mark_started(worker, [job.id], now=at(1))
+                        own.finish(worker, [succeeded(running, at(1))], now=at(1))
+                    if finished == enqueuers and not claimed:
+                        return []
+            answers = []
+            for _ in range(150):
+                [answer] = own.enqueue([unique("kpi:7")], now=at(1))
+                answers.append([answer.id, answer.created])
+            return answers
+        finally:
+            own.close()
+            (tmp_path / f"done-{index}").touch()
+
+    results = run_forked(1 + enqueuers, work, tmp_path)
+    answers = [answer for result in results[1:] for answer in result]
+    jobs = backend.list_jobs(JobFilter(limit=None))
+    assert sorted(job_id for job_id, created in answers if created) == sorted(ids_of(jobs))
+    assert {job_id for job_id, _ in answers} == set(ids_of(jobs))
+    assert len(jobs) >= 2  # the key was taken, freed and taken again
+    events = sorted((e for job in jobs for e in backend.list_events(job.id)), key=lambda e: e.id)
+    active: set[int] = set()
+    for event in events:
+        if event.kind == "enqueued":
+            assert not active, f"job {event.job_id} enqueued while {active} was active"
+            active.add(event.job_id)
+        elif event.kind == "succeeded":
+            active.discard(event.job_id)
+
+
 # -- per-object locks ----------------------------------------------------------------------
 
 
