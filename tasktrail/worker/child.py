@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import select
 import signal
 import socket
 import sys
 import time
 import traceback
+from collections import deque
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -96,8 +98,23 @@ def run_job(app: App, message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _cancelled_before_start(job_id: int) -> dict[str, Any]:
+    return {
+        "job": job_id,
+        "ok": False,
+        "reason": "cancelled",
+        "error": "cancelled before it started",
+        "runtime": 0.0,
+    }
+
+
 def child_main(app: App, sock: socket.socket, parent_pid: int, max_tasks: int | None) -> NoReturn:
-    """The body of a child process; never returns."""
+    """The body of a child process; never returns.
+
+    Jobs arrive one message each and queue up locally; before starting the next one,
+    the child reads whatever else has arrived, so that a ``{"cancel": id}`` for a job it
+    holds but has not begun is seen in time (it reports that job cancelled instead).
+    """
     status = 0
     try:
         signal.set_wakeup_fd(-1)
@@ -105,12 +122,28 @@ def child_main(app: App, sock: socket.socket, parent_pid: int, max_tasks: int | 
         signal.signal(signal.SIGTERM, _on_sigterm)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         _die_with_parent(parent_pid)
+        queue: deque[dict[str, Any]] = deque()
+        skip: set[int] = set()
         done = 0
+        closed = False
         while max_tasks is None or done < max_tasks:
-            message = recv_message(sock)
-            if message is None:  # the supervisor closed our socket: stop
+            # Block for a message only when there is nothing to run.
+            while not closed and (not queue or select.select([sock], [], [], 0)[0]):
+                message = recv_message(sock)
+                if message is None:  # the supervisor closed our socket
+                    closed = True
+                elif "cancel" in message:
+                    skip.add(message["cancel"])
+                else:
+                    queue.append(message)
+            if not queue:
                 break
-            send_message(sock, run_job(app, message))
+            job = queue.popleft()
+            if job["job"] in skip:
+                skip.discard(job["job"])
+                send_message(sock, _cancelled_before_start(job["job"]))
+            else:
+                send_message(sock, run_job(app, job))
             done += 1
     except Terminated:
         status = 128 + signal.SIGTERM

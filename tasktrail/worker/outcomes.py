@@ -15,7 +15,13 @@ from typing import Any
 from ..job import Job, Outcome
 from ..retry import RetryPolicy
 
-__all__ = ["StopReason", "describe_exit", "outcome_from_exit", "outcome_from_message"]
+__all__ = [
+    "StopReason",
+    "describe_exit",
+    "not_started",
+    "outcome_from_exit",
+    "outcome_from_message",
+]
 
 #: Why the supervisor signalled a child that was running a job.
 StopReason = str  # "timeout" | "shutdown" | "cancel"
@@ -75,10 +81,25 @@ def outcome_from_message(
             result_json=message["result"],
             detail={"runtime": runtime},
         )
+    if message.get("reason") == "cancelled":  # it never began: a cancel reached it first
+        return Outcome(
+            job.id,
+            attempt,
+            "cancelled",
+            now,
+            error=str(message.get("error")),
+            detail={"reason": "cancel requested before it started"},
+        )
     detail: dict[str, Any] = {"runtime": runtime, "reason": message.get("reason", "error")}
     if message.get("traceback"):
         detail["traceback"] = message["traceback"]
     return _failure(job, attempt, "failed", str(message.get("error")), detail, policy, now, rng)
+
+
+def not_started(job: Job, attempt: int, why: str, now: datetime) -> Outcome:
+    """The outcome of a job that was started in the database but never began in a child
+    (its process died first, or the worker stopped): queued again, attempt given back."""
+    return Outcome(job.id, attempt, "interrupted", now, detail={"reason": why})
 
 
 def outcome_from_exit(

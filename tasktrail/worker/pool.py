@@ -1,4 +1,10 @@
-"""The supervisor's pre-forked children: fork, hand over a job, read, signal, reap."""
+"""The supervisor's pre-forked children: fork, hand over jobs, read, signal, reap.
+
+A child may hold several jobs at once (its *in-flight* queue): it runs them one after
+the other and reports each outcome, so that with jobs much shorter than a database
+round trip it never waits for the supervisor. The supervisor decides how deep that
+queue may be (one job for slow tasks); the first job in it is the one running.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import selectors
 import signal
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,14 +27,22 @@ if TYPE_CHECKING:
 
 __all__ = ["Assignment", "Child", "ChildPool"]
 
+#: Messages larger than this are only sent to a child with nothing in flight, so the
+#: supervisor never blocks on a full socket while a child is busy.
+PIPELINE_MESSAGE_LIMIT = 64 * 1024
+
 
 @dataclass(slots=True)
 class Assignment:
-    """A job a child is running."""
+    """A job handed to a child."""
 
     job: Job
-    started: float  # monotonic
-    deadline: float | None  # monotonic; None: no timeout
+    started: float | None = None  # monotonic; None while it waits behind another job
+    deadline: float | None = None  # monotonic; None: no timeout (or not started yet)
+
+    def begin(self, now: float) -> None:
+        self.started = now
+        self.deadline = now + self.job.timeout if self.job.timeout else None
 
 
 @dataclass(eq=False, slots=True)
@@ -37,7 +52,7 @@ class Child:
     pid: int
     sock: socket.socket
     reader: FrameReader = field(default_factory=FrameReader)
-    assignment: Assignment | None = None
+    inflight: deque[Assignment] = field(default_factory=deque)
     stop_reason: str | None = None  # why we signalled it (timeout, shutdown, cancel, abandon)
     kill_at: float | None = None  # monotonic time of the SIGKILL that follows SIGTERM
     kill_sent: bool = False
@@ -47,16 +62,24 @@ class Child:
     jobs_left: int | None = None
 
     @property
-    def spent(self) -> bool:
-        """It has been given its last job and exits after reporting it."""
-        return self.jobs_left is not None and self.jobs_left <= 0
+    def assignment(self) -> Assignment | None:
+        """The job it is running, if any."""
+        return self.inflight[0] if self.inflight else None
 
     @property
-    def available(self) -> bool:
-        """Idle and healthy: may be given a job."""
-        return (
-            self.assignment is None and self.stop_reason is None and not self.eof and not self.spent
-        )
+    def healthy(self) -> bool:
+        return self.stop_reason is None and not self.eof
+
+    def capacity(self, depth: int) -> int:
+        """How many more jobs it may be given now."""
+        if not self.healthy:
+            return 0
+        room = depth - len(self.inflight)
+        if self.jobs_left is not None:
+            # It exits after its last job: never hand it more, or they would be lost
+            # with it (and recorded as a crash).
+            room = min(room, self.jobs_left)
+        return max(0, room)
 
 
 class ChildPool:
@@ -101,28 +124,42 @@ class ChildPool:
         self.selector.register(ours, selectors.EVENT_READ, child)
         return child
 
-    def idle(self) -> list[Child]:
-        return [child for child in self.children.values() if child.available]
-
     def busy(self) -> list[Child]:
-        return [child for child in self.children.values() if child.assignment is not None]
+        return [child for child in self.children.values() if child.inflight]
 
-    def assign(self, child: Child, job: Job, message: dict[str, Any]) -> bool:
-        """Hand ``job`` to ``child``. False if the child is gone (it will be reaped)."""
-        now = time.monotonic()
-        child.assignment = Assignment(
-            job=job, started=now, deadline=now + job.timeout if job.timeout else None
-        )
+    def inflight(self) -> int:
+        return sum(len(child.inflight) for child in self.children.values())
+
+    def assign(self, child: Child, job: Job, message: bytes) -> bool:
+        """Hand ``job`` (``message``, encoded) to ``child``; False if the child is gone.
+
+        A job given to a child with nothing in flight starts now; otherwise it starts
+        when the ones before it are done.
+        """
+        assignment = Assignment(job=job)
+        if not child.inflight:
+            assignment.begin(time.monotonic())
+        child.inflight.append(assignment)
         if child.jobs_left is not None:
-            # The child counts too and exits after its last job: never hand it another,
-            # or that job would be lost with it (and recorded as a crash).
             child.jobs_left -= 1
         try:
-            child.sock.sendall(encode_message(message))
+            child.sock.sendall(message)
         except OSError:
             self._stop_watching(child)
             return False
         return True
+
+    def complete_head(self, child: Child, now: float) -> Assignment:
+        """The running job is done: the next one in flight starts."""
+        done = child.inflight.popleft()
+        if child.inflight:
+            child.inflight[0].begin(now)
+        return done
+
+    def skip(self, child: Child, job_id: int) -> None:
+        """Ask a child not to start a job it holds but has not begun (a cancel)."""
+        with contextlib.suppress(OSError):
+            child.sock.sendall(encode_message({"cancel": job_id}))
 
     def read(self, child: Child) -> list[dict[str, Any]]:
         """Messages a readable child sent; marks EOF when it closed its end."""
@@ -197,7 +234,7 @@ class ChildPool:
     def close_idle(self) -> None:
         """Close the sockets of idle children: they read EOF and exit."""
         for child in list(self.children.values()):
-            if child.assignment is None:
+            if not child.inflight:
                 self._stop_watching(child)
                 with contextlib.suppress(OSError):
                     child.sock.shutdown(socket.SHUT_RDWR)

@@ -1,9 +1,10 @@
 """The worker client: one supervisor process per host-level worker.
 
-It alone talks to the backend. Its loop reserves jobs (never holding more than
-``reserve``), hands them to its pre-forked children, collects their outcomes and records
-them in batches, enforces timeouts, replaces children that die, heartbeats its lease,
-recovers the jobs of workers whose lease expired, and shuts down without losing a job.
+It alone talks to the backend. Its loop moves jobs from the database to its pre-forked
+children and their outcomes back (:mod:`.flow`), never holding more than ``reserve``;
+enforces timeouts, replaces children that die, heartbeats its lease, recovers the jobs
+of workers whose lease expired, fires due schedules, kills jobs whose cancellation was
+asked, and shuts down without losing a job.
 """
 
 from __future__ import annotations
@@ -16,17 +17,15 @@ import selectors
 import signal
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..backends.base import JobFilter
 from ..clock import utcnow
 from ..errors import BackendUnavailable
-from ..job import ACTIVE_STATUSES, Job, Outcome, WorkerInfo
-from ..retry import RetryPolicy
+from ..job import ACTIVE_STATUSES, WorkerInfo
 from .config import WorkerConfig
-from .outcomes import outcome_from_exit, outcome_from_message
+from .flow import JobFlow
 from .pool import Child, ChildPool
 from .signals import SignalInbox
 
@@ -37,8 +36,6 @@ __all__ = ["Supervisor", "WorkerConfig"]
 
 T = TypeVar("T")
 log = logging.getLogger("tasktrail.worker")
-job_log = logging.getLogger("tasktrail.worker.jobs")  # one line per finished attempt
-_DEFAULT_POLICY = RetryPolicy(max_attempts=1)
 
 
 class Supervisor:
@@ -54,19 +51,14 @@ class Supervisor:
         self.backend = app.backend
         self.name = config.name or f"{socket.gethostname()}:{os.getpid()}"
         self.worker_id = 0
-        self.buffer: deque[Job] = deque()
-        # Outcomes not yet recorded, each with the id of the registration holding its job.
-        self.pending: list[tuple[int, Outcome]] = []
         self.stopping = False
         self.stop_now = False
         self.grace_deadline = 0.0
         self._rng = random.Random()
         self._selector = selectors.DefaultSelector()
         self.pool = ChildPool(app, self._selector, config.max_tasks_per_child)
+        self.flow = JobFlow(app, self.backend, self.pool, config, self._db, self.name)
         self._signals = SignalInbox()
-        self._more_expected = True
-        self._queues_drained = False
-        self._next_poll = 0.0
         self._next_heartbeat = 0.0
         self._next_recover = 0.0
         self._next_duties = 0.0
@@ -85,13 +77,9 @@ class Supervisor:
                 self.app.schedules.sync()
             log.info(
                 "worker %s (id %s) started: %d processes, reserve %d, queues %s, %s",
-                self.name,
-                self.worker_id,
-                self.config.processes,
-                self.config.reserve_limit,
-                ",".join(self.config.queues) or "all",
-                self.backend.url,
-            )
+                self.name, self.worker_id, self.config.processes, self.config.reserve_limit,
+                ",".join(self.config.queues) or "all", self.backend.url,
+            )  # fmt: skip
             for _ in range(self.config.processes):
                 self.pool.spawn()
             while not self._finished():
@@ -107,7 +95,6 @@ class Supervisor:
         self._handle_signals()
         self._reap()
         self._enforce_deadlines()
-        self._flush()
         monotonic = time.monotonic()
         if monotonic >= self._next_heartbeat:
             self._heartbeat()
@@ -115,39 +102,40 @@ class Supervisor:
             self._recover()
         if monotonic >= self._next_duties:
             self._duties(monotonic)
-        if not self.stopping:
-            self._refill()
-        self._dispatch()
-        if self.config.burst and not self.stopping and self._idle():
+        self.flow.dispatch()
+        self.flow.exchange(self.worker_id, claiming=not self.stopping)
+        self.flow.dispatch()
+        if self.config.burst and not self.stopping and self.flow.idle():
             self._check_drained()
 
     def _finished(self) -> bool:
         return (
             self.stopping
             and not self.pool.busy()
-            and not self.buffer
-            and (not self.pending or self.stop_now or time.monotonic() > self.grace_deadline + 60)
+            and not self.flow.buffer
+            and not self.flow.ready
+            and (
+                not self.flow.pending
+                or self.stop_now
+                or time.monotonic() > self.grace_deadline + 60
+            )
         )
-
-    def _idle(self) -> bool:
-        return not self.buffer and not self.pending and not self.pool.busy()
-
-    def _held(self) -> int:
-        """Jobs this worker holds in the database: buffered, running, or outcome unsaved."""
-        return len(self.buffer) + len(self.pool.busy()) + len(self.pending)
 
     def _wait(self) -> None:
         if self._finished():
             return
         monotonic = time.monotonic()
         timeout = min(self.config.poll_interval, self._next_heartbeat - monotonic)
-        if self.buffer and self.pool.idle():
+        if self.flow.pending and monotonic >= self._db_retry_at:
             timeout = 0.0
-        if self.pending and monotonic >= self._db_retry_at:
+        if self.flow.ready and any(
+            c.capacity(self.flow.depth()) for c in self.pool.children.values()
+        ):
             timeout = 0.0
         for child in self.pool.children.values():
-            if child.assignment and child.assignment.deadline and child.stop_reason is None:
-                timeout = min(timeout, child.assignment.deadline - monotonic)
+            head = child.assignment
+            if head and head.deadline and child.stop_reason is None:
+                timeout = min(timeout, head.deadline - monotonic)
             if child.kill_at is not None and not child.kill_sent:
                 timeout = min(timeout, child.kill_at - monotonic)
         if self.stopping:
@@ -155,13 +143,13 @@ class Supervisor:
         for key, _ in self._selector.select(max(0.0, timeout)):
             if isinstance(key.data, Child):
                 for message in self.pool.read(key.data):
-                    self._on_message(key.data, message)
+                    self.flow.on_message(key.data, message)
             elif key.data == "signal":
                 self._signals.drain()
             elif key.data == "wake":
                 self.backend.consume_wakeups()
                 self._sync_wake_fd()
-                self._more_expected = True
+                self.flow.wake()
                 # a cancel may be what woke us: look soon, but not on every enqueue
                 self._next_duties = min(self._next_duties, time.monotonic() + 0.05)
 
@@ -228,13 +216,24 @@ class Supervisor:
                 self.name,
                 self.worker_id,
             )
-            self.buffer.clear()
+            self.flow.drop()
             for child in self.pool.busy():
                 self.pool.kill(child, "abandon")
             self._db("register", self._register)
 
+    def _recover(self) -> None:
+        self._next_recover = time.monotonic() + max(1.0, self.config.lease_seconds / 2)
+        recovered = self._db("recover", lambda: self.backend.recover_lost(now=utcnow()))
+        for item in recovered or ():
+            log.warning(
+                "recovered job %s from lost worker %s: %s -> %s",
+                item.job_id, item.worker_id, item.previous_status, item.new_status,
+            )  # fmt: skip
+        if recovered:
+            self.flow.wake()
+
     def _duties(self, monotonic: float) -> None:
-        """Every second: fire due schedules, and kill running jobs whose cancel was asked."""
+        """Every second: fire due schedules, and stop jobs whose cancellation was asked."""
         self._next_duties = monotonic + 1.0
         if not self.stopping:
             ticks = self._db(
@@ -245,185 +244,39 @@ class Supervisor:
             )
             for tick in ticks or ():
                 log.info(
-                    "schedule %s, due %s: %s%s",
-                    tick.schedule,
-                    tick.due_at.isoformat(),
-                    tick.outcome,
-                    f" job {tick.job_id}" if tick.job_id else f" ({tick.reason})",
-                )
-                self._more_expected = True
-        busy = {child.assignment.job.id: child for child in self.pool.busy() if child.assignment}
-        if not busy:
+                    "schedule %s, due %s: %s%s", tick.schedule, tick.due_at.isoformat(),
+                    tick.outcome, f" job {tick.job_id}" if tick.job_id else f" ({tick.reason})",
+                )  # fmt: skip
+                self.flow.wake()
+        holders = {
+            assignment.job.id: child for child in self.pool.busy() for assignment in child.inflight
+        }
+        if not holders:
             return
-        for job_id in (
-            self._db(
-                "checking cancel requests", lambda: self.backend.cancel_requests(self.worker_id)
-            )
-            or ()
-        ):
-            child = busy.get(job_id)
-            if child is not None and child.stop_reason is None:
+        requests = self._db(
+            "checking cancel requests", lambda: self.backend.cancel_requests(self.worker_id)
+        )
+        for job_id in requests or ():
+            child = holders.get(job_id)
+            if child is None or child.stop_reason is not None:
+                continue
+            head = child.assignment
+            if head is not None and head.job.id == job_id:
                 log.warning("job %s: cancel requested; stopping child %s", job_id, child.pid)
                 # A cancel is not a timeout: the task gets a second to clean up, not more.
                 self.pool.terminate(child, "cancel", monotonic + min(1.0, self.config.kill_grace))
-
-    def _recover(self) -> None:
-        self._next_recover = time.monotonic() + max(1.0, self.config.lease_seconds / 2)
-        recovered = self._db("recover", lambda: self.backend.recover_lost(now=utcnow()))
-        for item in recovered or ():
-            log.warning(
-                "recovered job %s from lost worker %s: %s -> %s",
-                item.job_id,
-                item.worker_id,
-                item.previous_status,
-                item.new_status,
-            )
-        if recovered:
-            self._more_expected = True
-
-    def _flush(self) -> None:
-        # Each outcome is recorded under the registration that held its job. After this
-        # worker was declared lost and registered again, a late outcome from before is
-        # then refused (and recorded) as the old registration's, not the new one's.
-        while self.pending:
-            holder = self.pending[0][0]
-            count = next(
-                (i for i, (worker_id, _) in enumerate(self.pending) if worker_id != holder),
-                len(self.pending),
-            )
-            if not self._finish(holder, [outcome for _, outcome in self.pending[:count]]):
-                return
-            del self.pending[:count]
-
-    def _finish(self, holder: int, batch: list[Outcome]) -> bool:
-        """Record ``batch`` for worker ``holder``; False if the database was unreachable."""
-        rejected = self._db(
-            "recording outcomes", lambda: self.backend.finish(holder, batch, now=utcnow())
-        )
-        if rejected is None:
-            return False
-        for job_id in rejected:
-            log.warning(
-                "outcome of job %s was rejected: worker %s no longer holds it", job_id, holder
-            )
-        return True
-
-    def _refill(self) -> None:
-        monotonic = time.monotonic()
-        if monotonic >= self._next_poll:
-            self._more_expected = True
-            self._next_poll = monotonic + self.config.poll_interval
-        free = self.config.reserve_limit - self._held()
-        if free <= 0 or not self._more_expected:
-            return
-        starving = len(self.pool.idle()) > len(self.buffer)
-        if not starving and free < max(1, self.config.reserve_limit // 2):
-            return  # wait for a bigger batch: one round trip for several jobs
-        queues = self.config.queues
-        jobs = self._db(
-            "reserving jobs",
-            lambda: self.backend.reserve(self.worker_id, queues, free, now=utcnow()),
-        )
-        if jobs is None:
-            return
-        self._more_expected = len(jobs) == free
-        self.buffer.extend(jobs)
-
-    def _dispatch(self) -> None:
-        idle = self.pool.idle()
-        if not idle or not self.buffer:
-            return
-        batch = [self.buffer.popleft() for _ in range(min(len(idle), len(self.buffer)))]
-        ids = [job.id for job in batch]
-        started = self._db(
-            "starting jobs", lambda: self.backend.mark_started(self.worker_id, ids, now=utcnow())
-        )
-        if started is None:
-            self.buffer.extendleft(reversed(batch))
-            return
-        by_id = {job.id: job for job in started}
-        for job in batch:
-            if job.id not in by_id:
-                log.info("job %s was taken back before it started; skipping it", job.id)
-        for child, job in zip(idle, (j for j in batch if j.id in by_id), strict=False):
-            running = by_id[job.id]
-            message = {
-                "job": running.id,
-                "attempt": running.attempts,
-                "task": running.task,
-                "args": running.args,
-                "kwargs": running.kwargs,
-                "ref": [running.ref.type, running.ref.id] if running.ref else None,
-            }
-            if not self.pool.assign(child, running, message):
-                log.warning("child %s died before it got job %s", child.pid, running.id)
+            else:
+                self.pool.skip(child, job_id)  # it has not begun: the child drops it
 
     # -- children ---------------------------------------------------------------------
-
-    def _policy(self, job: Job) -> RetryPolicy:
-        task = self.app.tasks.get(job.task)
-        return task.retry if task is not None else _DEFAULT_POLICY
-
-    def _on_message(self, child: Child, message: dict[str, Any]) -> None:
-        assignment = child.assignment
-        if assignment is None or message.get("job") != assignment.job.id:
-            log.error("child %s sent an unexpected message: %r", child.pid, message)
-            return
-        job = assignment.job
-        child.assignment = None
-        outcome = outcome_from_message(
-            job, job.attempts, message, self._policy(job), utcnow(), self._rng
-        )
-        self._record(job, outcome)
-
-    def _record(self, job: Job, outcome: Outcome) -> None:
-        ref = f" ref={job.ref}" if job.ref else ""
-        level = logging.INFO if outcome.kind == "succeeded" else logging.WARNING
-        job_log.log(
-            level,
-            "job %s %s%s attempt %s on %s: %s%s",
-            job.id,
-            job.task,
-            ref,
-            outcome.attempt,
-            self.name,
-            outcome.kind,
-            f" ({outcome.error})" if outcome.error else "",
-            extra={
-                "job_id": job.id,
-                "task": job.task,
-                "ref": str(job.ref) if job.ref else None,
-                "attempt": outcome.attempt,
-                "worker": self.name,
-            },
-        )
-        self.pending.append((job.worker_id or self.worker_id, outcome))
 
     def _reap(self) -> None:
         for child, status in self.pool.reap():
             for message in self.pool.drain(child):
-                self._on_message(child, message)
-            assignment = child.assignment
-            if assignment is not None:
-                job = assignment.job
-                outcome = outcome_from_exit(
-                    job,
-                    job.attempts,
-                    status,
-                    child.stop_reason,
-                    self._policy(job),
-                    utcnow(),
-                    time.monotonic() - assignment.started,
-                    self._rng,
-                )
-                if outcome is not None:
-                    self._record(job, outcome)
-            elif (
-                child.stop_reason is None
-                and not self.stopping
-                and not child.eof
-                and not child.spent
-            ):
+                self.flow.on_message(child, message)
+            if child.inflight:
+                self.flow.on_exit(child, status)
+            elif child.stop_reason is None and not self.stopping and child.jobs_left != 0:
                 log.warning("idle child %s exited unexpectedly", child.pid)
             self.pool.forget(child)
             if not self.stopping:
@@ -432,19 +285,17 @@ class Supervisor:
     def _enforce_deadlines(self) -> None:
         monotonic = time.monotonic()
         for child in list(self.pool.children.values()):
-            assignment = child.assignment
+            head = child.assignment
             if (
-                assignment is not None
-                and assignment.deadline is not None
-                and monotonic >= assignment.deadline
+                head is not None
+                and head.deadline is not None
+                and monotonic >= head.deadline
                 and child.stop_reason is None
             ):
                 log.warning(
                     "job %s ran past its %gs timeout; stopping child %s",
-                    assignment.job.id,
-                    assignment.job.timeout,
-                    child.pid,
-                )
+                    head.job.id, head.job.timeout, child.pid,
+                )  # fmt: skip
                 self.pool.terminate(child, "timeout", monotonic + self.config.kill_grace)
             if child.kill_at is not None and not child.kill_sent and monotonic >= child.kill_at:
                 self.pool.kill(child)
@@ -475,18 +326,17 @@ class Supervisor:
             else:
                 log.info(
                     "%s: stopping; running jobs get %gs to finish",
-                    signal.Signals(signum).name,
-                    self.config.grace,
-                )
+                    signal.Signals(signum).name, self.config.grace,
+                )  # fmt: skip
                 self.stop()
 
     def stop(self) -> None:
-        """Begin a graceful stop: take no new job, release unstarted ones."""
+        """Begin a graceful stop: take no new job, give back the ones not begun."""
         if self.stopping:
             return
         self.stopping = True
         self.grace_deadline = time.monotonic() + self.config.grace
-        self._release_buffer()
+        self.flow.give_back(self.worker_id, "shutdown")
 
     def _stop_immediately(self) -> None:
         self.stop()
@@ -494,18 +344,6 @@ class Supervisor:
         self.grace_deadline = time.monotonic()
         for child in self.pool.busy():
             self.pool.kill(child, "shutdown")
-
-    def _release_buffer(self) -> None:
-        if not self.buffer:
-            return
-        ids = [job.id for job in self.buffer]
-        self.buffer.clear()
-        # If the database is unreachable now, the jobs stay reserved by this worker and
-        # come back when it unregisters, or through lease recovery if it cannot.
-        self._db(
-            "releasing jobs",
-            lambda: self.backend.release(self.worker_id, ids, now=utcnow(), reason="shutdown"),
-        )
 
     def _check_drained(self) -> None:
         queues = self.config.queues or (None,)
@@ -522,8 +360,7 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         """Leave nothing behind: children gone, outcomes written, worker unregistered."""
-        self.stopping = True
-        self._release_buffer()
+        self.stop()
         deadline = time.monotonic() + self.config.kill_grace + 5
         self.pool.close_idle()
         while self.pool.children and time.monotonic() < deadline:
@@ -535,16 +372,16 @@ class Supervisor:
         for child in list(self.pool.children.values()):
             self.pool.kill(child, "shutdown")
         write_deadline = time.monotonic() + 30
-        while self.pending and time.monotonic() < write_deadline:
+        while self.flow.pending and time.monotonic() < write_deadline:
             self._db_retry_at = min(self._db_retry_at, time.monotonic() + 1)
-            self._flush()
-            if self.pending:
+            self.flow.exchange(self.worker_id, claiming=False)
+            if self.flow.pending:
                 time.sleep(0.2)
-        if self.pending:
+        if self.flow.pending:
             log.error(
                 "could not record %d outcomes (database unreachable); those jobs will be "
                 "recovered when this worker's lease expires",
-                len(self.pending),
+                len(self.flow.pending),
             )
         with contextlib.suppress(BackendUnavailable):
             if self.worker_id:

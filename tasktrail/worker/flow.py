@@ -1,0 +1,280 @@
+"""The worker's hot path: jobs from the database to the children, outcomes back.
+
+Jobs move ``buffer`` (reserved) → ``ready`` (started, not yet handed over) → a child's
+in-flight queue → an outcome in ``pending`` → recorded. Everything the database must
+hear about goes in one :meth:`Backend.exchange` per loop turn: the outcomes collected
+since the last one, the buffered jobs to start, and a claim for free reserve slots. The
+batch therefore grows with the load by itself: the longer a round trip takes, the more
+arrives for the next one.
+
+How many jobs a child may hold at once adapts to the jobs' run time: one for slow jobs
+(the started time and the timeout stay exact, and no job waits behind another), several
+for jobs much shorter than a round trip, so the children never wait for the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..clock import utcnow
+from ..job import Job, Outcome
+from ..retry import RetryPolicy
+from .config import WorkerConfig
+from .outcomes import not_started, outcome_from_exit, outcome_from_message
+from .pool import PIPELINE_MESSAGE_LIMIT, Child, ChildPool
+from .protocol import encode_message
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..backends.base import Backend
+
+__all__ = ["JobFlow"]
+
+T = TypeVar("T")
+log = logging.getLogger("tasktrail.worker")
+job_log = logging.getLogger("tasktrail.worker.jobs")  # one line per finished attempt
+_DEFAULT_POLICY = RetryPolicy(max_attempts=1)
+#: A child's own cost per job (messages, JSON), on top of the task's run time.
+_CHILD_OVERHEAD = 0.0002
+_SMOOTHING = 0.2
+
+
+class JobFlow:
+    """Buffer, ready queue and pending outcomes of one worker. See the module docstring."""
+
+    def __init__(
+        self,
+        app: App,
+        backend: Backend,
+        pool: ChildPool,
+        config: WorkerConfig,
+        db: Callable[[str, Callable[[], Any]], Any],
+        name: str,
+    ) -> None:
+        self.app = app
+        self.backend = backend
+        self.pool = pool
+        self.config = config
+        self._db = db
+        self.name = name
+        self.buffer: deque[Job] = deque()
+        self.ready: deque[Job] = deque()
+        # Outcomes not yet recorded, each with the id of the registration holding its job.
+        self.pending: list[tuple[int, Outcome]] = []
+        self.more_expected = True
+        self._next_poll = 0.0
+        self._rtt = 0.002  # seconds per exchange, smoothed
+        self._runtime: float | None = None  # seconds per job, smoothed; None: not known yet
+        self._rng = random.Random()
+
+    # -- accounting -----------------------------------------------------------------------
+
+    def held(self) -> int:
+        """Jobs this worker holds in the database: buffered, started, running, or with an
+        outcome not yet recorded. Never more than ``reserve``."""
+        return len(self.buffer) + len(self.ready) + self.pool.inflight() + len(self.pending)
+
+    def idle(self) -> bool:
+        return not self.buffer and not self.ready and not self.pending and not self.pool.busy()
+
+    def depth(self) -> int:
+        """How many jobs a child may hold at once."""
+        if self._runtime is None:
+            return 1
+        wanted = 1 + math.ceil(self._rtt / (self._runtime + _CHILD_OVERHEAD))
+        return max(1, min(wanted, self.config.reserve_limit // self.config.processes))
+
+    def wake(self) -> None:
+        """Jobs may have arrived: claim at the next turn."""
+        self.more_expected = True
+
+    # -- the round trip -------------------------------------------------------------------
+
+    def exchange(self, worker_id: int, claiming: bool) -> None:
+        """One turn with the database: record outcomes, start jobs, claim more."""
+        monotonic = time.monotonic()
+        if monotonic >= self._next_poll:
+            self.more_expected = True
+            self._next_poll = monotonic + self.config.poll_interval
+        self._flush_foreign(worker_id)
+        outcomes = [outcome for holder, outcome in self.pending if holder == worker_id]
+        want = 0
+        if claiming:
+            depth = self.depth()
+            room = sum(child.capacity(depth) for child in self.pool.children.values())
+            want = max(0, room - len(self.ready))
+        start = [self.buffer.popleft() for _ in range(min(want, len(self.buffer)))]
+        start_claimed = want - len(start)
+        free = self.config.reserve_limit - self.held() - len(start)
+        claim = 0
+        # Claim in batches (one round trip for several jobs) unless a child waits.
+        batch = max(1, self.config.reserve_limit // 4)
+        if claiming and self.more_expected and free > 0 and (start_claimed > 0 or free >= batch):
+            claim = free
+        start_claimed = min(start_claimed, claim)
+        if not outcomes and not start and not claim:
+            return
+        began = time.monotonic()
+        result = self._db(
+            "exchanging with the database",
+            lambda: self.backend.exchange(
+                worker_id,
+                outcomes=outcomes,
+                start_ids=[job.id for job in start],
+                claim=claim,
+                start_claimed=start_claimed,
+                queues=self.config.queues,
+                now=utcnow(),
+            ),
+        )
+        if result is None:  # unreachable: keep everything for the next turn
+            self.buffer.extendleft(reversed(start))
+            return
+        elapsed = time.monotonic() - began
+        self._rtt += _SMOOTHING * (elapsed - self._rtt)
+        recorded = {id(outcome) for outcome in outcomes}
+        self.pending = [item for item in self.pending if id(item[1]) not in recorded]
+        for job_id in result.rejected:
+            log.warning(
+                "outcome of job %s was rejected: worker %s no longer holds it", job_id, worker_id
+            )
+        started_ids = {job.id for job in result.started}
+        for job in start:
+            if job.id not in started_ids:
+                log.info("job %s was taken back before it started; skipping it", job.id)
+        self.ready.extend(result.started)
+        self.buffer.extend(result.reserved)
+        if claim:
+            asked = {job.id for job in start}
+            from_claim = len(result.reserved) + sum(
+                1 for job in result.started if job.id not in asked
+            )
+            self.more_expected = from_claim >= claim
+
+    def _flush_foreign(self, worker_id: int) -> None:
+        """Record outcomes held under an earlier registration of this worker (one that was
+        declared lost): they are refused by the fence, and recorded as that worker's."""
+        for holder in {holder for holder, _ in self.pending if holder != worker_id}:
+            batch = [outcome for held_by, outcome in self.pending if held_by == holder]
+            rejected = self._db(
+                "recording outcomes",
+                lambda holder=holder, batch=batch: self.backend.finish(holder, batch, now=utcnow()),
+            )
+            if rejected is None:
+                return
+            self.pending = [item for item in self.pending if item[0] != holder]
+            for job_id in rejected:
+                log.warning(
+                    "outcome of job %s was rejected: worker %s no longer holds it", job_id, holder
+                )
+
+    # -- the children -----------------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        """Hand started jobs to the children with the most room (no database involved)."""
+        depth = self.depth()
+        while self.ready:
+            job = self.ready[0]
+            message = encode_message(
+                {
+                    "job": job.id,
+                    "attempt": job.attempts,
+                    "task": job.task,
+                    "args": job.args,
+                    "kwargs": job.kwargs,
+                    "ref": [job.ref.type, job.ref.id] if job.ref else None,
+                }
+            )
+            candidates = [c for c in self.pool.children.values() if c.capacity(depth) > 0]
+            if len(message) > PIPELINE_MESSAGE_LIMIT:
+                candidates = [c for c in candidates if not c.inflight]
+            if not candidates:
+                return
+            child = min(candidates, key=lambda c: len(c.inflight))
+            self.ready.popleft()
+            if not self.pool.assign(child, job, message):
+                log.warning("child %s died before it got job %s", child.pid, job.id)
+
+    def policy(self, job: Job) -> RetryPolicy:
+        task = self.app.tasks.get(job.task)
+        return task.retry if task is not None else _DEFAULT_POLICY
+
+    def on_message(self, child: Child, message: dict[str, Any]) -> None:
+        head = child.assignment
+        if head is None or message.get("job") != head.job.id:
+            log.error("child %s sent an unexpected message: %r", child.pid, message)
+            return
+        self.pool.complete_head(child, time.monotonic())
+        job = head.job
+        outcome = outcome_from_message(
+            job, job.attempts, message, self.policy(job), utcnow(), self._rng
+        )
+        if outcome.kind != "cancelled":
+            runtime = float(message.get("runtime") or 0.0)
+            if self._runtime is None:
+                self._runtime = runtime
+            else:
+                self._runtime += _SMOOTHING * (runtime - self._runtime)
+        self.record(job, outcome)
+
+    def on_exit(self, child: Child, wait_status: int) -> None:
+        """A child died: its running job gets an outcome; the ones waiting behind it were
+        never begun, and go back to the queue with their attempt given back."""
+        now = utcnow()
+        head = child.assignment
+        if head is not None:
+            job = head.job
+            runtime = time.monotonic() - (head.started or time.monotonic())
+            outcome = outcome_from_exit(
+                job, job.attempts, wait_status, child.stop_reason, self.policy(job), now,
+                runtime, self._rng,
+            )  # fmt: skip
+            if outcome is not None:
+                self.record(job, outcome)
+            child.inflight.popleft()
+        while child.inflight:
+            job = child.inflight.popleft().job
+            if child.stop_reason != "abandon":
+                self.record(job, not_started(job, job.attempts, "its process died first", now))
+
+    def record(self, job: Job, outcome: Outcome) -> None:
+        ref = f" ref={job.ref}" if job.ref else ""
+        level = logging.INFO if outcome.kind == "succeeded" else logging.WARNING
+        job_log.log(
+            level,
+            "job %s %s%s attempt %s on %s: %s%s",
+            job.id, job.task, ref, outcome.attempt, self.name, outcome.kind,
+            f" ({outcome.error})" if outcome.error else "",
+            extra={
+                "job_id": job.id, "task": job.task, "ref": str(job.ref) if job.ref else None,
+                "attempt": outcome.attempt, "worker": self.name,
+            },
+        )  # fmt: skip
+        self.pending.append((job.worker_id or 0, outcome))
+
+    def give_back(self, worker_id: int, reason: str) -> None:
+        """Stopping: release the buffer, and give back started jobs no child has begun."""
+        now = utcnow()
+        while self.ready:
+            job = self.ready.popleft()
+            self.record(job, not_started(job, job.attempts, reason, now))
+        if self.buffer:
+            ids = [job.id for job in self.buffer]
+            self.buffer.clear()
+            # If the database is unreachable now, the jobs stay reserved by this worker and
+            # come back when it unregisters, or through lease recovery if it cannot.
+            self._db(
+                "releasing jobs",
+                lambda: self.backend.release(worker_id, ids, now=utcnow(), reason=reason),
+            )
+
+    def drop(self) -> None:
+        """Forget the jobs held: this worker was declared lost, others have them now."""
+        self.buffer.clear()
+        self.ready.clear()
