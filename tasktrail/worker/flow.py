@@ -162,10 +162,11 @@ class JobFlow:
         declared lost): they are refused by the fence, and recorded as that worker's."""
         for holder in {holder for holder, _ in self.pending if holder != worker_id}:
             batch = [outcome for held_by, outcome in self.pending if held_by == holder]
-            rejected = self._db(
-                "recording outcomes",
-                lambda holder=holder, batch=batch: self.backend.finish(holder, batch, now=utcnow()),
-            )
+
+            def record(holder: int = holder, batch: list[Outcome] = batch) -> list[int]:
+                return self.backend.finish(holder, batch, now=utcnow())
+
+            rejected = self._db("recording outcomes", record)
             if rejected is None:
                 return
             self.pending = [item for item in self.pending if item[0] != holder]
