@@ -416,6 +416,8 @@ def test_schema_command_prints_a_script_psql_runs_twice_creating_only_its_schema
     script = tmp_path / "setup.sql"
     script.write_text(printed.stdout)
     assert "tasktrail." not in printed.stdout  # every object is in the chosen schema
+    assert printed.stdout.startswith(f'-- Rendered for the schema "{schema}"')
+    assert "`tasktrail migrate`" in printed.stdout  # prose still names the command
     probe = tmp_path / "touched.sql"
     probe.write_text(TOUCHED_QUERY)
 

@@ -20,17 +20,39 @@ SCHEMA_VERSION = 2
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
+_COMMENT_LINE = re.compile(r"^[ \t]*--.*$", re.MULTILINE)
+
+
 def render(text: str, schema: str) -> str:
-    """Put the schema name where the SQL files say ``tasktrail``."""
+    """Put the schema name where the SQL files say ``tasktrail``.
+
+    Lines that are only a comment are prose: there only qualified names
+    (``tasktrail.jobs``) change, so ``tasktrail migrate`` still names the command.
+    """
     if schema == "tasktrail":
         return text
-    text = text.replace("'tasktrail'", f"'{schema}'")
-    return re.sub(r"\btasktrail\b", f'"{schema}"', text)
+    quoted = f'"{schema}"'
+
+    def code(part: str) -> str:
+        part = part.replace("'tasktrail'", f"'{schema}'")
+        return re.sub(r"\btasktrail\b", quoted, part)
+
+    pieces: list[str] = []
+    done = 0
+    for comment in _COMMENT_LINE.finditer(text):
+        pieces.append(code(text[done : comment.start()]))
+        pieces.append(re.sub(r"\btasktrail(?=\.)", quoted, comment.group()))
+        done = comment.end()
+    pieces.append(code(text[done:]))
+    return "".join(pieces)
 
 
 def render_schema(schema: str) -> str:
     """The complete setup script for ``schema``."""
-    return render(read_sql("postgres", "schema.sql"), schema)
+    script = render(read_sql("postgres", "schema.sql"), schema)
+    if schema == "tasktrail":
+        return script
+    return f'-- Rendered for the schema "{schema}": every object below is created there.\n{script}'
 
 
 def migrations() -> list[tuple[int, str]]:
