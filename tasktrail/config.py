@@ -155,8 +155,15 @@ def _parse_postgres(dsn: str, schema: str | None) -> PostgresDsn:
     query = parse_qsl(parts.query, keep_blank_values=True)
     kept = [(k, v) for k, v in query if k != "schema"]
     from_query = [v for k, v in query if k == "schema"]
-    chosen = schema or (from_query[-1] if from_query else None)
-    chosen = chosen or os.environ.get("TASKTRAIL_SCHEMA") or DEFAULT_SCHEMA
+    chosen = schema if schema is not None else (from_query[-1] if from_query else None)
+    if chosen is None:
+        chosen = os.environ.get("TASKTRAIL_SCHEMA")
+    if chosen == "":
+        raise ConfigurationError(
+            "empty schema name: leave the option out for the default "
+            f"({DEFAULT_SCHEMA!r}), or name one"
+        )
+    chosen = chosen or DEFAULT_SCHEMA
     validate_identifier(chosen)
     conninfo = parts._replace(query=urlencode(kept)).geturl()
     return PostgresDsn(conninfo=conninfo, schema=chosen)

@@ -257,8 +257,67 @@ class PostgresBackend(Backend):
     def _enqueue_on(
         self, conn: psycopg.Connection[Any], jobs: Sequence[NewJob], now: datetime
     ) -> list[Enqueued]:
-        """One statement for the batch; one more only if some unique keys were taken."""
-        params = {
+        """One statement for the batch; more only for unique keys that were taken.
+
+        A unique job whose key is held by an active job is not inserted and names that
+        job. If the holder finished between the insert and the look-up, the insert is
+        tried again; with unique keys the batch runs in one transaction, so it stays all
+        or nothing.
+        """
+        if not any(job.unique_key for job in jobs):
+            with conn.cursor(row_factory=tuple_row) as cursor:
+                inserted = cursor.execute(self._q["enqueue"], self._insert_params(jobs, now))
+                return [Enqueued(job_id, True) for job_id, _ in inserted.fetchall()]
+        in_transaction = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        with contextlib.nullcontext() if in_transaction else conn.transaction():
+            return self._enqueue_unique(conn, jobs, now)
+
+    def _enqueue_unique(
+        self, conn: psycopg.Connection[Any], jobs: Sequence[NewJob], now: datetime
+    ) -> list[Enqueued]:
+        result: dict[int, Enqueued] = {}
+        todo = list(range(len(jobs)))
+        # The caller's connection may have any row factory (dict_row is common).
+        with conn.cursor(row_factory=tuple_row) as cursor:
+            for _ in range(10):
+                batch = [jobs[index] for index in todo]
+                inserted = cursor.execute(
+                    self._q["enqueue"], self._insert_params(batch, now)
+                ).fetchall()
+                by_key = {key: job_id for job_id, key in inserted if key is not None}
+                plain = iter(job_id for job_id, key in inserted if key is None)
+                taken = [job.unique_key for job in batch if job.unique_key not in by_key]
+                active = (
+                    dict(
+                        (key, job_id)
+                        for job_id, key in cursor.execute(self._q["active_unique"], {"keys": taken})
+                    )
+                    if taken
+                    else {}
+                )
+                seen: set[str] = set()
+                left = []
+                for index, job in zip(todo, batch, strict=True):
+                    key = job.unique_key
+                    if key is None:
+                        result[index] = Enqueued(next(plain), True)
+                    elif key in by_key:
+                        result[index] = Enqueued(by_key[key], key not in seen)
+                        seen.add(key)
+                    elif key in active:
+                        result[index] = Enqueued(active[key], False)
+                    else:
+                        left.append(index)  # its holder just finished: insert it again
+                todo = left
+                if not todo:
+                    return [result[index] for index in range(len(jobs))]
+        raise BackendUnavailable(
+            "could not enqueue unique jobs: their keys kept changing hands; try again"
+        )
+
+    @staticmethod
+    def _insert_params(jobs: Sequence[NewJob], now: datetime) -> dict[str, Any]:
+        return {
             "now": now,
             "task": [job.task for job in jobs],
             "queue": [job.queue for job in jobs],
@@ -273,35 +332,6 @@ class PostgresBackend(Backend):
             "unique_key": [job.unique_key for job in jobs],
             "lock_key": [job.lock_key for job in jobs],
         }
-        # The caller's connection may have any row factory (dict_row is common).
-        with conn.cursor(row_factory=tuple_row) as cursor:
-            inserted = cursor.execute(self._q["enqueue"], params).fetchall()
-            by_key = {key: job_id for job_id, key in inserted if key is not None}
-            plain = iter(job_id for job_id, key in inserted if key is None)
-            missing = [
-                job.unique_key for job in jobs if job.unique_key and job.unique_key not in by_key
-            ]
-            existing = (
-                dict(
-                    (key, job_id)
-                    for job_id, key in cursor.execute(self._q["active_unique"], {"keys": missing})
-                )
-                if missing
-                else {}
-            )
-        result: list[Enqueued] = []
-        seen: set[str] = set()
-        for job in jobs:
-            key = job.unique_key
-            if key is None:
-                result.append(Enqueued(next(plain), True))
-            elif key in by_key and key not in seen:
-                result.append(Enqueued(by_key[key], True))
-            else:
-                result.append(Enqueued(by_key.get(key) or existing[key], False))
-            if key is not None:
-                seen.add(key)
-        return result
 
     def _enqueue_one(self, conn: psycopg.Connection[Any], job: NewJob, now: datetime) -> int:
         [enqueued] = self._enqueue_on(conn, [job], now)
