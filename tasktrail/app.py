@@ -254,6 +254,7 @@ class App:
         priority: int | None = None,
         catch_up: str = "latest",
         skip_if_running: bool = False,
+        task_name: str | None = None,
         **task_options: Any,
     ) -> Callable[[Callable[P, R] | Task[P, R]], Task[P, R]]:
         """Run a task on a schedule: ``@app.periodic(cron="*/5 * * * *")``.
@@ -261,11 +262,15 @@ class App:
         Decorates a function (registered as a task with ``task_options``) or a task. The
         schedule (named after the task unless ``name`` is given) is stored by every
         worker at start; each due time fires exactly one job whatever the number of
-        workers. See :meth:`Schedules.add` for the options.
+        workers. See :meth:`Schedules.add` for the options; ``task_name`` names the task
+        registered for a plain function (``name`` names the schedule).
         """
 
         def register(target: Callable[P, R] | Task[P, R]) -> Task[P, R]:
-            task = target if isinstance(target, Task) else self.task(**task_options)(target)
+            if isinstance(target, Task):
+                task = target
+            else:
+                task = self.task(name=task_name, **task_options)(target)
             definition = self._schedule_definition(
                 name or task.name,
                 task,

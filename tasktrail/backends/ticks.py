@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Protocol
 
 from ..errors import TasktrailError
-from ..job import ACTIVE_STATUSES, NewJob
+from ..job import ACTIVE_STATUSES, Enqueued, NewJob
 from ..schedule import ScheduleRecord, Tick, plan_ticks
 
 __all__ = ["TickStore", "fire_due"]
@@ -31,11 +31,14 @@ class TickStore(Protocol):
     def insert_tick(self, tick: Tick) -> bool:
         """Add a ledger row; False if that due time was recorded already."""
 
-    def set_tick_job(self, schedule: str, due_at: datetime, job_id: int) -> None: ...
+    def set_tick(
+        self, schedule: str, due_at: datetime, outcome: str, job_id: int, reason: str | None
+    ) -> None:
+        """Complete a ledger row once its job is known."""
 
     def job_status(self, job_id: int) -> str | None: ...
 
-    def enqueue(self, job: NewJob, now: datetime) -> int: ...
+    def enqueue(self, job: NewJob, now: datetime) -> Enqueued: ...
 
     def advance(
         self,
@@ -95,10 +98,14 @@ def fire_due(
                 continue
             if new_job is None or not record(Tick(name, due, "fired", None, None, now, worker_id)):
                 continue
-            job_id = store.enqueue(new_job, now)
-            store.set_tick_job(name, due, job_id)
-            ticks[-1] = Tick(name, due, "fired", job_id, None, now, worker_id)
-            last_job_id = job_id
+            enqueued = store.enqueue(new_job, now)
+            outcome, why = "fired", None
+            if not enqueued.created:  # a unique task whose previous job is still active
+                outcome = "skipped"
+                why = f"job {enqueued.id} with the same unique key is still active"
+            store.set_tick(name, due, outcome, enqueued.id, why)
+            ticks[-1] = Tick(name, due, outcome, enqueued.id, why, now, worker_id)
+            last_job_id = enqueued.id
         handled = plan.fire + plan.missed
         assert plan.next_due is not None
         store.advance(name, plan.next_due, max(handled) if handled else None, last_job_id, now)

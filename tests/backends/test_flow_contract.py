@@ -860,6 +860,23 @@ def test_skip_if_running_records_the_skipped_ticks(backend: Backend) -> None:
     assert [t.outcome for t in backend.list_ticks("overlap")] == ["fired"] * 4
 
 
+def test_a_unique_periodic_job_still_active_makes_the_tick_skipped(backend: Backend) -> None:
+    backend.save_schedule(schedule(), now=T0)
+
+    def unique_job(record: ScheduleRecord, due: datetime) -> NewJob:
+        return replace(make_job(record, due), unique_key="kpi:42")
+
+    [first] = fire(backend, at(60), make_job=unique_job)
+    assert first.outcome == "fired" and first.job_id is not None
+    [second] = fire(backend, at(120), make_job=unique_job)
+    assert (second.outcome, second.job_id) == ("skipped", first.job_id)
+    assert second.reason == f"job {first.job_id} with the same unique key is still active"
+    assert job_count(backend) == 1
+    assert [(t.outcome, t.job_id) for t in backend.list_ticks("kpi:42:refresh")] == [
+        ("skipped", first.job_id), ("fired", first.job_id),
+    ]  # fmt: skip
+
+
 def test_skip_if_running_with_catch_up_all_fires_only_the_first(backend: Backend) -> None:
     backend.save_schedule(schedule(skip_if_running=True, catch_up="all"), now=T0)
     ticks = fire(backend, at(180))

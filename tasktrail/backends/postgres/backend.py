@@ -333,9 +333,9 @@ class PostgresBackend(Backend):
             "lock_key": [job.lock_key for job in jobs],
         }
 
-    def _enqueue_one(self, conn: psycopg.Connection[Any], job: NewJob, now: datetime) -> int:
+    def _enqueue_one(self, conn: psycopg.Connection[Any], job: NewJob, now: datetime) -> Enqueued:
         [enqueued] = self._enqueue_on(conn, [job], now)
-        return enqueued.id
+        return enqueued
 
     def cancel(self, job_id: int, *, now: datetime, by: str, reason: str | None = None) -> Job:
         detail = json.dumps({"by": by, **({"reason": reason} if reason else {})})

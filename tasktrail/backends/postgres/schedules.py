@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from ...errors import ConfigurationError, ScheduleNotFound
-from ...job import NewJob
+from ...job import Enqueued, NewJob
 from ...schedule import ScheduleDef, ScheduleRecord, Tick, paused_timing, saved_timing
 from . import rows
 
@@ -76,7 +76,7 @@ class PostgresTickStore:
         self,
         conn: Connection,
         q: dict[str, str],
-        enqueue: Callable[[Connection, NewJob, datetime], int],
+        enqueue: Callable[[Connection, NewJob, datetime], Enqueued],
     ) -> None:
         self.conn = conn
         self.q = q
@@ -99,15 +99,23 @@ class PostgresTickStore:
         }
         return self.conn.execute(self.q["insert_tick"], params).fetchone() is not None
 
-    def set_tick_job(self, schedule: str, due_at: datetime, job_id: int) -> None:
-        params = {"job_id": job_id, "schedule": schedule, "due_at": due_at}
-        self.conn.execute(self.q["set_tick_job"], params)
+    def set_tick(
+        self, schedule: str, due_at: datetime, outcome: str, job_id: int, reason: str | None
+    ) -> None:
+        params = {
+            "schedule": schedule,
+            "due_at": due_at,
+            "outcome": outcome,
+            "job_id": job_id,
+            "reason": reason,
+        }
+        self.conn.execute(self.q["set_tick"], params)
 
     def job_status(self, job_id: int) -> str | None:
         row = self.conn.execute(self.q["job_status"], {"job_id": job_id}).fetchone()
         return str(row[0]) if row else None
 
-    def enqueue(self, job: NewJob, now: datetime) -> int:
+    def enqueue(self, job: NewJob, now: datetime) -> Enqueued:
         return self._enqueue(self.conn, job, now)
 
     def advance(

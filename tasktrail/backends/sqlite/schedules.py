@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from ...errors import ConfigurationError, ScheduleNotFound
-from ...job import NewJob
+from ...job import Enqueued, NewJob
 from ...schedule import ScheduleDef, ScheduleRecord, Tick, paused_timing, saved_timing
 from .._sql import queries
 from . import jobs as job_sql
@@ -99,17 +99,25 @@ class SqliteTickStore:
         }
         return self.conn.execute(_Q["insert_tick"], params).rowcount > 0
 
-    def set_tick_job(self, schedule: str, due_at: datetime, job_id: int) -> None:
-        params = {"job_id": job_id, "schedule": schedule, "due_at": rows.ts(due_at)}
-        self.conn.execute(_Q["set_tick_job"], params)
+    def set_tick(
+        self, schedule: str, due_at: datetime, outcome: str, job_id: int, reason: str | None
+    ) -> None:
+        params = {
+            "schedule": schedule,
+            "due_at": rows.ts(due_at),
+            "outcome": outcome,
+            "job_id": job_id,
+            "reason": reason,
+        }
+        self.conn.execute(_Q["set_tick"], params)
 
     def job_status(self, job_id: int) -> str | None:
         row = self.conn.execute(_Q["job_status"], {"job_id": job_id}).fetchone()
         return str(row[0]) if row else None
 
-    def enqueue(self, job: NewJob, now: datetime) -> int:
+    def enqueue(self, job: NewJob, now: datetime) -> Enqueued:
         [enqueued] = job_sql.enqueue_in(self.conn, [job], now)
-        return enqueued.id
+        return enqueued
 
     def advance(
         self,

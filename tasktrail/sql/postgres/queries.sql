@@ -256,8 +256,8 @@ VALUES (%(schedule)s, %(due_at)s, %(outcome)s, %(job_id)s, %(reason)s, %(now)s, 
 ON CONFLICT (schedule, due_at) DO NOTHING
 RETURNING 1;
 
--- name: set_tick_job
-UPDATE tasktrail.schedule_ticks SET job_id = %(job_id)s
+-- name: set_tick
+UPDATE tasktrail.schedule_ticks SET outcome = %(outcome)s, job_id = %(job_id)s, reason = %(reason)s
 WHERE schedule = %(schedule)s AND due_at = %(due_at)s;
 
 -- name: list_ticks

@@ -243,8 +243,9 @@ INSERT INTO schedule_ticks (schedule, due_at, outcome, job_id, reason, recorded_
 VALUES (:schedule, :due_at, :outcome, :job_id, :reason, :now, :worker_id)
 ON CONFLICT (schedule, due_at) DO NOTHING;
 
--- name: set_tick_job
-UPDATE schedule_ticks SET job_id = :job_id WHERE schedule = :schedule AND due_at = :due_at;
+-- name: set_tick
+UPDATE schedule_ticks SET outcome = :outcome, job_id = :job_id, reason = :reason
+WHERE schedule = :schedule AND due_at = :due_at;
 
 -- name: list_ticks
 SELECT schedule, due_at, outcome, job_id, reason, recorded_at, worker_id
