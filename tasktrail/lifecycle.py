@@ -7,6 +7,7 @@ it on every job), and as the reference for what each event kind means. Pure; no 
 
     enqueued -> queued
     queued    --reserved-->  reserved      --cancelled--> cancelled
+    queued    --started--->  running       (claimed straight into a worker's process)
     reserved  --released-->  queued        (worker stopped before starting it)
     reserved  --lost------>  queued        (its worker's lease expired)
     reserved  --started--->  running       (the attempt is counted here)
@@ -28,7 +29,7 @@ from typing import Any, Final
 __all__ = ["TRANSITIONS", "check_history"]
 
 TRANSITIONS: Final[dict[str, dict[str, str]]] = {
-    "queued": {"reserved": "reserved", "cancelled": "cancelled"},
+    "queued": {"reserved": "reserved", "started": "running", "cancelled": "cancelled"},
     "reserved": {
         "released": "queued",
         "started": "running",

@@ -274,8 +274,8 @@ class Backend(ABC):
 
         ``finish(outcomes)``, then ``mark_started(start_ids)``, then claim up to
         ``claim`` jobs like :meth:`reserve`; the first ``start_claimed`` of those are
-        started at once (their history shows ``reserved`` then ``started``), the rest stay
-        reserved. Same fencing and events as the separate methods; all of it is
+        started at once (claimed straight into a process, they were never waiting
+        reserved: their history shows ``started`` only), the rest stay reserved. Same fencing and events as the separate methods; all of it is
         committed together or not at all.
         """
 

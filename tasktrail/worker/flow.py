@@ -71,6 +71,7 @@ class JobFlow:
         self._next_poll = 0.0
         self._rtt = 0.002  # seconds per exchange, smoothed
         self._runtime: float | None = None  # seconds per job, smoothed; None: not known yet
+        self._lock_freed = False
         self._rng = random.Random()
 
     # -- accounting -----------------------------------------------------------------------
@@ -90,6 +91,18 @@ class JobFlow:
         wanted = 1 + math.ceil(self._rtt / (self._runtime + _CHILD_OVERHEAD))
         return max(1, min(wanted, self.config.reserve_limit // self.config.processes))
 
+    def window(self) -> float:
+        """How young a running job must be for its child to take another behind it:
+        about a round trip, so only jobs shorter than that are ever queued in a child."""
+        return max(0.002, 2 * self._rtt)
+
+    def room(self, depth: int | None = None) -> int:
+        """How many jobs the children may be given now."""
+        depth = self.depth() if depth is None else depth
+        now = time.monotonic()
+        window = self.window()
+        return sum(c.capacity(depth, now, window) for c in self.pool.children.values())
+
     def wake(self) -> None:
         """Jobs may have arrived: claim at the next turn."""
         self.more_expected = True
@@ -107,7 +120,7 @@ class JobFlow:
         want = 0
         if claiming:
             depth = self.depth()
-            room = sum(child.capacity(depth) for child in self.pool.children.values())
+            room = self.room(depth)
             want = max(0, room - len(self.ready))
         start = [self.buffer.popleft() for _ in range(min(want, len(self.buffer)))]
         start_claimed = want - len(start)
@@ -138,6 +151,11 @@ class JobFlow:
             return
         elapsed = time.monotonic() - began
         self._rtt += _SMOOTHING * (elapsed - self._rtt)
+        if self._lock_freed and outcomes:
+            # a job that waited for this lock may be claimable now, though nothing was
+            # enqueued: look at the next turn instead of at the next poll
+            self._lock_freed = False
+            self.more_expected = True
         recorded = {id(outcome) for outcome in outcomes}
         self.pending = [item for item in self.pending if id(item[1]) not in recorded]
         for job_id in result.rejected:
@@ -192,7 +210,11 @@ class JobFlow:
                     "ref": [job.ref.type, job.ref.id] if job.ref else None,
                 }
             )
-            candidates = [c for c in self.pool.children.values() if c.capacity(depth) > 0]
+            now = time.monotonic()
+            window = self.window()
+            candidates = [
+                c for c in self.pool.children.values() if c.capacity(depth, now, window) > 0
+            ]
             if len(message) > PIPELINE_MESSAGE_LIMIT:
                 candidates = [c for c in candidates if not c.inflight]
             if not candidates:
@@ -258,6 +280,8 @@ class JobFlow:
             },
         )  # fmt: skip
         self.pending.append((job.worker_id or 0, outcome))
+        if job.lock_key is not None:
+            self._lock_freed = True
 
     def give_back(self, worker_id: int, reason: str) -> None:
         """Stopping: release the buffer, and give back started jobs no child has begun."""

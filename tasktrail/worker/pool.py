@@ -70,10 +70,19 @@ class Child:
     def healthy(self) -> bool:
         return self.stop_reason is None and not self.eof
 
-    def capacity(self, depth: int) -> int:
-        """How many more jobs it may be given now."""
+    def capacity(self, depth: int, now: float, window: float) -> int:
+        """How many more jobs it may be given now.
+
+        A child that is running a job takes more only while that job is young (it
+        started less than ``window`` seconds ago): a job queued behind a long one would
+        wait for it, and a child cannot hand back a job it holds while it is busy.
+        """
         if not self.healthy:
             return 0
+        if self.inflight:
+            head = self.inflight[0]
+            if head.started is None or now - head.started > window:
+                return 0
         room = depth - len(self.inflight)
         if self.jobs_left is not None:
             # It exits after its last job: never hand it more, or they would be lost

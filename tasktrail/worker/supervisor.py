@@ -128,9 +128,7 @@ class Supervisor:
         timeout = min(self.config.poll_interval, self._next_heartbeat - monotonic)
         if self.flow.pending and monotonic >= self._db_retry_at:
             timeout = 0.0
-        if self.flow.ready and any(
-            c.capacity(self.flow.depth()) for c in self.pool.children.values()
-        ):
+        if self.flow.ready and self.flow.room():
             timeout = 0.0
         for child in self.pool.children.values():
             head = child.assignment

@@ -192,7 +192,9 @@ def test_null_and_scalar_results(backend: Backend) -> None:
 
 def test_times_in_any_timezone_are_stored_as_the_same_instant_in_utc(backend: Backend) -> None:
     tokyo = timezone(timedelta(hours=9))
-    [job_id] = enqueue(backend, [new_job(run_at=at(60).astimezone(tokyo))], now=T0.astimezone(tokyo))
+    [job_id] = enqueue(
+        backend, [new_job(run_at=at(60).astimezone(tokyo))], now=T0.astimezone(tokyo)
+    )
     job = must_get(backend, job_id)
     assert (job.created_at, job.run_at) == (T0, at(60))
     assert job.created_at.utcoffset() == job.run_at.utcoffset() == timedelta(0)
@@ -246,7 +248,8 @@ def test_enqueue_in_the_callers_transaction(backend: Backend, dsn: str, commit: 
 
 
 def test_reserve_order_is_priority_then_run_at_then_id(backend: Backend) -> None:
-    ids = enqueue(backend,
+    ids = enqueue(
+        backend,
         [
             new_job("j0", priority=0, run_at=at(-10)),
             new_job("j1", priority=5, run_at=at(-1)),
@@ -264,7 +267,8 @@ def test_reserve_order_is_priority_then_run_at_then_id(backend: Backend) -> None
 
 
 def test_reserve_one_at_a_time_follows_the_same_order(backend: Backend) -> None:
-    ids = enqueue(backend,
+    ids = enqueue(
+        backend,
         [new_job(priority=p, run_at=at(-r)) for p, r in [(1, 1), (2, 1), (1, 2), (2, 1)]],
         now=T0,
     )
@@ -308,8 +312,8 @@ def test_future_run_at_is_not_claimable_until_it_comes(backend: Backend) -> None
 
 
 def test_a_due_job_is_taken_before_a_higher_priority_future_one(backend: Backend) -> None:
-    future, due = enqueue(backend,
-        [new_job(priority=10, run_at=at(30)), new_job(priority=0)], now=T0
+    future, due = enqueue(
+        backend, [new_job(priority=10, run_at=at(30)), new_job(priority=0)], now=T0
     )
     worker = backend.register_worker(worker_info(), now=T0)
     assert [job.id for job in backend.reserve(worker, [], 10, now=at(1))] == [due]
@@ -317,7 +321,8 @@ def test_a_due_job_is_taken_before_a_higher_priority_future_one(backend: Backend
 
 
 def test_reserve_filters_by_queue(backend: Backend) -> None:
-    a1, b1, c1, a2, b2 = enqueue(backend,
+    a1, b1, c1, a2, b2 = enqueue(
+        backend,
         [
             new_job(queue="a"),
             new_job(queue="b", priority=1),
@@ -378,8 +383,10 @@ def test_unknown_stopped_or_lost_workers_get_nothing(backend: Backend) -> None:
 def test_claims_are_atomic_across_processes(backend: Backend, dsn: str, tmp_path: Path) -> None:
     """Several forked processes, each with its own connection, drain one pool of jobs."""
     job_count, process_count = 240, 6
-    ids = enqueue(backend,
-        [new_job(priority=i % 3, queue=("a", "b")[i % 2]) for i in range(job_count)], now=T0
+    ids = enqueue(
+        backend,
+        [new_job(priority=i % 3, queue=("a", "b")[i % 2]) for i in range(job_count)],
+        now=T0,
     )
 
     def claim_until_empty(index: int) -> dict[str, object]:
@@ -804,7 +811,8 @@ def test_heartbeat_of_a_lost_stopped_or_unknown_worker_is_false(backend: Backend
 
 
 def test_recover_lost_takes_back_only_expired_workers_jobs(backend: Backend) -> None:
-    reserved, retry, final, alive_job = enqueue(backend,
+    reserved, retry, final, alive_job = enqueue(
+        backend,
         [new_job("r"), new_job("x", max_attempts=2), new_job("f", max_attempts=1), new_job("a")],
         now=T0,
     )
@@ -881,8 +889,8 @@ def test_recover_lost_with_nothing_expired(backend: Backend) -> None:
 
 
 def test_unregister_worker_takes_back_held_jobs(backend: Backend) -> None:
-    reserved, retry, final, other_job = enqueue(backend,
-        [new_job(), new_job(max_attempts=2), new_job(), new_job()], now=T0
+    reserved, retry, final, other_job = enqueue(
+        backend, [new_job(), new_job(max_attempts=2), new_job(), new_job()], now=T0
     )
     worker = backend.register_worker(worker_info("leaving"), now=T0)
     other = backend.register_worker(worker_info("staying"), now=T0)
@@ -1061,7 +1069,8 @@ def test_get_job_names_the_worker(backend: Backend) -> None:
 
 
 def test_list_jobs_filters(backend: Backend) -> None:
-    w42a, w42b, w7, kpi, other_task, later = enqueue(backend,
+    w42a, w42b, w7, kpi, other_task, later = enqueue(
+        backend,
         [
             new_job("site.refresh", ref=("website", "42"), queue="web"),
             new_job("site.refresh", ref=("website", "42"), queue="web"),
@@ -1132,8 +1141,8 @@ def test_list_events_are_in_order_with_worker_details(backend: Backend) -> None:
 
 
 def test_task_stats_with_controlled_times(backend: Backend) -> None:
-    s1, s2, f3, c4, r5, r6, q7, b8 = enqueue(backend,
-        [new_job("a") for _ in range(7)] + [new_job("b")], now=T0
+    s1, s2, f3, c4, r5, r6, q7, b8 = enqueue(
+        backend, [new_job("a") for _ in range(7)] + [new_job("b")], now=T0
     )
     worker = backend.register_worker(worker_info(lease_seconds=3600), now=T0)
     backend.finish(worker, [succeeded(start_only(backend, worker, s1, 1), at(2))], now=at(2))
@@ -1191,8 +1200,8 @@ def test_task_stats_of_an_empty_database(backend: Backend) -> None:
 
 
 def test_prune_deletes_old_final_jobs_and_their_events(backend: Backend) -> None:
-    old_ok, old_failed, old_cancelled, new_ok, queued = enqueue(backend,
-        [new_job() for _ in range(5)], now=T0
+    old_ok, old_failed, old_cancelled, new_ok, queued = enqueue(
+        backend, [new_job() for _ in range(5)], now=T0
     )
     worker = backend.register_worker(worker_info(lease_seconds=3600), now=T0)
     backend.finish(worker, [succeeded(start_only(backend, worker, old_ok, 1), at(1))], now=at(1))

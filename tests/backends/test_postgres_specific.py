@@ -7,6 +7,7 @@ characters (kept exactly in json columns; replaced by U+FFFD in the plain-text e
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -414,7 +415,7 @@ def captured_statement(monkeypatch: pytest.MonkeyPatch, call: Any) -> tuple[str,
     with monkeypatch.context() as patch:
         patch.setattr(psycopg.Cursor, "execute", execute)
         call()
-    claims = [(query, params) for query, params in sent if "SKIP LOCKED" in query]
+    claims = [(query, params) for query, params in sent if "claimable_jobs" in query]
     assert len(claims) == 1, sent
     return claims[0]
 
@@ -484,15 +485,35 @@ def test_the_claim_reads_the_partial_index_and_never_scans_finished_jobs(
 
 
 def explain_analyze(conn: psycopg.Connection[Any], query: str, params: Any) -> list[dict[str, Any]]:
-    """The plan nodes reading ``jobs`` when ``query`` runs (in a transaction rolled back)."""
+    """The plan nodes reading ``jobs`` when ``query`` runs (in a transaction rolled back),
+    the claim function's own statement included: auto_explain reports nested statements,
+    as notices on this connection."""
+    notices: list[str] = []
+    conn.add_notice_handler(lambda diagnostic: notices.append(diagnostic.message_primary or ""))
     conn.autocommit = False
     try:
-        explained = conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", params).fetchone()
+        conn.execute("LOAD 'auto_explain'")
+        for setting in (
+            "auto_explain.log_min_duration = 0",
+            "auto_explain.log_analyze = on",
+            "auto_explain.log_nested_statements = on",
+            "auto_explain.log_format = json",
+            "client_min_messages = log",
+        ):
+            conn.execute(f"SET LOCAL {setting}")
+        conn.execute(query, params)
     finally:
         conn.rollback()
         conn.autocommit = True
-    assert explained is not None
-    return [node for node in plan_nodes(explained[0]) if node.get("Relation Name") == "jobs"]
+    plans = [
+        json.loads(message[message.index("{") :])
+        for message in notices
+        if message.startswith("duration:") and "{" in message
+    ]
+    assert plans, notices
+    return [
+        node for plan in plans for node in plan_nodes(plan) if node.get("Relation Name") == "jobs"
+    ]
 
 
 def rows_read(nodes: list[dict[str, Any]]) -> int:

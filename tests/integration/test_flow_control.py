@@ -34,6 +34,7 @@ from .helpers import (
     assert_valid_histories,
     kinds,
     max_overlap,
+    path,
     process_alive,
     wait_for,
 )
@@ -383,7 +384,7 @@ def test_cancel_kills_the_running_job_and_nothing_else(flow_app, workers, record
     job = victim.get()
     assert (job.attempts, job.error) == (1, "cancelled while running")
     events = victim.events()
-    assert kinds(events) == ["enqueued", "reserved", "started", "cancel_requested", "cancelled"]
+    assert path(events) == ["enqueued", "started", "cancel_requested", "cancelled"]
     requested, cancelled = events[-2:]
     assert requested.detail == {"by": whoami(), "reason": "wrong KPI definition"}
     assert requested.worker_id is None  # asked by a person, not by a worker
@@ -549,8 +550,8 @@ def test_retry_by_filter_from_the_command_line(flow_app, workers, tt, tmp_path):
     assert cancelled.get().status == "cancelled"
     for handle in flaky:
         events = handle.events()
-        assert kinds(events)[-4:] == ["retried", "reserved", "started", "succeeded"]
-        assert events[-4].detail["by"] == whoami()
+        assert path(events)[-3:] == ["retried", "started", "succeeded"]
+        assert next(e for e in events if e.kind == "retried").detail["by"] == whoami()
 
     nothing = tt.run("retry", "--status", "failed", "--task", "flaky")
     assert (nothing.exit_code, nothing.stdout.strip()) == (0, "no job matches those filters")

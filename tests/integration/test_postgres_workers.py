@@ -349,11 +349,12 @@ def test_a_killed_supervisor_loses_its_children_and_its_jobs_are_rerun_by_anothe
 
     for job_id in running_ids:
         kinds = [(kind, attempt, wid) for kind, attempt, wid, _ in events_of(job_id)]
-        assert kinds[-6:] == [
+        # (the rescuer may claim a job straight into a process: then no `reserved`)
+        kinds = [k for k in kinds if k != ("reserved", 1, rescuer_id)]
+        assert kinds[-5:] == [
             ("started", 1, victim_id),
             ("lost", 1, victim_id),
             ("retry_scheduled", 1, None),
-            ("reserved", 1, rescuer_id),
             ("started", 2, rescuer_id),
             ("succeeded", 2, rescuer_id),
         ], kinds
@@ -448,7 +449,9 @@ def test_maintain_recovers_a_dead_workers_jobs_and_prunes_when_no_worker_runs(
     )
     assert sorted(r["was"] for r in report["recovered"]) == at_kill
     assert report["pruned_jobs"] == {"cancelled": 0, "succeeded": 3}
-    assert report["pruned_events"] == pruned_events == 3 * 4
+    # enqueued, (reserved,) started, succeeded for each of the 3 quick jobs
+    assert report["pruned_events"] == pruned_events
+    assert 3 * 3 <= pruned_events <= 3 * 4
     assert db.execute("SELECT id, status FROM jobs ORDER BY id").fetchall() == [
         (h.id, "queued") for h in stuck
     ]

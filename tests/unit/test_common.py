@@ -108,9 +108,7 @@ def test_lost_error_names_the_worker() -> None:
 def test_raise_transition_error() -> None:
     with pytest.raises(JobNotFound, match="no job with id 5"):
         raise_transition_error(5, None, "cancelled")
-    with pytest.raises(
-        InvalidTransition, match="job 5 is succeeded; it is already final"
-    ):
+    with pytest.raises(InvalidTransition, match="job 5 is succeeded; it is already final"):
         raise_transition_error(5, "succeeded", "cancelled")
     with pytest.raises(
         InvalidTransition, match="job 5 is queued; only failed or cancelled jobs can be retried"

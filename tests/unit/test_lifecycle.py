@@ -93,7 +93,7 @@ def test_first_event_must_be_enqueued() -> None:
 @pytest.mark.parametrize(
     ("kinds", "problem"),
     [
-        (["enqueued", "started"], "event 1 'started' is not allowed when queued"),
+        (["enqueued", "started", "started"], "event 2 'started' is not allowed when running"),
         (["enqueued", "succeeded"], "event 1 'succeeded' is not allowed when queued"),
         (
             ["enqueued", "reserved", "started", "succeeded", "retried"],
@@ -117,6 +117,11 @@ def test_first_event_must_be_enqueued() -> None:
 def test_invalid_transitions_are_named(kinds: list[str], problem: str) -> None:
     problems = check_history(history(*kinds))
     assert any(problem in p for p in problems), problems
+
+
+def test_a_job_claimed_straight_into_a_process_has_no_reserved_event() -> None:
+    events = history("enqueued", "started", "succeeded")
+    assert check_history(events, "succeeded") == []
 
 
 def test_wrong_attempt_numbers_are_found() -> None:

@@ -48,48 +48,57 @@ _CLAIM_ATTEMPTS = 5
 
 
 def _outcome_params(outcomes: Sequence[Outcome], worker_id: int, now: datetime) -> dict[str, Any]:
-    """The outcome arrays of the ``exchange`` statement.
+    """The ``outcomes`` and ``events`` JSON documents of the ``exchange`` statement.
 
     Each outcome comes with the change it makes and, for a job whose cancellation was
     asked meanwhile, the change :func:`after_cancel_request` makes instead; its events
-    come three times, tagged ``applied``, ``cancelling`` and ``rejected``. The statement
-    applies and writes whichever matches what it finds under its fence.
+    are tagged ``both``, or ``applied`` and ``cancelling`` where the two differ; the one
+    event of a refused outcome rides on the outcome itself. The statement applies and
+    writes whichever matches what it finds under its fence. JSON documents, not arrays of
+    parameters: one string to send, parsed by the server in C.
     """
-    columns = (
-        "job_id", "attempt", "status", "finished_at", "result", "error", "run_at",
-        "extra_attempts", "c_status", "c_error", "c_run_at", "c_extra_attempts",
-        "event_job_id", "event_at", "event_kind", "event_attempt", "event_detail", "event_case",
-    )  # fmt: skip
-    params: dict[str, Any] = {name: [] for name in columns}
-    params["worker_id"] = worker_id
+    documents: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
     for outcome in outcomes:
         cancelling = after_cancel_request(outcome)
         change, c_change = transition(outcome), transition(cancelling)
-        params["job_id"].append(outcome.job_id)
-        params["attempt"].append(outcome.attempt)
-        params["finished_at"].append(outcome.finished_at)
-        params["result"].append(outcome.result_json)
-        params["status"].append(change.status)
-        params["error"].append(rows.text_without_nul(outcome.error))
-        params["run_at"].append(change.run_at)
-        params["extra_attempts"].append(change.extra_attempts)
-        params["c_status"].append(c_change.status)
-        params["c_error"].append(rows.text_without_nul(cancelling.error))
-        params["c_run_at"].append(c_change.run_at)
-        params["c_extra_attempts"].append(c_change.extra_attempts)
-        for case, variant, applied in (
-            ("applied", outcome, True),
-            ("cancelling", cancelling, True),
-            ("rejected", outcome, False),
-        ):
-            for at, kind, detail in outcome_events(variant, applied, worker_id, now):
-                params["event_job_id"].append(outcome.job_id)
-                params["event_at"].append(at)
-                params["event_kind"].append(kind)
-                params["event_attempt"].append(outcome.attempt)
-                params["event_detail"].append(json.dumps(detail) if detail else None)
-                params["event_case"].append(case)
-    return params
+        documents.append(
+            {
+                "job_id": outcome.job_id,
+                "attempt": outcome.attempt,
+                "finished_at": outcome.finished_at.isoformat(),
+                "result": outcome.result_json,
+                "status": change.status,
+                "error": rows.text_without_nul(outcome.error),
+                "run_at": change.run_at.isoformat() if change.run_at else None,
+                "extra_attempts": change.extra_attempts,
+                "c_status": c_change.status,
+                "c_error": rows.text_without_nul(cancelling.error),
+                "c_run_at": c_change.run_at.isoformat() if c_change.run_at else None,
+                "c_extra_attempts": c_change.extra_attempts,
+            }
+        )
+        [(_, _, rejected_detail)] = outcome_events(outcome, False, worker_id, now)
+        # Details travel as JSON text inside the document, so that a NUL escaped in them
+        # stays an escape (the document itself is parsed into text fields).
+        documents[-1]["rejected_detail"] = json.dumps(rejected_detail)
+        variants = [("both", outcome)]
+        if cancelling is not outcome:
+            variants = [("applied", outcome), ("cancelling", cancelling)]
+        for which, variant in variants:
+            for at, kind, detail in outcome_events(variant, True, worker_id, now):
+                events.append(
+                    {
+                        "job_id": outcome.job_id,
+                        "at": at.isoformat(),
+                        "kind": kind,
+                        "attempt": outcome.attempt,
+                        "detail": json.dumps(detail) if detail else None,
+                        "which": which,
+                        "ord": len(events),
+                    }
+                )
+    return {"worker_id": worker_id, "outcomes": json.dumps(documents), "events": json.dumps(events)}
 
 
 class PostgresBackend(Backend):
@@ -317,21 +326,25 @@ class PostgresBackend(Backend):
 
     @staticmethod
     def _insert_params(jobs: Sequence[NewJob], now: datetime) -> dict[str, Any]:
-        return {
-            "now": now,
-            "task": [job.task for job in jobs],
-            "queue": [job.queue for job in jobs],
-            "ref_type": [job.ref.type if job.ref else None for job in jobs],
-            "ref_id": [job.ref.id if job.ref else None for job in jobs],
-            "priority": [job.priority for job in jobs],
-            "args": [job.args_json for job in jobs],
-            "kwargs": [job.kwargs_json for job in jobs],
-            "max_attempts": [job.max_attempts for job in jobs],
-            "timeout": [job.timeout for job in jobs],
-            "run_at": [job.run_at for job in jobs],
-            "unique_key": [job.unique_key for job in jobs],
-            "lock_key": [job.lock_key for job in jobs],
-        }
+        documents = [
+            {
+                "ord": index,
+                "task": job.task,
+                "queue": job.queue,
+                "ref_type": job.ref.type if job.ref else None,
+                "ref_id": job.ref.id if job.ref else None,
+                "priority": job.priority,
+                "args": job.args_json,
+                "kwargs": job.kwargs_json,
+                "max_attempts": job.max_attempts,
+                "timeout": job.timeout,
+                "run_at": job.run_at.isoformat() if job.run_at else None,
+                "unique_key": job.unique_key,
+                "lock_key": job.lock_key,
+            }
+            for index, job in enumerate(jobs)
+        ]
+        return {"now": now, "jobs": json.dumps(documents)}
 
     def _enqueue_one(self, conn: psycopg.Connection[Any], job: NewJob, now: datetime) -> Enqueued:
         [enqueued] = self._enqueue_on(conn, [job], now)

@@ -398,27 +398,28 @@ class SqliteBackend(Backend):
         with self._write() as conn:
             rejected = job_sql.finish(conn, worker_id, outcomes, now) if outcomes else []
             started = self._start(conn, worker_id, start_ids, now)
-            claimed: list[Job] = []
+            run_now: list[Job] = []
+            reserved: list[Job] = []
             if claim > 0 and conn.execute(_Q["worker_lease"], {"worker_id": worker_id}).fetchone():
-                claimed = self._claim(conn, worker_id, queues, claim, now)
-            run_now = self._start(conn, worker_id, [job.id for job in claimed[:start_claimed]], now)
-        return Exchange(rejected, started + run_now, claimed[len(run_now) :])
+                ids = job_sql.candidates(conn, queues, claim, rows.ts(now))
+                run_now = self._claim(conn, worker_id, ids[:start_claimed], now, "started")
+                reserved = self._claim(conn, worker_id, ids[start_claimed:], now, "reserved")
+        return Exchange(rejected, started + run_now, reserved)
 
     @staticmethod
     def _claim(
-        conn: sqlite3.Connection, worker_id: int, queues: Sequence[str], limit: int, now: datetime
+        conn: sqlite3.Connection, worker_id: int, ids: list[int], now: datetime, kind: str
     ) -> list[Job]:
-        ids = job_sql.candidates(conn, queues, limit, rows.ts(now))
+        """Claim the jobs ``ids`` (best first): ``reserved``, or ``started`` at once."""
         if not ids:
             return []
-        claimed_rows = conn.execute(
-            _Q["claim"], {"ids": json.dumps(ids), "worker_id": worker_id}
-        ).fetchall()
-        jobs = {row[0]: rows.job(row) for row in claimed_rows}
+        statement = _Q["claim_start" if kind == "started" else "claim"]
+        params = {"ids": json.dumps(ids), "worker_id": worker_id, "now": rows.ts(now)}
+        jobs = {row[0]: rows.job(row) for row in conn.execute(statement, params).fetchall()}
         claimed = [jobs[job_id] for job_id in ids if job_id in jobs]
         conn.executemany(
             _Q["insert_event"],
-            [rows.event_row(job.id, now, "reserved", job.attempts, worker_id) for job in claimed],
+            [rows.event_row(job.id, now, kind, job.attempts, worker_id) for job in claimed],
         )
         return claimed
 

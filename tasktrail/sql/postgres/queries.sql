@@ -11,12 +11,11 @@ WITH new_jobs AS (
     SELECT t.task, t.queue, 'queued', t.ref_type, t.ref_id, t.priority, t.args::json,
            t.kwargs::json, t.max_attempts, t.timeout, coalesce(t.run_at, %(now)s), %(now)s,
            t.unique_key, t.lock_key
-    FROM unnest(%(task)s::text[], %(queue)s::text[], %(ref_type)s::text[], %(ref_id)s::text[],
-                %(priority)s::smallint[], %(args)s::text[], %(kwargs)s::text[],
-                %(max_attempts)s::integer[], %(timeout)s::double precision[],
-                %(run_at)s::timestamptz[], %(unique_key)s::text[], %(lock_key)s::text[])
-         WITH ORDINALITY AS t(task, queue, ref_type, ref_id, priority, args, kwargs,
-                              max_attempts, timeout, run_at, unique_key, lock_key, ord)
+    -- the batch is one JSON document: parsed by the server, not bound value by value
+    FROM json_to_recordset(%(jobs)s::json)
+         AS t(ord integer, task text, queue text, ref_type text, ref_id text, priority smallint,
+              args text, kwargs text, max_attempts integer, timeout double precision,
+              run_at timestamptz, unique_key text, lock_key text)
     ORDER BY t.ord
     ON CONFLICT (unique_key)
         WHERE unique_key IS NOT NULL AND status IN ('queued', 'reserved', 'running')
@@ -275,12 +274,11 @@ LIMIT %(limit)s;
 -- name: exchange
 WITH outcome AS (
     SELECT *
-    FROM unnest(%(job_id)s::bigint[], %(attempt)s::integer[], %(finished_at)s::timestamptz[],
-                %(result)s::text[], %(status)s::text[], %(error)s::text[],
-                %(run_at)s::timestamptz[], %(extra_attempts)s::integer[], %(c_status)s::text[],
-                %(c_error)s::text[], %(c_run_at)s::timestamptz[], %(c_extra_attempts)s::integer[])
-         AS o(job_id, attempt, finished_at, result, status, error, run_at, extra_attempts,
-              c_status, c_error, c_run_at, c_extra_attempts)
+    FROM json_to_recordset(%(outcomes)s::json)
+         AS o(job_id bigint, attempt integer, finished_at timestamptz, result text, status text,
+              error text, run_at timestamptz, extra_attempts integer, c_status text,
+              c_error text, c_run_at timestamptz, c_extra_attempts integer,
+              rejected_detail text)
 ), applied AS (
     -- a job whose cancellation was asked meanwhile takes the c_ (cancelling) variant
     UPDATE tasktrail.jobs j
@@ -305,20 +303,29 @@ WITH outcome AS (
       AND j.attempts = o.attempt
     RETURNING j.id, j.cancel_requested_at IS NOT NULL AS cancelling
 ), outcome_events AS (
+    -- the events of applied outcomes (tagged `both`, or by which variant applied), and
+    -- one outcome_rejected per refused outcome of a job that exists
     INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id, detail)
-    SELECT e.job_id, e.at, e.kind, e.attempt, %(worker_id)s, e.detail::json
-    FROM unnest(%(event_job_id)s::bigint[], %(event_at)s::timestamptz[], %(event_kind)s::text[],
-                %(event_attempt)s::integer[], %(event_detail)s::text[], %(event_case)s::text[])
-         WITH ORDINALITY AS e(job_id, at, kind, attempt, detail, which, ord)
-    LEFT JOIN applied a ON a.id = e.job_id
-    WHERE e.which = CASE WHEN a.id IS NULL THEN 'rejected'
-                         WHEN a.cancelling THEN 'cancelling' ELSE 'applied' END
-      AND EXISTS (SELECT 1 FROM tasktrail.jobs j WHERE j.id = e.job_id)
-    ORDER BY e.ord
+    SELECT x.job_id, x.at, x.kind, x.attempt, %(worker_id)s, x.detail::json
+    FROM (
+        SELECT e.job_id, e.at, e.kind, e.attempt, e.detail, e.ord
+        FROM json_to_recordset(%(events)s::json)
+             AS e(job_id bigint, at timestamptz, kind text, attempt integer, detail text,
+                  which text, ord integer)
+        JOIN applied a ON a.id = e.job_id
+        WHERE e.which IN ('both', CASE WHEN a.cancelling THEN 'cancelling' ELSE 'applied' END)
+        UNION ALL
+        SELECT o.job_id, %(now)s, 'outcome_rejected', o.attempt, o.rejected_detail, -1
+        FROM outcome o
+        WHERE NOT EXISTS (SELECT 1 FROM applied a WHERE a.id = o.job_id)
+          AND EXISTS (SELECT 1 FROM tasktrail.jobs j WHERE j.id = o.job_id)
+    ) AS x
+    ORDER BY x.ord
+    RETURNING job_id, kind
 ), rejected AS (
-    SELECT array_agg(o.job_id ORDER BY o.job_id) AS ids FROM outcome o
-    WHERE NOT EXISTS (SELECT 1 FROM applied a WHERE a.id = o.job_id)
-      AND EXISTS (SELECT 1 FROM tasktrail.jobs j WHERE j.id = o.job_id)
+    -- refused by the fence, of jobs that exist (no event is written for the others)
+    SELECT array_agg(DISTINCT job_id) AS ids FROM outcome_events
+    WHERE kind = 'outcome_rejected'
 ), started AS (
     UPDATE tasktrail.jobs
     SET status = 'running', attempts = attempts + 1, started_at = %(now)s, finished_at = NULL
@@ -327,52 +334,13 @@ WITH outcome AS (
     RETURNING *
 ), worker AS (
     SELECT id FROM tasktrail.workers WHERE id = %(worker_id)s AND status = 'running'
-), any_queue_candidates AS (
-    -- A worker of every queue walks the claim index (queued jobs only) once.
-    SELECT j.id, j.priority, j.run_at FROM tasktrail.jobs j
-    WHERE %(any_queue)s AND %(claim)s > 0 AND j.status = 'queued' AND j.run_at <= %(now)s
-      AND EXISTS (SELECT 1 FROM worker)
-      -- a locked job waits while its key is held, and behind earlier jobs of its key
-      -- (the same condition as in queue_candidates)
-      AND (j.lock_key IS NULL OR (
-          NOT EXISTS (
-              SELECT 1 FROM tasktrail.jobs h
-              WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running'))
-          AND NOT EXISTS (
-              SELECT 1 FROM tasktrail.jobs b
-              WHERE b.lock_key = j.lock_key AND b.status = 'queued' AND b.run_at <= %(now)s
-                AND ROW(-b.priority, b.run_at, b.id) < ROW(-j.priority, j.run_at, j.id))))
-    ORDER BY j.priority DESC, j.run_at, j.id
-    LIMIT %(claim)s
-    FOR UPDATE SKIP LOCKED
-), queue_candidates AS (
-    -- A worker of some queues walks each one's own index (jobs_claim_by_queue), so it
-    -- never reads through the backlog of a queue it does not serve.
-    SELECT c.id, c.priority, c.run_at
-    FROM (SELECT DISTINCT name FROM unnest(%(queues)s::text[]) AS n (name)) AS q
-    CROSS JOIN LATERAL (
-        SELECT j.id, j.priority, j.run_at FROM tasktrail.jobs j
-        WHERE j.queue = q.name AND j.status = 'queued' AND j.run_at <= %(now)s
-          -- the same condition as in any_queue_candidates
-          AND (j.lock_key IS NULL OR (
-              NOT EXISTS (
-                  SELECT 1 FROM tasktrail.jobs h
-                  WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running'))
-              AND NOT EXISTS (
-                  SELECT 1 FROM tasktrail.jobs b
-                  WHERE b.lock_key = j.lock_key AND b.status = 'queued'
-                    AND b.run_at <= %(now)s
-                    AND ROW(-b.priority, b.run_at, b.id) < ROW(-j.priority, j.run_at, j.id))))
-        ORDER BY j.priority DESC, j.run_at, j.id
-        LIMIT %(claim)s
-        FOR UPDATE SKIP LOCKED
-    ) AS c
-    WHERE NOT %(any_queue)s AND %(claim)s > 0 AND EXISTS (SELECT 1 FROM worker)
 ), candidates AS (
-    SELECT id, priority, run_at FROM any_queue_candidates
-    UNION ALL
-    SELECT id, priority, run_at FROM queue_candidates
-    ORDER BY priority DESC, run_at, id
+    SELECT c.id, c.priority, c.run_at
+    FROM tasktrail.claimable_jobs(
+        %(now)s, %(claim)s, CASE WHEN %(any_queue)s THEN NULL ELSE %(queues)s::text[] END
+    ) AS c
+    WHERE %(claim)s > 0 AND EXISTS (SELECT 1 FROM worker)
+    ORDER BY c.priority DESC, c.run_at, c.id
     LIMIT %(claim)s
 ), chosen AS (
     SELECT id, row_number() OVER (ORDER BY priority DESC, run_at, id) AS rank FROM candidates
@@ -383,18 +351,18 @@ WITH outcome AS (
         attempts = j.attempts + CASE WHEN c.rank <= %(start_claimed)s THEN 1 ELSE 0 END,
         started_at = CASE WHEN c.rank <= %(start_claimed)s THEN %(now)s ELSE j.started_at END,
         finished_at = CASE WHEN c.rank <= %(start_claimed)s THEN NULL ELSE j.finished_at END
-    FROM chosen c WHERE j.id = c.id
+    FROM chosen c
+    WHERE j.id = c.id AND j.id = ANY (ARRAY(SELECT id FROM chosen))
     RETURNING j.*, c.rank
 ), job_events AS (
     INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id)
     SELECT job_id, %(now)s, kind, attempt, %(worker_id)s
     FROM (
+        -- a job claimed straight into a process was never waiting reserved: one event
         SELECT id AS job_id, 'started' AS kind, attempts AS attempt, 0 AS step FROM started
         UNION ALL
-        SELECT id, 'reserved', attempts - CASE WHEN status = 'running' THEN 1 ELSE 0 END, 1
+        SELECT id, CASE WHEN status = 'running' THEN 'started' ELSE 'reserved' END, attempts, 1
         FROM claimed
-        UNION ALL
-        SELECT id, 'started', attempts, 2 FROM claimed WHERE status = 'running'
     ) AS e
     ORDER BY job_id, step
 ), result AS (

@@ -76,8 +76,10 @@ CREATE INDEX IF NOT EXISTS jobs_claim ON tasktrail.jobs (priority DESC, run_at, 
     WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_held ON tasktrail.jobs (worker_id)
     WHERE status IN ('reserved', 'running');
-CREATE INDEX IF NOT EXISTS jobs_ref ON tasktrail.jobs (ref_type, ref_id, id);
-CREATE INDEX IF NOT EXISTS jobs_task ON tasktrail.jobs (task, id);
+-- Every index costs each state change of every job (no change of status can be a HOT
+-- update), so there are only those the claim, recovery and lookups by ref need.
+CREATE INDEX IF NOT EXISTS jobs_ref ON tasktrail.jobs (ref_type, ref_id, id)
+    WHERE ref_type IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_finished ON tasktrail.jobs (finished_at)
     WHERE finished_at IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON tasktrail.jobs (unique_key)
@@ -191,6 +193,60 @@ LANGUAGE sql AS $$
         WHERE c.was = 'running' AND c.became = 'queued'
     )
     SELECT c.id, c.worker_id, c.was, c.became FROM changed c ORDER BY c.id;
+$$;
+
+-- The jobs a worker may claim now, best first, locked (FOR UPDATE SKIP LOCKED) for the
+-- calling transaction (plpgsql, so its plans are cached per session). It walks the
+-- partial claim indexes in order and stops after
+-- p_limit rows: the planner settings make sure of that even when the table's statistics
+-- are stale (right after a bulk enqueue), when it would otherwise sort every queued job.
+-- A locked job waits while its key is held, and behind earlier jobs of its key. With
+-- p_queues, each queue is read through its own index, so a worker never reads through
+-- the backlog of a queue it does not serve.
+CREATE OR REPLACE FUNCTION tasktrail.claimable_jobs(
+    p_now timestamptz, p_limit integer, p_queues text[]
+) RETURNS TABLE (id bigint, priority smallint, run_at timestamptz)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_sort = off
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT c.id, c.priority, c.run_at FROM (
+        SELECT j.id, j.priority, j.run_at FROM tasktrail.jobs j
+        WHERE p_queues IS NULL AND j.status = 'queued' AND j.run_at <= p_now
+          AND (j.lock_key IS NULL OR (
+              NOT EXISTS (
+                  SELECT 1 FROM tasktrail.jobs h
+                  WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running'))
+              AND NOT EXISTS (
+                  SELECT 1 FROM tasktrail.jobs b
+                  WHERE b.lock_key = j.lock_key AND b.status = 'queued' AND b.run_at <= p_now
+                    AND ROW(-b.priority, b.run_at, b.id) < ROW(-j.priority, j.run_at, j.id))))
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    UNION ALL
+    SELECT c.id, c.priority, c.run_at
+    FROM (SELECT DISTINCT name FROM unnest(p_queues) AS n (name)) AS q
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at FROM tasktrail.jobs j
+        WHERE j.queue = q.name AND j.status = 'queued' AND j.run_at <= p_now
+          AND (j.lock_key IS NULL OR (
+              NOT EXISTS (
+                  SELECT 1 FROM tasktrail.jobs h
+                  WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running'))
+              AND NOT EXISTS (
+                  SELECT 1 FROM tasktrail.jobs b
+                  WHERE b.lock_key = j.lock_key AND b.status = 'queued' AND b.run_at <= p_now
+                    AND ROW(-b.priority, b.run_at, b.id) < ROW(-j.priority, j.run_at, j.id))))
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ) AS c;
+END;
 $$;
 
 -- Every event with its job's task and ref and the worker's name, host and pid: the

@@ -46,6 +46,15 @@ RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, att
           max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
           NULL AS worker_name, result, error, unique_key, lock_key, cancel_requested_at;
 
+-- Claimed straight into a worker's process: never waiting reserved.
+-- name: claim_start
+UPDATE jobs SET status = 'running', worker_id = :worker_id, attempts = attempts + 1,
+                started_at = :now, finished_at = NULL
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
+RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
+          max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
+          NULL AS worker_name, result, error, unique_key, lock_key, cancel_requested_at;
+
 -- name: start
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = :now,
                 finished_at = NULL

@@ -64,9 +64,7 @@ CREATE INDEX IF NOT EXISTS jobs_claim_by_queue ON jobs (queue, priority DESC, ru
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (priority DESC, run_at, id)
     WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_held ON jobs (worker_id) WHERE status IN ('reserved', 'running');
-CREATE INDEX IF NOT EXISTS jobs_ref ON jobs (ref_type, ref_id, id);
-CREATE INDEX IF NOT EXISTS jobs_task ON jobs (task, id);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id);
+CREATE INDEX IF NOT EXISTS jobs_ref ON jobs (ref_type, ref_id, id) WHERE ref_type IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON jobs (unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('queued', 'reserved', 'running');

@@ -1,5 +1,9 @@
 -- Migration 2 (SQLite): unique jobs, per-object locks, cancelling running jobs, schedules.
 
+DROP INDEX IF EXISTS jobs_task;
+DROP INDEX IF EXISTS jobs_status;
+DROP INDEX IF EXISTS jobs_ref;
+CREATE INDEX IF NOT EXISTS jobs_ref ON jobs (ref_type, ref_id, id) WHERE ref_type IS NOT NULL;
 ALTER TABLE jobs ADD COLUMN unique_key TEXT;
 ALTER TABLE jobs ADD COLUMN lock_key TEXT;
 ALTER TABLE jobs ADD COLUMN cancel_requested_at TEXT;
