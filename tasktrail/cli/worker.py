@@ -43,7 +43,7 @@ def setup_logging(level: int) -> None:
     type=int,
     envvar="TASKTRAIL_RESERVE",
     show_envvar=True,
-    help="Jobs held at once, running plus buffered (default: 2 x processes).",
+    help="Jobs held at once, running plus buffered (default: 4 x processes).",
 )
 @click.option(
     "--queues",

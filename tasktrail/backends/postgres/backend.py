@@ -128,6 +128,10 @@ class PostgresBackend(Backend):
                 application_name=f"tasktrail {socket.gethostname()}:{os.getpid()}",
             )
             conn.execute("SET TIME ZONE 'UTC'")
+            # The statements are written so that one plan fits every call (index look-ups
+            # by id, the claim function walking its index): plan them once, not per call.
+            conn.execute("SET plan_cache_mode = force_generic_plan")
+            conn.prepare_threshold = 0
         except psycopg.Error as exc:
             raise BackendUnavailable(
                 f"cannot connect to PostgreSQL at {self.url}: {_first_line(exc)}"
@@ -217,7 +221,7 @@ class PostgresBackend(Backend):
                 if version in done:
                     continue
                 script = render(read_sql("postgres", f"migrations/{filename}"), self.schema)
-                conn.execute(script.encode())
+                conn.execute(script.encode(), prepare=False)  # several statements
                 conn.execute(
                     render(
                         "INSERT INTO tasktrail.migrations (version, name) VALUES (%s, %s)",

@@ -317,8 +317,10 @@ WITH outcome AS (
         UNION ALL
         SELECT o.job_id, %(now)s, 'outcome_rejected', o.attempt, o.rejected_detail, -1
         FROM outcome o
+        -- (LATERAL ... LIMIT 1: one primary-key look-up per outcome, never a hash join
+        -- over every job, whatever the planner thinks of the table)
+        CROSS JOIN LATERAL (SELECT 1 FROM tasktrail.jobs j WHERE j.id = o.job_id LIMIT 1) AS known
         WHERE NOT EXISTS (SELECT 1 FROM applied a WHERE a.id = o.job_id)
-          AND EXISTS (SELECT 1 FROM tasktrail.jobs j WHERE j.id = o.job_id)
     ) AS x
     ORDER BY x.ord
     RETURNING job_id, kind
@@ -364,6 +366,9 @@ WITH outcome AS (
         SELECT id, CASE WHEN status = 'running' THEN 'started' ELSE 'reserved' END, attempts, 1
         FROM claimed
     ) AS e
+    -- after the outcomes' events: a slot a finished job frees is taken afterwards, also
+    -- in history (reading outcome_events makes it run first)
+    WHERE (SELECT count(*) FROM outcome_events) >= 0
     ORDER BY job_id, step
 ), result AS (
     SELECT 0 AS part, 0 AS rank, id, task, queue, status, ref_type, ref_id, priority, args,
