@@ -6,7 +6,7 @@ import getpass
 import json
 import os
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
@@ -28,6 +28,7 @@ from .schedule import (
 from .task import Task
 
 if TYPE_CHECKING:
+    from .mapping import ItemResult
     from .worker.supervisor import WorkerConfig
 
 __all__ = ["App", "JobHandle", "whoami"]
@@ -441,6 +442,39 @@ class App:
         """Per-task statistics over the last ``window``."""
         now = utcnow()
         return self.backend.task_stats(since=now - window, now=now)
+
+    # -- micro tasks ----------------------------------------------------------------
+
+    def map(
+        self,
+        func: Callable[..., Any],
+        items: Iterable[Any],
+        *,
+        processes: int | None = None,
+        ordered: bool = True,
+        timeout: float | None = None,
+        retries: int = 0,
+        state: str | os.PathLike[str] | None = None,
+    ) -> Iterator[ItemResult]:
+        """Run ``func`` over ``items`` in forked processes; yield each item's outcome.
+
+        No database server is involved: the run keeps its state in a SQLite file
+        (``state``; a temporary one by default). Run it again with the same ``state``
+        after an interruption and it carries on: finished items are not redone. An item
+        that fails does not stop the run: its :class:`~tasktrail.mapping.ItemResult` has
+        the error. A dict item is called with keyword arguments, a list or tuple with
+        positional ones, anything else as the one argument. Results come in input order
+        unless ``ordered=False`` (then as they finish).
+        """
+        from .mapping import MapRun
+
+        items = list(items)
+        with MapRun(
+            func, processes=processes, timeout=timeout, retries=retries, state=state
+        ) as run:
+            run.resume()
+            total = run.submit(items)
+            yield from run.results(total, ordered=ordered)
 
     # -- running ------------------------------------------------------------------
 

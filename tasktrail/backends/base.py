@@ -54,6 +54,7 @@ class JobFilter:
     worker_id: int | None = None
     since: datetime | None = None  # created at or after
     until: datetime | None = None  # created before
+    finished_since: datetime | None = None  # finished at or after
     limit: int | None = 100
 
 

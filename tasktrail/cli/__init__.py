@@ -173,4 +173,4 @@ def main() -> None:
 
 
 # Importing the command modules registers them with ``cli``.
-from . import admin, jobs, schedules, worker  # noqa: E402, F401
+from . import admin, jobs, mapping, schedules, worker  # noqa: E402, F401

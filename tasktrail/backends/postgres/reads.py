@@ -56,6 +56,9 @@ def list_jobs(conn: Connection, q: dict[str, str], job_filter: JobFilter) -> lis
     if f.until is not None:
         conditions.append("j.created_at < %(until)s")
         params["until"] = f.until
+    if f.finished_since is not None:
+        conditions.append("j.finished_at >= %(finished_since)s")
+        params["finished_since"] = f.finished_since
     where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
     params["limit"] = f.limit
     query = q["select_jobs"] + where + " ORDER BY j.id DESC LIMIT %(limit)s"

@@ -49,6 +49,9 @@ def list_jobs(conn: sqlite3.Connection, job_filter: JobFilter) -> list[Job]:
     if f.until is not None:
         conditions.append("j.created_at < :until")
         params["until"] = rows.ts(f.until)
+    if f.finished_since is not None:
+        conditions.append("j.finished_at >= :finished_since")
+        params["finished_since"] = rows.ts(f.finished_since)
     where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
     params["limit"] = -1 if f.limit is None else f.limit
     sql = _Q["select_jobs"] + where + " ORDER BY j.id DESC LIMIT :limit"

@@ -1,0 +1,238 @@
+"""Micro tasks: app.map and `tasktrail map`, with real forked processes and real files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import sqlite3
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import tasktrail
+from tests.integration import map_tasks
+
+from .conftest import REPO_ROOT, tasktrail_command
+from .helpers import wait_for
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> tasktrail.App:
+    return tasktrail.App(f"sqlite:///{tmp_path / 'unused.db'}")
+
+
+def test_results_come_in_input_order(app: tasktrail.App) -> None:
+    count = 12
+    results = list(app.map(map_tasks.slower_first, [(n, count) for n in range(count)], processes=4))
+    assert [r.index for r in results] == list(range(count))
+    assert [r.result for r in results] == list(range(count))
+    assert all(r.ok and r.attempts == 1 for r in results)
+
+
+def test_unordered_results_come_as_they_finish(app: tasktrail.App) -> None:
+    count = 12
+    results = list(
+        app.map(
+            map_tasks.slower_first, [(n, count) for n in range(count)], processes=4, ordered=False
+        )
+    )
+    assert sorted(r.index for r in results) == list(range(count))
+    assert [r.index for r in results] != list(range(count))  # later items finished first
+
+
+def test_failures_are_collected_not_fatal(app: tasktrail.App) -> None:
+    results = list(app.map(map_tasks.fail_on_odd, range(10), processes=3, retries=1))
+    assert [r.status for r in results] == ["succeeded", "failed"] * 5
+    odd = results[1]
+    assert odd.error == "ValueError: 1 is odd"
+    assert odd.attempts == 2  # retried once
+    assert [r.result for r in results if r.ok] == [0, 2, 4, 6, 8]
+
+
+def test_a_timeout_kills_an_item_and_the_run_goes_on(app: tasktrail.App) -> None:
+    results = list(
+        app.map(map_tasks.slower_first, [(0, 300), (299, 300)], processes=2, timeout=0.5)
+    )
+    assert results[0].status == "failed" and "timed out" in (results[0].error or "")
+    assert results[1].ok
+
+
+def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run_map(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tasktrail_command(), "map", *args],
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_csv_in_csv_out(tmp_path: Path) -> None:
+    rows = [
+        {"url": f"http://site{i}" + ("/broken" if i == 3 else ""), "user": f"u{i}"}
+        for i in range(20)
+    ]
+    write_csv(tmp_path / "urls.csv", rows)
+    done = run_map(
+        "tests.integration.map_tasks:fetch", str(tmp_path / "urls.csv"), "-o",
+        str(tmp_path / "logos.csv"), "--processes", "4",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "20 rows: 19 succeeded, 1 failed" in done.stderr
+    with open(tmp_path / "logos.csv", newline="") as handle:
+        out = list(csv.DictReader(handle))
+    assert [row["url"] for row in out] == [
+        row["url"] for row in rows
+    ]  # one per input row, in order
+    assert list(out[0]) == ["url", "user", "status", "result", "error", "attempts", "runtime"]
+    assert json.loads(out[0]["result"]) == {"user": "u0", "logo": "http://site0/logo.png"}
+    assert (out[3]["status"], out[3]["error"]) == (
+        "failed",
+        "ConnectionError: http://site3/broken: connection refused",
+    )
+    assert all(row["attempts"] == "1" and float(row["runtime"]) > 0 for row in out)
+
+
+def test_json_lines_in_and_out(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps({"n": n}) for n in range(5)) + "\n")
+    done = run_map("tests.integration.map_tasks:double", str(tmp_path / "in.jsonl"))
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(line["input"], line["status"], line["result"]) for line in lines] == [
+        ({"n": n}, "succeeded", 2 * n) for n in range(5)
+    ]
+
+
+def started_per_item(state: Path) -> Counter[int]:
+    with sqlite3.connect(state) as conn:
+        rows = conn.execute(
+            "SELECT j.ref_id FROM events e JOIN jobs j ON j.id = e.job_id WHERE e.kind = 'started'"
+        ).fetchall()
+    return Counter(int(row[0]) for row in rows)
+
+
+def test_a_run_killed_with_sigkill_carries_on_and_redoes_nothing_finished(tmp_path: Path) -> None:
+    runs = tmp_path / "runs.txt"
+    write_csv(tmp_path / "in.csv", [{"n": str(n), "path": str(runs)} for n in range(60)])
+    out, state = tmp_path / "out.csv", tmp_path / "out.csv.state.db"
+    argv = [tasktrail_command(), "map", "tests.integration.map_tasks:record", str(tmp_path / "in.csv"), "-o", str(out), "-p", "3"]  # fmt: skip
+    first = subprocess.Popen(argv, cwd=REPO_ROOT, stderr=subprocess.DEVNULL)
+    wait_for(
+        lambda: runs.exists() and len(runs.read_text().splitlines()) >= 15, "some items to run"
+    )
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    with sqlite3.connect(state) as conn:
+        finished = {
+            int(r[0]) for r in conn.execute("SELECT ref_id FROM jobs WHERE status = 'succeeded'")
+        }
+    assert 10 <= len(finished) < 60
+    assert not out.exists()  # the output appears only when the run is complete
+
+    second = run_map(
+        "tests.integration.map_tasks:record", str(tmp_path / "in.csv"), "-o", str(out), "-p", "3"
+    )
+    assert second.returncode == 0, second.stderr
+    with open(out, newline="") as handle:
+        assert [row["status"] for row in csv.DictReader(handle)] == ["succeeded"] * 60
+    starts = started_per_item(state)
+    assert all(starts[n] == 1 for n in finished)  # nothing finished was run again
+    # Every item ran to its end once (a killed attempt may have started twice).
+    ran = Counter(int(line.split()[0]) for line in runs.read_text().splitlines())
+    assert set(ran) == set(range(60))
+    assert all(ran[n] == 1 for n in finished)
+
+
+def test_retry_failed_reruns_only_the_failures(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    write_csv(tmp_path / "in.csv", [{"n": str(n), "marker": str(marker)} for n in range(4)])
+    out = tmp_path / "out.csv"
+    args = (
+        "tests.integration.map_tasks:fail_until_marked",
+        str(tmp_path / "in.csv"),
+        "-o",
+        str(out),
+    )
+    assert "4 rows: 0 succeeded, 4 failed" in run_map(*args).stderr
+    again = run_map(*args)  # nothing is redone without --retry-failed
+    assert "4 rows: 0 succeeded, 4 failed" in again.stderr
+    marker.touch()
+    retried = run_map(*args, "--retry-failed")
+    assert retried.returncode == 0 and "4 rows: 4 succeeded, 0 failed" in retried.stderr
+    assert started_per_item(tmp_path / "out.csv.state.db") == {n: 2 for n in range(4)}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "is empty: a CSV input needs a header row"),
+        ("a,b\n1,2\n3\n", "line 3: 2 columns expected"),
+        ("a,a\n1,2\n", "the header must name every column once"),
+    ],
+)
+def test_bad_csv_is_refused_clearly(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "in.csv").write_text(content)
+    done = run_map("tests.integration.map_tasks:double", str(tmp_path / "in.csv"))
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "in.csv.state.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [
+        ("tests.integration.map_tasks:nope", "has no function 'nope'"),
+        ("no_such_module:f", "cannot import module 'no_such_module'"),
+        ("tests.integration.map_tasks", "must look like module:function"),
+    ],
+)
+def test_an_unknown_function_is_refused_clearly(
+    tmp_path: Path, function: str, message: str
+) -> None:
+    write_csv(tmp_path / "in.csv", [{"n": "1"}])
+    done = run_map(function, str(tmp_path / "in.csv"))
+    assert done.returncode == 1 and message in done.stderr
+
+
+def test_an_unwritable_output_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    write_csv(tmp_path / "in.csv", [{"n": "1"}])
+    done = run_map(
+        "tests.integration.map_tasks:double",
+        str(tmp_path / "in.csv"),
+        "-o",
+        "/nonexistent/dir/out.csv",
+    )
+    assert done.returncode == 1
+    assert "cannot write /nonexistent/dir/out.csv" in done.stderr
+    assert not (tmp_path / "in.csv.state.db").exists()
+
+
+def test_a_second_run_on_the_same_state_is_refused(tmp_path: Path) -> None:
+    runs = tmp_path / "runs.txt"
+    write_csv(tmp_path / "in.csv", [{"n": str(n), "path": str(runs)} for n in range(40)])
+    argv = [tasktrail_command(), "map", "tests.integration.map_tasks:record", str(tmp_path / "in.csv"), "-o", str(tmp_path / "out.csv")]  # fmt: skip
+    first = subprocess.Popen(argv, cwd=REPO_ROOT, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(runs.exists, "the first run to start")
+        second = run_map(
+            "tests.integration.map_tasks:record",
+            str(tmp_path / "in.csv"),
+            "-o",
+            str(tmp_path / "out.csv"),
+        )
+        assert second.returncode == 1 and "another map run is using" in second.stderr
+    finally:
+        first.kill()
+        first.wait(10)
