@@ -199,8 +199,8 @@ class MapRun:
             try:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 _die_with_parent()
-                # each item's outcome goes to the caller: no log line per item
-                logging.getLogger("tasktrail.worker.jobs").setLevel(logging.ERROR)
+                # each item's outcome goes to the caller: no log lines about items
+                logging.getLogger("tasktrail.worker").setLevel(logging.ERROR)
                 status = Supervisor(self.app, self.config).run()
             finally:
                 os._exit(status)
