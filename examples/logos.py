@@ -58,7 +58,7 @@ def fetch_logo(username: str, website: str) -> dict[str, Any]:
 class FakeWebsites(http.server.BaseHTTPRequestHandler):
     """/site/<n>/ is company n's front page; /site/<n>/logo.png its logo."""
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+    def do_GET(self) -> None:
         match = re.fullmatch(r"/site/(\d+)/(logo\.png)?", self.path)
         if match is None:
             self.send_error(404)
@@ -84,7 +84,7 @@ class FakeWebsites(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
