@@ -1,0 +1,1 @@
+"""tasktrail's benchmark suite: ``python -m bench`` (see bench/README.md)."""

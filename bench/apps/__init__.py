@@ -1,0 +1,1 @@
+"""Task modules that benchmark workers import (one per system measured)."""

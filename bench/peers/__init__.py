@@ -1,0 +1,1 @@
+"""One driver per system measured: tasktrail itself and its peers (see base.Peer)."""

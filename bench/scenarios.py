@@ -1,0 +1,597 @@
+"""The scenarios of the benchmark (issue 5), each filling figures of :class:`Results`.
+
+Peer scenarios call the :class:`~bench.peers.base.Peer` methods of every peer they apply
+to (by store); tasktrail-only ones (scale, memory) call the tasktrail driver's own
+methods; machine ones (limits, and the ``multiprocessing.Pool`` baseline of sleep) call
+nothing but the database and the standard library.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.config import PG_DSN
+from bench.harness import Failure, Figure, LoadedPeer, Results, attempt, fmt_number, fmt_ratio
+
+
+@dataclass(frozen=True)
+class Sizes:
+    enqueue_single: int = 3_000
+    enqueue_bulk: int = 50_000
+    drain: int = 10_000
+    latency_count: int = 200
+    latency_interval: float = 0.020
+    sleep_count: int = 500
+    sleep_seconds: float = 0.050
+    sleep_processes: int = 8
+    scale_jobs: int = 1_000_000
+    scale_events: int = 10_000_000
+    scale_drain: int = 10_000
+    scale_seconds: float = 60.0  # longest a backlog drain is timed (then: jobs done / time)
+    memory_jobs: int = 100_000
+    raw_inserts: int = 3_000
+    pgbench_seconds: int = 10
+
+
+QUICK = Sizes(
+    enqueue_single=200,
+    enqueue_bulk=5_000,
+    drain=1_000,
+    latency_count=30,
+    sleep_count=80,
+    scale_jobs=20_000,
+    scale_events=100_000,
+    scale_drain=1_000,
+    scale_seconds=20.0,
+    memory_jobs=5_000,
+    raw_inserts=300,
+    pgbench_seconds=2,
+)
+
+DRAIN_SHAPES = ((1, 1), (1, 2), (2, 2))
+
+
+@dataclass
+class Context:
+    sizes: Sizes
+    repeat: int
+    timeout: float
+    results: Results
+    log: Callable[[str], None]
+
+
+# -- the figures ---------------------------------------------------------------------------
+
+
+def _prefix(store: str) -> str:
+    return "SQLite: " if store == "sqlite" else ""
+
+
+def enqueue_figures(store: str) -> tuple[Figure, Figure]:
+    p = _prefix(store)
+    return (
+        Figure(f"{store}.enqueue_single", f"{p}enqueue, one job per transaction", "jobs/s",
+               store=store),
+        Figure(f"{store}.enqueue_bulk", f"{p}enqueue, bulk", "jobs/s", store=store),
+    )  # fmt: skip
+
+
+def drain_figures(store: str, count: int) -> list[Figure]:
+    p = _prefix(store)
+    return [
+        Figure(
+            f"{store}.drain_{w}x{n}",
+            f"{p}drain {count:,} jobs, {w} worker{'s' if w > 1 else ''} × {n} "
+            f"process{'es' if n > 1 else ''}",
+            "jobs/s",
+            store=store,
+        )
+        for w, n in DRAIN_SHAPES
+    ]
+
+
+def latency_figures(store: str, count: int, interval: float) -> list[Figure]:
+    p = _prefix(store)
+    what = f"{p}latency enqueue → start ({count} jobs {interval * 1000:g} ms apart)"
+    return [
+        Figure(f"{store}.latency_{q}", f"{what}: {q}", "ms", better="lower", store=store,
+               scale=1000.0)
+        for q in ("p50", "p95", "max")
+    ]  # fmt: skip
+
+
+def sleep_figures(sizes: Sizes) -> tuple[Figure, Figure, Figure]:
+    what = (
+        f"{sizes.sleep_count} jobs × {sizes.sleep_seconds * 1000:g} ms sleep, "
+        f"{sizes.sleep_processes} processes: wall time"
+    )
+    return (
+        Figure("server.sleep", what, "s", better="lower"),
+        Figure(
+            "server.sleep_pool",
+            f"reference: multiprocessing.Pool({sizes.sleep_processes}) doing the same sleeps",
+            "s",
+            better=None,
+            reference=True,
+        ),
+        Figure(
+            "server.sleep_vs_pool",
+            f"sleep wall time ÷ multiprocessing.Pool({sizes.sleep_processes}) (target ≤ 1.10)",
+            "",
+            better=None,
+        ),
+    )
+
+
+def scale_figures(sizes: Sizes) -> tuple[Figure, Figure, Figure, Figure, Figure]:
+    n = sizes.scale_drain
+    return (
+        Figure("scale.empty", f"scale: drain {n:,} jobs 1 × 2, empty tables", "jobs/s"),
+        Figure(
+            "scale.backlog",
+            f"scale: drain {n:,} jobs 1 × 2 with {sizes.scale_jobs:,} queued jobs and "
+            f"{sizes.scale_events:,} history events present",
+            "jobs/s",
+        ),
+        Figure("scale.ratio", "scale: backlog ÷ empty tables (target ≥ 0.8)", "", better=None),
+        Figure("scale.plan", "scale: the claim's plan with the backlog", "", better=None),
+        Figure(
+            "scale.backlog_nojit",
+            "scale: diagnosis: the backlog drain with the workers' sessions at jit=off "
+            "(PGOPTIONS; not tasktrail's default)",
+            "jobs/s",
+            better=None,
+        ),
+    )
+
+
+def memory_figures(sizes: Sizes) -> tuple[Figure, Figure]:
+    what = f"memory over a {sizes.memory_jobs:,}-job drain 1 × 2"
+    return (
+        Figure("memory.supervisor", f"{what}: supervisor RSS at 10% → 50% → end, peak",
+               "MiB", better=None),
+        Figure("memory.child", f"{what}: one child RSS at 10% → 50% → end, peak", "MiB",
+               better=None),
+    )  # fmt: skip
+
+
+def limit_figures(sizes: Sizes) -> tuple[Figure, Figure, Figure, Figure]:
+    return (
+        Figure(
+            "limits.insert",
+            "machine: raw psycopg INSERT + commit, one row per transaction",
+            "rows/s",
+            better=None,
+            reference=True,
+        ),
+        Figure(
+            "limits.pgbench",
+            f"machine: pgbench -N -c 2 -j 2 -T {sizes.pgbench_seconds} (scale 1)",
+            "TPS",
+            better=None,
+            reference=True,
+        ),
+        Figure(
+            "limits.enqueue_vs_insert",
+            "enqueue one per transaction ÷ raw INSERT + commit (target ≥ 0.9)",
+            "",
+            better=None,
+        ),
+        Figure("limits.drain_vs_pgbench", "drain 1 × 2 ÷ pgbench -N TPS", "", better=None),
+    )
+
+
+def all_figures(sizes: Sizes, scenarios: list[str]) -> list[Figure]:
+    """Every figure the chosen scenarios may produce, in table order."""
+    figures: list[Figure] = []
+    for name in scenarios:
+        if name == "enqueue":
+            figures += enqueue_figures("server")
+        elif name == "drain":
+            figures += drain_figures("server", sizes.drain)
+        elif name == "latency":
+            figures += latency_figures("server", sizes.latency_count, sizes.latency_interval)
+        elif name == "sleep":
+            figures += sleep_figures(sizes)
+        elif name == "sqlite":
+            figures += enqueue_figures("sqlite")
+            figures += drain_figures("sqlite", sizes.drain)
+            figures += latency_figures("sqlite", sizes.latency_count, sizes.latency_interval)
+        elif name == "scale":
+            figures += scale_figures(sizes)
+        elif name == "memory":
+            figures += memory_figures(sizes)
+        elif name == "limits":
+            figures += limit_figures(sizes)
+    return figures
+
+
+# -- running --------------------------------------------------------------------------------
+
+
+def repeat(
+    ctx: Context,
+    lp: LoadedPeer,
+    figures: list[Figure],
+    what: str,
+    call: Callable[[], Any],
+    record: Callable[[Any], list[tuple[Figure, float]]],
+) -> list[Any]:
+    """Run ``call`` ``ctx.repeat`` times; record its figures; a failure ends the repeats
+    and marks the figures (n/a or error), with the reason in the notes."""
+    outs = []
+    for index in range(ctx.repeat):
+        label = f"{lp.key} {what} [{index + 1}/{ctx.repeat}]"
+        out = attempt(call, ctx.timeout, ctx.log, label)
+        if isinstance(out, Failure):
+            for figure in figures:
+                ctx.results.fail(figure, lp.key, out)
+            ctx.results.note(f"{lp.peer.name}, {what}: {out.kind}: {out.reason}")
+            break
+        outs.append(out)
+        shown = []
+        for figure, value in record(out):
+            ctx.results.add(figure, lp.key, value)
+            shown.append(f"{fmt_number(value * figure.scale)} {figure.unit}")
+        detail = getattr(lp.peer, "detail", None)
+        extra = f" {detail}" if detail else ""
+        ctx.log(f"{label}: {', '.join(shown)}{extra}")
+    return outs
+
+
+def run_enqueue(ctx: Context, lp: LoadedPeer, store: str) -> None:
+    single, bulk = enqueue_figures(store)
+    s = ctx.sizes
+    repeat(ctx, lp, [single], "enqueue single", lambda: lp.peer.enqueue_single(s.enqueue_single),
+           lambda v: [(single, v)])  # fmt: skip
+    repeat(ctx, lp, [bulk], "enqueue bulk", lambda: lp.peer.enqueue_bulk(s.enqueue_bulk),
+           lambda v: [(bulk, v)])  # fmt: skip
+
+
+def run_drains(ctx: Context, lp: LoadedPeer, store: str) -> None:
+    count = ctx.sizes.drain
+    for figure, (workers, processes) in zip(drain_figures(store, count), DRAIN_SHAPES, strict=True):
+        repeat(
+            ctx,
+            lp,
+            [figure],
+            f"drain {workers}x{processes}",
+            lambda w=workers, p=processes: lp.peer.drain(count, w, p),
+            lambda v, f=figure: [(f, v)],
+        )
+
+
+def run_latency(ctx: Context, lp: LoadedPeer, store: str) -> None:
+    s = ctx.sizes
+    figures = latency_figures(store, s.latency_count, s.latency_interval)
+    repeat(
+        ctx,
+        lp,
+        figures,
+        "latency",
+        lambda: lp.peer.latency(s.latency_count, s.latency_interval),
+        lambda lat: list(zip(figures, (lat.p50, lat.p95, lat.max), strict=True)),
+    )
+
+
+def run_sleep(ctx: Context, lp: LoadedPeer) -> None:
+    s = ctx.sizes
+    figure = sleep_figures(s)[0]
+    repeat(
+        ctx,
+        lp,
+        [figure],
+        "sleep",
+        lambda: lp.peer.sleep_jobs(s.sleep_count, s.sleep_seconds, s.sleep_processes),
+        lambda v: [(figure, v)],
+    )
+
+
+def pool_sleeps(count: int, seconds: float, processes: int) -> float:
+    """Wall time of ``multiprocessing.Pool(processes)`` (fork) sleeping ``count`` times,
+    one task per message (chunksize 1, as a queue hands out jobs), from creating the pool
+    to the last result."""
+    began = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        pool.map(time.sleep, [seconds] * count, chunksize=1)
+        return time.perf_counter() - began
+
+
+def run_pool_baseline(ctx: Context, machine: LoadedPeer) -> None:
+    s = ctx.sizes
+    figure = sleep_figures(s)[1]
+    repeat(
+        ctx,
+        machine,
+        [figure],
+        f"multiprocessing.Pool({s.sleep_processes})",
+        lambda: pool_sleeps(s.sleep_count, s.sleep_seconds, s.sleep_processes),
+        lambda v: [(figure, v)],
+    )
+
+
+def run_scale(ctx: Context, lp: LoadedPeer) -> None:
+    s = ctx.sizes
+    empty, backlog, ratio, plan, nojit = scale_figures(s)
+    peer: Any = lp.peer
+    repeat(ctx, lp, [empty], "scale drain 1x2, empty tables",
+           lambda: peer.drain(s.scale_drain, 1, 2), lambda v: [(empty, v)])  # fmt: skip
+    ctx.log(
+        f"scale: generating {s.scale_jobs:,} queued jobs and {s.scale_events:,} events "
+        "(set-based SQL)"
+    )
+    made = attempt(
+        lambda: peer.scale_setup(s.scale_jobs, s.scale_events, lambda m: ctx.log(f"scale: {m}")),
+        None,
+        ctx.log,
+        "scale setup",
+    )
+    try:
+        if isinstance(made, Failure):
+            for figure in (backlog, plan):
+                ctx.results.fail(figure, lp.key, made)
+            ctx.results.note(f"scale setup: {made.kind}: {made.reason}")
+            return
+        timings = ", ".join(f"{k} {v:.0f} s" for k, v in made["seconds"].items())
+        ctx.results.note(
+            f"scale: the backlog schema held {made['jobs']:,} jobs ({made['queued']:,} queued, "
+            f"{made['finished jobs']:,} finished with refs) and {made['events']:,} events, "
+            f"{made['size']} with indexes; generated in {timings}."
+        )
+        ctx.log(f"scale: generated {made}")
+        found = attempt(peer.claim_plan, ctx.timeout, ctx.log, "claim plan")
+        if isinstance(found, Failure):
+            ctx.results.fail(plan, lp.key, found)
+        else:
+            verdict = (
+                "no Seq Scan"
+                if not found["seq_scans"]
+                else f"**Seq Scan on {', '.join(found['seq_scans'])}**"
+            )
+            jit = f"; **JIT compiled: {found['jit_ms']:.0f} ms**" if found["jit_ms"] else "; no JIT"
+            ctx.results.text(
+                plan,
+                lp.key,
+                f"{verdict}; {', '.join(found['indexes'])}; {found['rows_read']:,} rows read "
+                f"for {found['claimed']} claimed; {found['seconds'] * 1000:.0f} ms{jit}",
+            )
+            statements = "; ".join(f"{d:.2f} ms `{q}…`" for d, q in found["statements"])
+            ctx.results.note(
+                "scale: claim plan (auto_explain, log_nested_statements, generic plans as the "
+                f"worker's connection) of one exchange claiming 100 jobs: {statements}."
+            )
+            ctx.log(f"scale: claim plan {found['indexes']} seq scans {found['seq_scans']}")
+        repeat(
+            ctx,
+            lp,
+            [backlog],
+            "scale drain 1x2 with the backlog",
+            lambda: peer.scale_drain(s.scale_drain, 1, 2, max_seconds=s.scale_seconds),
+            lambda v: [(backlog, v)],
+        )
+        repeat(
+            ctx,
+            lp,
+            [nojit],
+            "scale drain 1x2 with the backlog, jit=off",
+            lambda: peer.scale_drain(
+                s.scale_drain, 1, 2, max_seconds=s.scale_seconds, pgoptions="-c jit=off"
+            ),
+            lambda v: [(nojit, v)],
+        )
+    finally:
+        attempt(peer.scale_teardown, None, ctx.log, "scale teardown")
+    empty_stat = ctx.results.cell(empty.key, lp.key)
+    backlog_stat = ctx.results.cell(backlog.key, lp.key)
+    if hasattr(empty_stat, "median") and hasattr(backlog_stat, "median"):
+        value = backlog_stat.median / empty_stat.median  # type: ignore[union-attr]
+        ctx.results.text(ratio, lp.key, fmt_ratio(value))
+
+
+def _at(samples: list[tuple[float, int, int]], fraction: float) -> float:
+    """RSS (MiB) of the first sample at or past ``fraction`` of the jobs done."""
+    for done, rss, _ in samples:
+        if done >= fraction:
+            return rss / 1024
+    return samples[-1][1] / 1024
+
+
+def run_memory(ctx: Context, lp: LoadedPeer) -> None:
+    s = ctx.sizes
+    figures = memory_figures(s)
+    peer: Any = lp.peer
+    runs: list[dict[str, Any]] = []
+    for index in range(ctx.repeat):
+        label = f"{lp.key} memory [{index + 1}/{ctx.repeat}]"
+        out = attempt(lambda: peer.memory_drain(s.memory_jobs, 2), ctx.timeout, ctx.log, label)
+        if isinstance(out, Failure):
+            for figure in figures:
+                ctx.results.fail(figure, lp.key, out)
+            ctx.results.note(f"memory: {out.kind}: {out.reason}")
+            return
+        runs.append(out)
+        ctx.log(f"{label}: {out['rate']:,.0f} jobs/s, {_memory_text(out)}")
+    for figure, role in zip(figures, ("supervisor", "child"), strict=True):
+        points = [_memory_points(run["samples"][role]) for run in runs if run["samples"][role]]
+        if not points:
+            ctx.results.fail(figure, lp.key, Failure("error", f"no {role} samples"))
+            continue
+        medians = [sorted(p[i] for p in points)[len(points) // 2] for i in range(4)]
+        ctx.results.text(
+            figure,
+            lp.key,
+            f"{medians[0]:.1f} → {medians[1]:.1f} → {medians[2]:.1f}, peak {medians[3]:.1f}",
+        )
+    rates = ", ".join(f"{run['rate']:,.0f}" for run in runs)
+    replaced = any(run["child_replaced"] for run in runs)
+    ctx.results.note(
+        f"memory: VmRSS/VmHWM from /proc/<pid>/status every 0.2 s over each "
+        f"{s.memory_jobs:,}-job drain (rates {rates} jobs/s); per run "
+        + "; ".join(_memory_text(run) for run in runs)
+        + (" (the watched child was replaced during a run)" if replaced else "")
+        + "."
+    )
+
+
+def _memory_points(samples: list[tuple[float, int, int]]) -> tuple[float, float, float, float]:
+    return (
+        _at(samples, 0.1),
+        _at(samples, 0.5),
+        samples[-1][1] / 1024,
+        max(hwm for _, _, hwm in samples) / 1024,
+    )
+
+
+def _memory_text(run: dict[str, Any]) -> str:
+    parts = []
+    for role in ("supervisor", "child"):
+        samples = run["samples"][role]
+        if samples:
+            a, b, c, peak = _memory_points(samples)
+            parts.append(
+                f"{role} {a:.1f}→{b:.1f}→{c:.1f} MiB (peak {peak:.1f}, {len(samples)} samples)"
+            )
+    return ", ".join(parts)
+
+
+# -- machine limits ------------------------------------------------------------------------
+
+
+def raw_insert_rate(count: int) -> float:
+    """Rows per second of ``INSERT`` + commit, one row per transaction, into a plain table
+    (identity key, a text and a timestamp) over one psycopg connection in autocommit."""
+    import psycopg
+    from psycopg import sql
+
+    schema = sql.Identifier(f"bench_raw_{os.getpid()}_{secrets.token_hex(3)}")
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+        try:
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE {}.raw (id bigint GENERATED ALWAYS AS IDENTITY"
+                    " PRIMARY KEY, payload text NOT NULL, created_at timestamptz NOT NULL"
+                    " DEFAULT now())"
+                ).format(schema)
+            )
+            query = sql.SQL("INSERT INTO {}.raw (payload) VALUES (%s)").format(schema)
+            for _ in range(20):
+                conn.execute(query, ("warm-up",))
+            began = time.perf_counter()
+            for index in range(count):
+                conn.execute(query, (f"row {index}",))
+            return count / (time.perf_counter() - began)
+        finally:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(schema))
+
+
+class PgBench:
+    """A throw-away database initialised with ``pgbench -i -s 1``."""
+
+    def __init__(self) -> None:
+        from psycopg.conninfo import conninfo_to_dict
+
+        if shutil.which("pgbench") is None:
+            raise FileNotFoundError("pgbench is not installed (apt-get install postgresql-client)")
+        info = conninfo_to_dict(PG_DSN)
+        self.database = f"bench_pgbench_{os.getpid()}"
+        self.args = []
+        for option, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
+            if info.get(key):
+                self.args += [option, str(info[key])]
+        self.env = {**os.environ}
+        if info.get("password"):
+            self.env["PGPASSWORD"] = str(info["password"])
+
+    def __enter__(self) -> PgBench:
+        import psycopg
+
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.database}"')
+            conn.execute(f'CREATE DATABASE "{self.database}"')
+        self._run(["pgbench", "-i", "-s", "1", "-q", *self.args, self.database])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import psycopg
+
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+    def _run(self, argv: list[str]) -> str:
+        done = subprocess.run(argv, env=self.env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()[-500:]}")
+        return done.stdout
+
+    def tps(self, seconds: int, clients: int = 2, threads: int = 2) -> float:
+        out = self._run(
+            ["pgbench", "-N", "-c", str(clients), "-j", str(threads), "-T", str(seconds),
+             *self.args, self.database]
+        )  # fmt: skip
+        return parse_pgbench_tps(out)
+
+
+def parse_pgbench_tps(output: str) -> float:
+    """The ``tps = N (without initial connection time)`` figure of pgbench's report."""
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", output)
+    if match is None:
+        match = re.search(r"tps = ([0-9.]+)", output)
+    if match is None:
+        raise ValueError(f"no tps in pgbench's output: {output[-300:]!r}")
+    return float(match.group(1))
+
+
+def run_limits(ctx: Context, machine: LoadedPeer) -> None:
+    s = ctx.sizes
+    insert, pgbench, _, _ = limit_figures(s)
+    repeat(ctx, machine, [insert], "raw INSERT+commit", lambda: raw_insert_rate(s.raw_inserts),
+           lambda v: [(insert, v)])  # fmt: skip
+    bench = attempt(PgBench, None, ctx.log, "pgbench")
+    if isinstance(bench, Failure):
+        ctx.results.fail(pgbench, machine.key, bench)
+        ctx.results.note(f"pgbench: {bench.reason}")
+        return
+    try:
+        entered = attempt(bench.__enter__, ctx.timeout, ctx.log, "pgbench -i -s 1")
+        if isinstance(entered, Failure):
+            ctx.results.fail(pgbench, machine.key, entered)
+            ctx.results.note(f"pgbench -i: {entered.reason}")
+            return
+        repeat(ctx, machine, [pgbench], "pgbench -N", lambda: bench.tps(s.pgbench_seconds),
+               lambda v: [(pgbench, v)])  # fmt: skip
+    finally:
+        attempt(lambda: bench.__exit__(None, None, None), None, ctx.log, "pgbench cleanup")
+
+
+def derive(results: Results, sizes: Sizes, scenarios: list[str], columns: list[Any]) -> None:
+    """Figures computed from others: fractions of the machine's limits, and tasktrail's
+    sleep wall time over multiprocessing.Pool's."""
+    _, _, enqueue_ratio, drain_ratio = limit_figures(sizes)
+    insert = results.cell("limits.insert", "machine")
+    tps = results.cell("limits.pgbench", "machine")
+    drain_key = "server.drain_1x2"
+    for column in columns:
+        if column.store != "postgresql":
+            continue
+        single = results.cell("server.enqueue_single", column.key)
+        if hasattr(insert, "median") and hasattr(single, "median"):
+            results.text(enqueue_ratio, column.key, fmt_ratio(single.median / insert.median))  # type: ignore[union-attr]
+        drain = results.cell(drain_key, column.key)
+        if hasattr(tps, "median") and hasattr(drain, "median"):
+            results.text(drain_ratio, column.key, fmt_ratio(drain.median / tps.median))  # type: ignore[union-attr]
+    _, _, vs_pool = sleep_figures(sizes)
+    pool = results.cell("server.sleep_pool", "machine")
+    for column in columns:
+        mine = results.cell("server.sleep", column.key)
+        if hasattr(pool, "median") and hasattr(mine, "median"):
+            results.text(vs_pool, column.key, fmt_ratio(mine.median / pool.median))  # type: ignore[union-attr]
