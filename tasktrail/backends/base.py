@@ -229,7 +229,6 @@ class Backend(ABC):
         ones get a ``lost`` event and are retried or failed.
         """
 
-    @abstractmethod
     def reserve(
         self, worker_id: int, queues: Sequence[str], limit: int, *, now: datetime
     ) -> list[Job]:
@@ -238,17 +237,36 @@ class Backend(ABC):
         Order: highest priority first, then earliest ``run_at``, then lowest id. Atomic:
         no job is ever returned to two workers. Writes a ``reserved`` event per job.
         Returns nothing (and changes nothing) if the worker is not registered as running.
+        A job whose ``lock_key`` is held by a reserved or running job waits, behind the
+        earlier jobs of its key. (One :meth:`exchange`.)
         """
+        if limit <= 0:
+            return []
+        return self.exchange(
+            worker_id, outcomes=(), start_ids=(), claim=limit, start_claimed=0,
+            queues=queues, now=now,
+        ).reserved  # fmt: skip
 
-    @abstractmethod
     def mark_started(self, worker_id: int, job_ids: Sequence[int], *, now: datetime) -> list[Job]:
         """Move reserved jobs held by this worker to ``running`` and count the attempt.
 
-        Returns the jobs actually started (with their new attempt numbers); ids this
-        worker no longer holds are left alone.
+        Returns the jobs actually started (with their new attempt numbers), in the order
+        asked; ids this worker no longer holds are left alone. (One :meth:`exchange`.)
         """
+        if not job_ids:
+            return []
+        started = self.exchange(
+            worker_id,
+            outcomes=(),
+            start_ids=job_ids,
+            claim=0,
+            start_claimed=0,
+            queues=(),
+            now=now,
+        ).started
+        order = {job_id: index for index, job_id in enumerate(job_ids)}
+        return sorted(started, key=lambda job: order[job.id])
 
-    @abstractmethod
     def finish(self, worker_id: int, outcomes: Sequence[Outcome], *, now: datetime) -> list[int]:
         """Record how attempts ended, all in one transaction.
 
@@ -257,7 +275,19 @@ class Backend(ABC):
         returned. The change each outcome makes is ``backends.common.transition``: an
         ``interrupted`` attempt (worker shutdown) is requeued and given back, so it does
         not use up a retry. Outcomes for jobs that no longer exist are ignored.
+        (One :meth:`exchange`.)
         """
+        if not outcomes:
+            return []
+        return self.exchange(
+            worker_id,
+            outcomes=outcomes,
+            start_ids=(),
+            claim=0,
+            start_claimed=0,
+            queues=(),
+            now=now,
+        ).rejected
 
     @abstractmethod
     def exchange(
@@ -276,8 +306,9 @@ class Backend(ABC):
         ``finish(outcomes)``, then ``mark_started(start_ids)``, then claim up to
         ``claim`` jobs like :meth:`reserve`; the first ``start_claimed`` of those are
         started at once (claimed straight into a process, they were never waiting
-        reserved: their history shows ``started`` only), the rest stay reserved. Same fencing and events as the separate methods; all of it is
-        committed together or not at all.
+        reserved: their history shows ``started`` only), the rest stay reserved. Same
+        fencing and events as the separate methods; all of it is committed together or
+        not at all.
         """
 
     @abstractmethod

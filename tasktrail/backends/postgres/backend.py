@@ -420,49 +420,6 @@ class PostgresBackend(Backend):
             )
         self._stop_listening()
 
-    def reserve(
-        self, worker_id: int, queues: Sequence[str], limit: int, *, now: datetime
-    ) -> list[Job]:
-        if limit <= 0:
-            return []
-        return self.exchange(
-            worker_id,
-            outcomes=(),
-            start_ids=(),
-            claim=limit,
-            start_claimed=0,
-            queues=queues,
-            now=now,
-        ).reserved
-
-    def mark_started(self, worker_id: int, job_ids: Sequence[int], *, now: datetime) -> list[Job]:
-        if not job_ids:
-            return []
-        started = self.exchange(
-            worker_id,
-            outcomes=(),
-            start_ids=job_ids,
-            claim=0,
-            start_claimed=0,
-            queues=(),
-            now=now,
-        ).started
-        order = {job_id: index for index, job_id in enumerate(job_ids)}
-        return sorted(started, key=lambda job: order[job.id])
-
-    def finish(self, worker_id: int, outcomes: Sequence[Outcome], *, now: datetime) -> list[int]:
-        if not outcomes:
-            return []
-        return self.exchange(
-            worker_id,
-            outcomes=outcomes,
-            start_ids=(),
-            claim=0,
-            start_claimed=0,
-            queues=(),
-            now=now,
-        ).rejected
-
     def exchange(
         self,
         worker_id: int,

@@ -341,41 +341,6 @@ class SqliteBackend(Backend):
             self._listener.close()
             self._listener = None
 
-    def reserve(
-        self, worker_id: int, queues: Sequence[str], limit: int, *, now: datetime
-    ) -> list[Job]:
-        return self.exchange(
-            worker_id,
-            outcomes=(),
-            start_ids=(),
-            claim=limit,
-            start_claimed=0,
-            queues=queues,
-            now=now,
-        ).reserved
-
-    def mark_started(self, worker_id: int, job_ids: Sequence[int], *, now: datetime) -> list[Job]:
-        return self.exchange(
-            worker_id,
-            outcomes=(),
-            start_ids=job_ids,
-            claim=0,
-            start_claimed=0,
-            queues=(),
-            now=now,
-        ).started
-
-    def finish(self, worker_id: int, outcomes: Sequence[Outcome], *, now: datetime) -> list[int]:
-        return self.exchange(
-            worker_id,
-            outcomes=outcomes,
-            start_ids=(),
-            claim=0,
-            start_claimed=0,
-            queues=(),
-            now=now,
-        ).rejected
-
     def exchange(
         self,
         worker_id: int,
