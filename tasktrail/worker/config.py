@@ -8,7 +8,10 @@ from typing import Any
 
 from ..errors import ConfigurationError
 
-__all__ = ["WorkerConfig"]
+__all__ = ["MAX_PROCESSES", "MAX_RESERVE", "WorkerConfig"]
+
+MAX_PROCESSES = 512
+MAX_RESERVE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +44,11 @@ class WorkerConfig:
     burst: bool = False
 
     def __post_init__(self) -> None:
-        def positive_int(name: str, value: Any) -> None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"{name} must be an integer of at least 1, got {value!r}")
+        def positive_int(name: str, value: Any, maximum: int = 1_000_000) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+                raise ConfigurationError(
+                    f"{name} must be an integer from 1 to {maximum:,}, got {value!r}"
+                )
 
         def positive(name: str, value: Any, minimum: float = 0.0) -> None:
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > minimum:
@@ -51,9 +56,11 @@ class WorkerConfig:
                     f"{name} must be more than {minimum:g} seconds, got {value!r}"
                 )
 
-        positive_int("processes", self.processes)
+        # One supervisor forks and watches every process: past a few hundred it is a
+        # mistake (or a fork bomb), not a configuration.
+        positive_int("processes", self.processes, MAX_PROCESSES)
         if self.reserve is not None:
-            positive_int("reserve", self.reserve)
+            positive_int("reserve", self.reserve, MAX_RESERVE)
         if self.max_tasks_per_child is not None:
             positive_int("max_tasks_per_child", self.max_tasks_per_child)
         positive("lease_seconds", self.lease_seconds, 0.5)

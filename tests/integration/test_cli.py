@@ -301,7 +301,7 @@ BAD_INPUT = [
     ),
     pytest.param(
         ("worker", "--app", APP_SPEC, "--processes", "0"),
-        "processes must be an integer of at least 1, got 0",
+        "processes must be an integer from 1 to 512, got 0",
         id="processes-0",
     ),
     pytest.param(
