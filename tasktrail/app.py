@@ -16,7 +16,6 @@ from .clock import to_utc, utcnow
 from .config import parse_dsn, redact_dsn, resolve_dsn
 from .errors import InvalidArguments, JobNotFound, UnknownTask
 from .job import STATUSES, Event, Job, NewJob, Ref, WorkerRecord
-from .retry import RetryPolicy
 from .schedule import (
     ScheduleDef,
     ScheduleRecord,
@@ -25,7 +24,7 @@ from .schedule import (
     validate_catch_up,
     validate_schedule_name,
 )
-from .task import Task
+from .task import Task, retry_policy
 
 if TYPE_CHECKING:
     from .mapping import ItemResult
@@ -35,6 +34,26 @@ __all__ = ["App", "JobHandle", "whoami"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: Ids and limits are 64-bit integers in both databases.
+_BIGINT_MAX = 2**63 - 1
+
+
+def _job_id(value: Any) -> int:
+    """``value`` as a job id: not an integer is an error; out of range, no such job."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArguments(f"a job id is an integer, got {value!r}")
+    if not 1 <= value <= _BIGINT_MAX:
+        raise JobNotFound(f"no job with id {value}")
+    return value
+
+
+def _limit(value: Any) -> int | None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _BIGINT_MAX
+    ):
+        raise InvalidArguments(f"limit must be 0 or more (None for all), got {value!r}")
+    return value
 
 
 def whoami() -> str:
@@ -197,15 +216,9 @@ class App:
                 ``"ref"`` (one job per business object at a time) or a key template. The
                 others wait in the queue, in order, without holding a worker slot.
         """
-        if isinstance(retries, bool) or not isinstance(retries, int):
-            raise InvalidArguments(f"retries must be an integer, got {retries!r}")
-        policy = RetryPolicy(
-            max_attempts=retries + 1,
-            base_delay=retry_delay,
-            factor=retry_backoff,
-            max_delay=retry_max_delay,
-            jitter=retry_jitter,
-        )
+        if func is not None and not callable(func):
+            raise InvalidArguments(f"app.task takes a function, got {type(func).__name__}")
+        policy = retry_policy(retries, retry_delay, retry_backoff, retry_max_delay, retry_jitter)
 
         def register(function: Callable[P, R]) -> Task[P, R]:
             task_name = name or f"{function.__module__}.{function.__qualname__}"
@@ -308,9 +321,13 @@ class App:
         source: str,
     ) -> ScheduleDef:
         """Validate a schedule, its task and its arguments (a trial ``prepare``)."""
+        if not isinstance(task, str | Task):
+            raise InvalidArguments(f"task of schedule {name!r} must be a task or its name")
         task_object = self.get_task(task) if isinstance(task, str) else task
         if isinstance(args, str | bytes) or not isinstance(args, Sequence):
             raise InvalidArguments(f"args of schedule {name!r} must be a list or tuple")
+        if not isinstance(kwargs, dict):
+            raise InvalidArguments(f"kwargs of schedule {name!r} must be a dict")
         trial = task_object.prepare(*args, ref=ref, queue=queue, priority=priority, **kwargs)
         return ScheduleDef(
             name=validate_schedule_name(name),
@@ -352,6 +369,10 @@ class App:
         All are inserted or none. With ``connection``, they join the caller's
         transaction.
         """
+        if not isinstance(jobs, Iterable):
+            raise InvalidArguments(
+                f"enqueue_many takes jobs from task.prepare(...), got {type(jobs).__name__}"
+            )
         batch = list(jobs)
         for job in batch:
             if not isinstance(job, NewJob):
@@ -370,7 +391,7 @@ class App:
         Raises:
             JobNotFound: no such job.
         """
-        job = self.backend.get_job(job_id)
+        job = self.backend.get_job(_job_id(job_id))
         if job is None:
             raise JobNotFound(f"no job with id {job_id}")
         return job
@@ -390,16 +411,29 @@ class App:
     ) -> list[Job]:
         """Jobs matching every given filter, newest first. ``limit=None`` for all."""
         parsed_ref = Ref.of(ref)
+        for option, text in (("ref_type", ref_type), ("task", task), ("queue", queue)):
+            if text is not None and (not isinstance(text, str) or "\x00" in text):
+                raise InvalidArguments(f"{option} must be text without NUL, got {text!r}")
+        for option, moment in (("since", since), ("until", until)):
+            if moment is not None and not isinstance(moment, datetime):
+                raise InvalidArguments(f"{option} must be a datetime, got {moment!r}")
+        if worker_id is not None and (
+            isinstance(worker_id, bool) or not isinstance(worker_id, int)
+        ):
+            raise InvalidArguments(f"worker_id must be an integer, got {worker_id!r}")
+        if worker_id is not None and not 1 <= worker_id <= _BIGINT_MAX:
+            return []  # no worker has such an id
         statuses: tuple[str, ...] | None = None
         if status is not None:
+            if not isinstance(status, str | Iterable):
+                raise InvalidArguments(f"status must be a status or several, got {status!r}")
             statuses = (status,) if isinstance(status, str) else tuple(status)
             unknown = [s for s in statuses if s not in STATUSES]
             if unknown:
                 raise InvalidArguments(
                     f"unknown status {unknown[0]!r}; statuses are {', '.join(STATUSES)}"
                 )
-        if limit is not None and (isinstance(limit, bool) or limit < 0):
-            raise InvalidArguments(f"limit must be 0 or more, got {limit}")
+        limit = _limit(limit)
         return self.backend.list_jobs(
             JobFilter(
                 ref_type=parsed_ref.type if parsed_ref else ref_type,
@@ -420,26 +454,28 @@ class App:
         Raises:
             JobNotFound: no such job.
         """
-        events = self.backend.list_events(job_id)
+        events = self.backend.list_events(_job_id(job_id))
         if not events and self.backend.get_job(job_id) is None:
             raise JobNotFound(f"no job with id {job_id}")
         return events
 
     def cancel(self, job_id: int, *, reason: str | None = None) -> Job:
         """Cancel a queued job; its history records who and why."""
-        return self.backend.cancel(job_id, now=utcnow(), by=whoami(), reason=reason)
+        return self.backend.cancel(_job_id(job_id), now=utcnow(), by=whoami(), reason=reason)
 
     def retry(self, job_id: int) -> Job:
         """Queue a failed or cancelled job again."""
-        return self.backend.retry(job_id, now=utcnow(), by=whoami())
+        return self.backend.retry(_job_id(job_id), now=utcnow(), by=whoami())
 
     def workers(
         self, *, include_stopped: bool = False, limit: int | None = 100
     ) -> list[WorkerRecord]:
-        return self.backend.list_workers(include_stopped=include_stopped, limit=limit)
+        return self.backend.list_workers(include_stopped=include_stopped, limit=_limit(limit))
 
     def stats(self, window: timedelta = timedelta(hours=1)) -> list[TaskStats]:
         """Per-task statistics over the last ``window``."""
+        if not isinstance(window, timedelta) or window <= timedelta(0):
+            raise InvalidArguments(f"window must be a timedelta longer than zero, got {window!r}")
         now = utcnow()
         return self.backend.task_stats(since=now - window, now=now)
 
@@ -467,7 +503,14 @@ class App:
         unless ``ordered=False`` (then as they finish).
         """
         from .mapping import MapRun
+        from .worker.config import WorkerConfig
 
+        if not isinstance(items, Iterable):
+            raise InvalidArguments(f"map takes an iterable of items, got {type(items).__name__}")
+        if processes is not None:
+            WorkerConfig(processes=processes)  # refuses 0, which MapRun reads as "CPU count"
+        if state is not None and not isinstance(state, str | os.PathLike):
+            raise InvalidArguments(f"state must be a file path, got {state!r}")
         items = list(items)
         with MapRun(
             func, processes=processes, timeout=timeout, retries=retries, state=state

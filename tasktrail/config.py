@@ -43,7 +43,7 @@ class SqliteDsn:
         return f"sqlite:///{self.path}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class PostgresDsn:
     """``postgresql://user:password@host:port/dbname?schema=tasktrail``.
 
@@ -57,6 +57,11 @@ class PostgresDsn:
     @property
     def url(self) -> str:
         return redact_dsn(self.conninfo)
+
+    def __repr__(self) -> str:
+        # A repr ends up in tracebacks and error reporters that show local variables:
+        # never with the password.
+        return f"PostgresDsn(url={self.url!r}, schema={self.schema!r})"
 
 
 def redact_dsn(dsn: str) -> str:
@@ -99,7 +104,12 @@ def parse_dsn(dsn: str, schema: str | None = None) -> SqliteDsn | PostgresDsn:
     Raises:
         ConfigurationError: the DSN is malformed or of an unsupported kind.
     """
-    if not isinstance(dsn, str) or not dsn.strip():
+    if dsn is not None and not isinstance(dsn, str):
+        raise ConfigurationError(
+            f"a DSN is text such as sqlite:///path.db or postgresql://host/dbname, "
+            f"got {type(dsn).__name__}"
+        )
+    if not dsn or not dsn.strip():
         raise ConfigurationError("empty DSN: use sqlite:///path.db or postgresql://host/dbname")
     scheme, sep, _rest = dsn.partition("://")
     scheme = scheme.lower()
@@ -122,12 +132,14 @@ def _parse_sqlite(dsn: str) -> SqliteDsn:
     parts = urlsplit(dsn)
     if parts.netloc:
         raise ConfigurationError(
-            f"SQLite DSN {dsn!r} has a host part; write sqlite:///relative.db "
+            f"SQLite DSN {redact_dsn(dsn)!r} has a host part; write sqlite:///relative.db "
             "or sqlite:////absolute/path.db (three or four slashes)"
         )
     raw_path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if not raw_path or raw_path.endswith("/"):
-        raise ConfigurationError(f"SQLite DSN {dsn!r} names no file: write sqlite:///path.db")
+        raise ConfigurationError(
+            f"SQLite DSN {redact_dsn(dsn)!r} names no file: write sqlite:///path.db"
+        )
     if "\x00" in raw_path:
         raise ConfigurationError("SQLite DSN contains a NUL character")
     options: dict[str, str] = {}
@@ -165,5 +177,9 @@ def _parse_postgres(dsn: str, schema: str | None) -> PostgresDsn:
         )
     chosen = chosen or DEFAULT_SCHEMA
     validate_identifier(chosen)
+    if chosen.startswith("pg_") or chosen == "information_schema":
+        raise ConfigurationError(
+            f"schema name {chosen!r} is reserved for PostgreSQL's own catalogs; name another"
+        )
     conninfo = parts._replace(query=urlencode(kept)).geturl()
     return PostgresDsn(conninfo=conninfo, schema=chosen)

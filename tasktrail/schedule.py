@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from .clock import utcnow
-from .errors import ConfigurationError, ScheduleNotFound
+from .errors import ConfigurationError, InvalidArguments, ScheduleNotFound
 from .job import Ref
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ CATCH_UP_POLICIES: tuple[str, ...] = ("latest", "all", "none")
 MAX_CATCH_UP = 1000
 #: With ``catch_up="none"``, a tick is still "on time" this long after it was due.
 ON_TIME = timedelta(seconds=60)
+#: The longest interval of an ``every=`` schedule (a hundred years).
+MAX_EVERY = timedelta(days=36525)
 _SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-/]{0,199}$")
 
 
@@ -267,6 +269,9 @@ def parse_spec(cron: str | None = None, every: Any = None) -> ScheduleSpec:
         raise ConfigurationError(f"every must be seconds or a timedelta, got {every!r}")
     if not seconds >= 1:
         raise ConfigurationError(f"every must be at least 1 second, got {every!r}")
+    if seconds > MAX_EVERY.total_seconds():
+        # Due times must stay datetimes: infinity or 1e300 seconds would overflow them.
+        raise ConfigurationError(f"every must be at most {MAX_EVERY.days:,} days, got {every!r}")
     return Every(seconds)
 
 
@@ -424,7 +429,11 @@ class Schedules:
             raise ScheduleNotFound(f"no schedule named {name!r}")
 
     def ticks(self, name: str, limit: int | None = 100) -> builtins.list[Tick]:
-        """The ledger of a schedule, newest first."""
+        """The ledger of a schedule, newest first (``limit=None``: all of it)."""
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit < 2**63
+        ):
+            raise InvalidArguments(f"limit must be None or an integer of 0 or more, got {limit!r}")
         return self._app.backend.list_ticks(name, limit=limit)
 
     def sync(self) -> builtins.list[ScheduleRecord]:

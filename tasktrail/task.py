@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import re
 import string
 from collections.abc import Callable
@@ -19,7 +20,14 @@ from .retry import RetryPolicy
 if TYPE_CHECKING:
     from .app import App, JobHandle
 
-__all__ = ["ENQUEUE_OPTIONS", "Task", "validate_name"]
+__all__ = [
+    "ENQUEUE_OPTIONS",
+    "MAX_RETRIES",
+    "MAX_RETRY_DELAY",
+    "Task",
+    "retry_policy",
+    "validate_name",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -29,6 +37,10 @@ ENQUEUE_OPTIONS = ("ref", "queue", "priority", "delay", "run_at", "connection")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,199}$")
 _PRIORITY_RANGE = (-32768, 32767)
+#: The most retries a task may ask for (attempts are counted in a 32-bit column).
+MAX_RETRIES = 1_000_000
+#: The longest retry delay in seconds (ten years): a retry must stay a representable time.
+MAX_RETRY_DELAY = 10 * 366 * 86400.0
 
 
 def validate_name(value: Any, what: str) -> str:
@@ -39,6 +51,33 @@ def validate_name(value: Any, what: str) -> str:
             "starting with a letter or '_', at most 200 characters"
         )
     return value
+
+
+def retry_policy(
+    retries: Any, delay: Any, backoff: Any, max_delay: Any, jitter: Any
+) -> RetryPolicy:
+    """The :class:`RetryPolicy` of ``app.task(retries=…, retry_delay=…, …)``, checked."""
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise InvalidArguments(f"retries must be an integer, got {retries!r}")
+    if retries > MAX_RETRIES:
+        raise InvalidArguments(f"retries must be at most {MAX_RETRIES:,}, got {retries}")
+    named = {"retry_delay": delay, "retry_backoff": backoff, "retry_max_delay": max_delay}
+    for option, number in {**named, "retry_jitter": jitter}.items():
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise InvalidArguments(f"{option} must be a number, got {number!r}")
+    # A retry's time must stay a datetime: an infinite or huge cap crashed the worker.
+    if not (math.isfinite(delay) and max_delay <= MAX_RETRY_DELAY):
+        raise InvalidArguments(
+            f"retry delays must be finite and at most {MAX_RETRY_DELAY:,.0f} seconds "
+            f"(ten years), got retry_delay={delay!r}, retry_max_delay={max_delay!r}"
+        )
+    return RetryPolicy(
+        max_attempts=retries + 1,
+        base_delay=delay,
+        factor=backoff,
+        max_delay=max_delay,
+        jitter=jitter,
+    )
 
 
 def validate_priority(value: Any) -> int:
@@ -73,8 +112,15 @@ class Task(Generic[P, R]):
         self.name = validate_name(name, "task name")
         self.queue = validate_name(queue, "queue name")
         self.retry = retry
-        if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
-            raise ConfigurationError(f"timeout of task {name!r} must be positive seconds")
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < math.inf
+        ):
+            # Finite: the job row carries it, and JSON (how rows travel) has no Infinity.
+            raise ConfigurationError(
+                f"timeout of task {name!r} must be positive seconds, got {timeout!r}"
+            )
         self.timeout = float(timeout) if timeout is not None else None
         self.priority = validate_priority(priority)
         if not isinstance(unique, bool | str) or unique == "":

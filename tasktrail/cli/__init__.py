@@ -154,12 +154,38 @@ def parse_window(text: str) -> timedelta:
     return window
 
 
+class _UsageError(click.UsageError):
+    """A usage error (exit status 2) printed like every other error: one line on stderr."""
+
+    def show(self, file: Any = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"Error: {self.format_message()}{hint}", file=file, err=file is None)
+
+
+#: A group given no command prints its help (click 8.2 and later raise this for it).
+_PRINTS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", _UsageError)
+
+
+def _one_line(exc: click.UsageError) -> click.UsageError:
+    if isinstance(exc, _UsageError | _PRINTS_HELP):
+        return exc
+    return _UsageError(exc.format_message(), exc.ctx)
+
+
 class _Group(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise _one_line(exc) from exc
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except TasktrailError as exc:
             raise click.ClickException(str(exc)) from exc
+        except click.UsageError as exc:
+            raise _one_line(exc) from exc
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -168,6 +168,8 @@ def json_value(text: str | None, what: str, kind: type) -> Any:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidArguments(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArguments(f"{what} is nested too deeply to read") from None
     if not isinstance(value, kind):
         raise InvalidArguments(f"{what} must be a JSON {'object' if kind is dict else 'array'}")
     return value
