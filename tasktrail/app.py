@@ -221,7 +221,8 @@ class App:
         policy = retry_policy(retries, retry_delay, retry_backoff, retry_max_delay, retry_jitter)
 
         def register(function: Callable[P, R]) -> Task[P, R]:
-            task_name = name or f"{function.__module__}.{function.__qualname__}"
+            default = f"{function.__module__}.{function.__qualname__}"
+            task_name = default if name is None else name  # name="" is refused, not ignored
             task = Task(
                 self,
                 function,
@@ -505,6 +506,8 @@ class App:
         from .mapping import MapRun
         from .worker.config import WorkerConfig
 
+        if isinstance(func, Task):
+            func = func.func  # a registered task maps as its function
         if not isinstance(items, Iterable):
             raise InvalidArguments(f"map takes an iterable of items, got {type(items).__name__}")
         if processes is not None:

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from .clock import utcnow
@@ -251,7 +251,7 @@ def parse_spec(cron: str | None = None, every: Any = None) -> ScheduleSpec:
         if not isinstance(cron, str):
             raise ConfigurationError(f"cron must be a string like '*/5 * * * *', got {cron!r}")
         try:
-            from croniter import croniter
+            from croniter import CroniterError, croniter
         except ImportError as exc:  # pragma: no cover - croniter is a core dependency
             raise ConfigurationError("cron schedules need croniter: pip install croniter") from exc
         expression = " ".join(cron.split())
@@ -260,6 +260,10 @@ def parse_spec(cron: str | None = None, every: Any = None) -> ScheduleSpec:
                 f"bad cron expression {cron!r}: expected five fields "
                 "'minute hour day-of-month month day-of-week', e.g. '*/5 * * * *'"
             )
+        try:  # "0 0 30 2 *" is well formed, but there is no 30th of February
+            croniter(expression, datetime(2000, 1, 1, tzinfo=timezone.utc)).get_next(datetime)
+        except CroniterError:
+            raise ConfigurationError(f"cron expression {cron!r} never comes due") from None
         return Cron(expression)
     if isinstance(every, timedelta):
         seconds = every.total_seconds()
@@ -276,7 +280,7 @@ def parse_spec(cron: str | None = None, every: Any = None) -> ScheduleSpec:
 
 
 def validate_schedule_name(name: Any) -> str:
-    if not isinstance(name, str) or not _SCHEDULE_NAME.match(name):
+    if not isinstance(name, str) or not _SCHEDULE_NAME.fullmatch(name):
         raise ConfigurationError(
             f"invalid schedule name {name!r}: use letters, digits and '_ . : - /', "
             "at most 200 characters"
@@ -352,6 +356,13 @@ def plan_ticks(
     return TickPlan(fire=fire, missed=missed, next_due=tick, truncated=truncated)
 
 
+def _existing_name(name: Any) -> str:
+    """``name``, if a schedule could have it; else no schedule has it."""
+    if not isinstance(name, str) or not _SCHEDULE_NAME.fullmatch(name):
+        raise ScheduleNotFound(f"no schedule named {name!r}")
+    return name
+
+
 class Schedules:
     """``app.schedules``: periodic jobs stored in the database, managed at run time.
 
@@ -409,7 +420,7 @@ class Schedules:
         return self._app.backend.save_schedule(definition, now=utcnow(), replace=replace)
 
     def get(self, name: str) -> ScheduleRecord:
-        record = self._app.backend.get_schedule(name)
+        record = self._app.backend.get_schedule(_existing_name(name))
         if record is None:
             raise ScheduleNotFound(f"no schedule named {name!r}")
         return record
@@ -418,14 +429,14 @@ class Schedules:
         return self._app.backend.list_schedules()
 
     def pause(self, name: str) -> ScheduleRecord:
-        return self._app.backend.set_schedule_paused(name, True, now=utcnow())
+        return self._app.backend.set_schedule_paused(_existing_name(name), True, now=utcnow())
 
     def resume(self, name: str) -> ScheduleRecord:
         """Resume; ticks while paused are not caught up."""
-        return self._app.backend.set_schedule_paused(name, False, now=utcnow())
+        return self._app.backend.set_schedule_paused(_existing_name(name), False, now=utcnow())
 
     def remove(self, name: str) -> None:
-        if not self._app.backend.remove_schedule(name):
+        if not self._app.backend.remove_schedule(_existing_name(name)):
             raise ScheduleNotFound(f"no schedule named {name!r}")
 
     def ticks(self, name: str, limit: int | None = 100) -> builtins.list[Tick]:
@@ -434,6 +445,8 @@ class Schedules:
             isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit < 2**63
         ):
             raise InvalidArguments(f"limit must be None or an integer of 0 or more, got {limit!r}")
+        if not isinstance(name, str) or not _SCHEDULE_NAME.fullmatch(name):
+            return []  # no schedule can have that name, so it has no ticks
         return self._app.backend.list_ticks(name, limit=limit)
 
     def sync(self) -> builtins.list[ScheduleRecord]:
