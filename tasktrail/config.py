@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 from .errors import ConfigurationError
 
@@ -128,8 +128,15 @@ def parse_dsn(dsn: str, schema: str | None = None) -> SqliteDsn | PostgresDsn:
     )
 
 
+def _split(dsn: str) -> SplitResult:
+    try:
+        return urlsplit(dsn)
+    except ValueError as exc:  # "postgresql://[" (an unclosed IPv6 address)
+        raise ConfigurationError(f"cannot read DSN {redact_dsn(dsn)!r}: {exc}") from None
+
+
 def _parse_sqlite(dsn: str) -> SqliteDsn:
-    parts = urlsplit(dsn)
+    parts = _split(dsn)
     if parts.netloc:
         raise ConfigurationError(
             f"SQLite DSN {redact_dsn(dsn)!r} has a host part; write sqlite:///relative.db "
@@ -159,7 +166,7 @@ def _parse_sqlite(dsn: str) -> SqliteDsn:
 
 
 def _parse_postgres(dsn: str, schema: str | None) -> PostgresDsn:
-    parts = urlsplit(dsn)
+    parts = _split(dsn)
     try:
         _ = parts.port  # raises ValueError on a non-numeric port
     except ValueError as exc:

@@ -15,6 +15,8 @@ import click
 
 from ..errors import AppImportError, ConfigurationError, InvalidArguments
 from ..mapping import ItemResult, MapRun
+from ..task import Task
+from ..worker import WorkerConfig
 from . import cli
 
 RESULT_COLUMNS = ("status", "result", "error", "attempts", "runtime")
@@ -36,6 +38,8 @@ def load_function(spec: str) -> Callable[..., Any]:
     func = getattr(module, attribute, None)
     if func is None:
         raise AppImportError(f"module {module_name!r} has no function {attribute!r}")
+    if isinstance(func, Task):
+        return func.func  # a registered task maps as its function
     if not callable(func):
         raise AppImportError(f"{spec} is a {type(func).__name__}, not a function")
     return func  # type: ignore[no-any-return]
@@ -216,6 +220,8 @@ def map_command(
     """  # fmt: skip
     kind = kind or ("jsonl" if input_path.suffix.lower() in (".jsonl", ".ndjson") else "csv")
     func = load_function(function)
+    if processes is not None:
+        WorkerConfig(processes=processes)  # refuses 0, which MapRun reads as "CPU count"
     items, header = read_items(input_path, kind)
     if output is not None:
         directory = output.absolute().parent
