@@ -24,7 +24,7 @@ from .schedule import (
     validate_catch_up,
     validate_schedule_name,
 )
-from .task import Task, retry_policy
+from .task import Task, check_ref_text, is_utf8, retry_policy
 
 if TYPE_CHECKING:
     from .mapping import ItemResult
@@ -411,10 +411,12 @@ class App:
         limit: int | None = 100,
     ) -> list[Job]:
         """Jobs matching every given filter, newest first. ``limit=None`` for all."""
-        parsed_ref = Ref.of(ref)
+        parsed_ref = check_ref_text(Ref.of(ref))
         for option, text in (("ref_type", ref_type), ("task", task), ("queue", queue)):
-            if text is not None and (not isinstance(text, str) or "\x00" in text):
-                raise InvalidArguments(f"{option} must be text without NUL, got {text!r}")
+            if text is not None and (
+                not isinstance(text, str) or "\x00" in text or not is_utf8(text)
+            ):
+                raise InvalidArguments(f"{option} must be UTF-8 text without NUL, got {text!r}")
         for option, moment in (("since", since), ("until", until)):
             if moment is not None and not isinstance(moment, datetime):
                 raise InvalidArguments(f"{option} must be a datetime, got {moment!r}")
@@ -462,6 +464,8 @@ class App:
 
     def cancel(self, job_id: int, *, reason: str | None = None) -> Job:
         """Cancel a queued job; its history records who and why."""
+        if reason is not None and (not isinstance(reason, str) or not is_utf8(reason)):
+            raise InvalidArguments(f"reason must be UTF-8 text, got {reason!r}")
         return self.backend.cancel(_job_id(job_id), now=utcnow(), by=whoami(), reason=reason)
 
     def retry(self, job_id: int) -> Job:

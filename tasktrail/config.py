@@ -169,8 +169,13 @@ def _parse_postgres(dsn: str, schema: str | None) -> PostgresDsn:
     parts = _split(dsn)
     try:
         _ = parts.port  # raises ValueError on a non-numeric port
-    except ValueError as exc:
-        raise ConfigurationError(f"bad port in DSN {redact_dsn(dsn)!r}: {exc}") from exc
+    except ValueError:
+        # Not urllib's message, nor chained: with a '/' in an unescaped password, what it
+        # reads as the port is the password.
+        raise ConfigurationError(
+            f"bad port in DSN {redact_dsn(dsn)!r}: expected a number from 0 to 65535 "
+            "(characters such as / ? # @ in a password must be %-escaped)"
+        ) from None
     query = parse_qsl(parts.query, keep_blank_values=True)
     kept = [(k, v) for k, v in query if k != "schema"]
     from_query = [v for k, v in query if k == "schema"]

@@ -25,6 +25,8 @@ __all__ = [
     "MAX_RETRIES",
     "MAX_RETRY_DELAY",
     "Task",
+    "check_ref_text",
+    "is_utf8",
     "retry_policy",
     "validate_name",
 ]
@@ -78,6 +80,23 @@ def retry_policy(
         max_delay=max_delay,
         jitter=jitter,
     )
+
+
+def check_ref_text(ref: Ref | None) -> Ref | None:
+    """``ref``, if its parts can be stored as text: UTF-8, so no lone surrogate."""
+    if ref is not None:
+        for part, value in (("type", ref.type), ("id", ref.id)):
+            if not is_utf8(value):
+                raise InvalidArguments(f"ref {part} {value!r} contains a lone surrogate")
+    return ref
+
+
+def is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate_priority(value: Any) -> int:
@@ -172,7 +191,7 @@ class Task(Generic[P, R]):
             raise InvalidArguments(f"cannot enqueue {self.name}: {exc}") from exc
         args_json = payload.encode(list(args), f"arguments of {self.name}")
         kwargs_json = payload.encode(kwargs, f"keyword arguments of {self.name}")
-        parsed_ref = Ref.of(ref)
+        parsed_ref = check_ref_text(Ref.of(ref))
         bound.apply_defaults()  # a key template may name a parameter left at its default
         fields = {"task": self.name, "ref": parsed_ref, **bound.arguments}
         unique_key = None
