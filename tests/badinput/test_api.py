@@ -154,6 +154,7 @@ CASES: list[Any] = [
                 123, "nocolon", ":x", "x:", ("a",), ("a", "b", "c"), ("", "1"), ("t", ""),
                 ("t", None), ("t", 1.5), ("t", True), (5, "1"), ("t", "a\x00b"),
                 ("a\x00b", "1"), ("t", "x" * 201), ("x" * 201, "1"), {"type": "t"},
+                ("t", "\ud800"), ("\udfff", "1"), "t:\udcff",
             ]
         )
     ],
@@ -214,6 +215,9 @@ CASES: list[Any] = [
     pytest.param(lambda app: app.retry(app.jobs(status="queued")[0].id), InvalidTransition, "queued", id="retry-queued"),
     pytest.param(lambda app: app.cancel(app.jobs(status="cancelled")[0].id), InvalidTransition, "cancelled", id="cancel-cancelled"),
     pytest.param(lambda app: app.jobs(ref="nocolon"), InvalidArguments, "ref must look like", id="jobs-ref"),
+    pytest.param(lambda app: app.jobs(ref=("t", "\ud800")), InvalidArguments, "lone surrogate", id="jobs-ref-surrogate"),
+    pytest.param(lambda app: app.cancel(1, reason="\ud800"), InvalidArguments, "reason must be UTF-8 text", id="cancel-reason-surrogate"),
+    pytest.param(lambda app: app.cancel(1, reason=5), InvalidArguments, "reason must be UTF-8 text", id="cancel-reason-int"),
     pytest.param(lambda app: app.jobs(status="bogus"), InvalidArguments, "unknown status 'bogus'", id="jobs-status"),
     pytest.param(lambda app: app.jobs(status=5), InvalidArguments, "status", id="jobs-status-int"),
     pytest.param(lambda app: app.jobs(status=["queued", None]), InvalidArguments, "unknown status None", id="jobs-status-none"),
@@ -228,9 +232,9 @@ CASES: list[Any] = [
     pytest.param(lambda app: app.jobs(worker_id="x"), InvalidArguments, "worker_id must be an integer", id="jobs-worker-str"),
     pytest.param(lambda app: app.jobs(worker_id=True), InvalidArguments, "worker_id must be an integer", id="jobs-worker-bool"),
     *[
-        pytest.param(lambda app, k=k, v=v: app.jobs(**{k: v}), InvalidArguments, "must be text without NUL", id=f"jobs-{k}-{v!r}")
+        pytest.param(lambda app, k=k, v=v: app.jobs(**{k: v}), InvalidArguments, "must be UTF-8 text without NUL", id=f"jobs-{k}-{v!r}")
         for k in ("task", "queue", "ref_type")
-        for v in (5, ["a"], "a\x00b")
+        for v in (5, ["a"], "a\x00b", "\udcff")
     ],
     pytest.param(lambda app: app.stats(5), InvalidArguments, "window must be a timedelta", id="stats-int"),
     pytest.param(lambda app: app.stats(timedelta(0)), InvalidArguments, "longer than zero", id="stats-zero"),
@@ -375,6 +379,7 @@ def _map_jobs(state: Path) -> list[tasktrail.Job]:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="product bug (tasktrail/mapping.py): MapRun.submit enqueues items in batches of "
     "1,000 while it validates them, so a bad item leaves the batches before it stored",
 )

@@ -13,7 +13,14 @@ from importlib import resources
 
 from .._sql import queries, read_sql
 
-__all__ = ["SCHEMA_VERSION", "migrations", "render", "render_schema", "rendered_queries"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "migrations",
+    "render",
+    "render_roles",
+    "render_schema",
+    "rendered_queries",
+]
 
 #: The schema version this code writes and reads (the highest migration).
 SCHEMA_VERSION = 2
@@ -53,6 +60,14 @@ def render_schema(schema: str) -> str:
     if schema == "tasktrail":
         return script
     return f'-- Rendered for the schema "{schema}": every object below is created there.\n{script}'
+
+
+def render_roles(schema: str) -> str:
+    """The least-privilege roles script (``roles.sql``, see docs/security.md) for ``schema``."""
+    script = render(read_sql("postgres", "roles.sql"), schema)
+    if schema == "tasktrail":
+        return script
+    return f'-- Rendered for the schema "{schema}".\n{script}'
 
 
 def migrations() -> list[tuple[int, str]]:
