@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit
 
 from .errors import ConfigurationError
 
@@ -193,5 +193,6 @@ def _parse_postgres(dsn: str, schema: str | None) -> PostgresDsn:
         raise ConfigurationError(
             f"schema name {chosen!r} is reserved for PostgreSQL's own catalogs; name another"
         )
-    conninfo = parts._replace(query=urlencode(kept)).geturl()
+    # %20, not "+", for a space: libpq reads "+" as a plus ("options=-c role=x").
+    conninfo = parts._replace(query=urlencode(kept, quote_via=quote)).geturl()
     return PostgresDsn(conninfo=conninfo, schema=chosen)

@@ -522,6 +522,52 @@ def test_the_owner_migrates_and_adopts_a_schema_made_by_someone_else(
     assert "added_later_fn()" not in privileges(pg_server, schema, "public")
 
 
+def test_login_roles_act_through_membership(roles: Roles, pg_server: str) -> None:
+    # The documented alternative to letting the three roles log in: your own login roles
+    # are members; the deployer takes the owner role for the session (options=-c role=…),
+    # so that what `tasktrail migrate` creates belongs to the owner, not to the deployer.
+    suffix = uuid.uuid4().hex[:10]
+    deployer, web = f"tt_deployer_{suffix}", f"tt_web_{suffix}"
+    schema = f"tt_test_{suffix}"
+    run_script(pg_server, roles.script(schema))  # creates the roles if they are missing
+    with admin(pg_server) as conn:
+        conn.execute(f'CREATE ROLE "{deployer}" LOGIN IN ROLE "{roles.names["owner"]}"'.encode())
+        conn.execute(f'CREATE ROLE "{web}" LOGIN IN ROLE "{roles.names["producer"]}"'.encode())
+    try:
+        parts = urlsplit(roles.dsn("owner", schema))
+        host = parts.netloc.rpartition("@")[2]
+        as_owner = parts._replace(
+            netloc=f"{deployer}@{host}",
+            query=f"options=-c%20role%3D{roles.names['owner']}&schema={schema}",
+        ).geturl()
+        done = run_tasktrail(as_owner, "migrate")
+        assert done.returncode == 0, done.stderr
+        run_script(pg_server, roles.script(schema))
+        with admin(pg_server) as conn:
+            owners = conn.execute(
+                "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class"
+                " WHERE relnamespace = %s::regnamespace",
+                (f'"{schema}"',),
+            ).fetchall()
+        assert owners == [(roles.names["owner"],)]
+        app = tasktrail.App(parts._replace(netloc=f"{web}@{host}").geturl())
+        try:
+
+            @app.task(name="double")
+            def double(number: int) -> int:
+                return 2 * number
+
+            assert app.job(double.enqueue(4).id).status == "queued"
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.cancel(app.jobs()[0].id)
+        finally:
+            app.close()
+    finally:
+        with admin(pg_server) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+            conn.execute(f'DROP ROLE "{deployer}", "{web}"'.encode())
+
+
 # -- what the product should do better (see the report of issue 6) ----------------------------
 
 
