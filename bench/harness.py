@@ -263,7 +263,8 @@ def slug(text: str) -> str:
 
 def peers_of_module(module: Any) -> list[Peer]:
     """The drivers a module offers: its ``peers()`` if it has one, else an instance of
-    each concrete :class:`Peer` subclass it defines (constructed without arguments)."""
+    each concrete, public :class:`Peer` subclass it defines (constructed without
+    arguments)."""
     factory = getattr(module, "peers", None)
     if callable(factory):
         return list(factory())
@@ -272,6 +273,7 @@ def peers_of_module(module: Any) -> list[Peer]:
         if (
             issubclass(cls, Peer)
             and cls is not Peer
+            and not cls.__name__.startswith("_")
             and cls.__module__ == module.__name__
             and not inspect.isabstract(cls)
         ):

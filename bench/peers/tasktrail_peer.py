@@ -47,9 +47,11 @@ from bench.config import PG_DSN, ROOT
 from bench.peers.base import Latency, NotSupported, Peer
 
 #: The best settings measured on 2 cores (see bench/README.md, "tasktrail's settings"):
-#: reserve = RESERVE_PER_PROCESS x processes; poll interval in seconds (only a fallback:
-#: PostgreSQL wakes workers by LISTEN/NOTIFY, SQLite by a local socket).
-RESERVE_PER_PROCESS = {"postgresql": 4, "sqlite": 4}
+#: reserve = RESERVE_PER_PROCESS x processes (tasktrail's default is 4 x processes: its
+#: claims then carry about one job per process, and no-op drains are 2-3x slower); poll
+#: interval in seconds (only a fallback: PostgreSQL wakes workers by LISTEN/NOTIFY, SQLite
+#: by a local socket; 0.05 and 0.2 s measured no better).
+RESERVE_PER_PROCESS = {"postgresql": 256, "sqlite": 64}
 POLL_INTERVAL = {"postgresql": 1.0, "sqlite": 1.0}
 #: Jobs per enqueue_many call in bulk enqueues.
 BULK_BATCH = 5000
@@ -235,6 +237,7 @@ class TasktrailPeer(Peer):
         *,
         reserve_per_process: int | None = None,
         poll_interval: float | None = None,
+        pgoptions: str | None = None,
     ) -> None:
         if store not in ("postgresql", "sqlite"):
             raise ValueError(f"store must be postgresql or sqlite, not {store!r}")
@@ -243,6 +246,8 @@ class TasktrailPeer(Peer):
         self.name = "tasktrail (PostgreSQL)" if store == "postgresql" else "tasktrail (SQLite)"
         self.reserve_per_process = reserve_per_process or RESERVE_PER_PROCESS[store]
         self.poll_interval = poll_interval or POLL_INTERVAL[store]
+        #: libpq PGOPTIONS for the workers' sessions (diagnosis only; None: as shipped)
+        self.pgoptions = pgoptions
         self._tmp: Path | None = None
         self._stores: list[_Store] = []
         self._scale: _Store | None = None
@@ -319,7 +324,7 @@ class TasktrailPeer(Peer):
     def latency(self, count: int, interval: float) -> Latency:
         with self._fresh() as store:
             probe = store.app.get_task("bench.probe")
-            pool = _Workers(store.dsn)
+            pool = _Workers(store.dsn, self.pgoptions)
             try:
                 pool.start(1, self.reserve_per_process, self.poll_interval)
                 self._wait_ready(store, pool, processes=1)
@@ -349,7 +354,7 @@ class TasktrailPeer(Peer):
             app = store.app
             sleep = app.get_task("bench.sleep")
             app.enqueue_many(sleep.prepare(seconds) for _ in range(count))
-            pool = _Workers(store.dsn)
+            pool = _Workers(store.dsn, self.pgoptions)
             try:
                 began = time.perf_counter()
                 pool.start(processes, self.reserve_per_process * processes, self.poll_interval)
@@ -362,10 +367,11 @@ class TasktrailPeer(Peer):
     # -- tasktrail-only scenarios ---------------------------------------------------------
 
     def scale_setup(self, backlog: int, events: int, log: Callable[[str], None]) -> dict[str, Any]:
-        """A schema with ``backlog`` queued no-op jobs and ``events`` history events: the
-        backlog's ``enqueued`` events, and three events (enqueued, started, succeeded —
-        one job in 20 failed) for each of ``(events - backlog) / 3`` finished jobs with
-        refs, spread over the past 30 days. Set-based SQL (``INSERT … SELECT
+        """A schema with ``backlog`` queued no-op jobs (without refs, as the jobs of the
+        empty-table drain) and ``events`` history events: the backlog's ``enqueued``
+        events, and three events (enqueued, started, succeeded — one job in 20 failed)
+        for each of ``(events - backlog) / 3`` finished jobs with refs (10,000 distinct
+        objects), spread over the past 30 days. Set-based SQL (``INSERT … SELECT
         generate_series``) with the secondary indexes dropped during the load and
         rebuilt from their own definitions, then ``VACUUM ANALYZE`` (the steady state
         autovacuum keeps). Returns what was made and how long it took."""
@@ -436,10 +442,9 @@ class TasktrailPeer(Peer):
                 log(f"queued backlog {low:,}..{high:,} of {backlog:,}")
                 conn.execute(
                     "WITH made AS ("
-                    " INSERT INTO jobs (task, queue, status, ref_type, ref_id, args, kwargs,"
-                    "  run_at, created_at)"
-                    " SELECT 'bench.noop', 'default', 'queued', 'website', (n %% 10000)::text,"
-                    "  '[]', '{}', now() - interval '1 hour', now() - interval '1 hour'"
+                    " INSERT INTO jobs (task, queue, status, args, kwargs, run_at, created_at)"
+                    " SELECT 'bench.noop', 'default', 'queued', '[]', '{}',"
+                    "  now() - interval '1 hour', now() - interval '1 hour'"
                     " FROM generate_series(%s::bigint, %s::bigint) AS n"
                     " RETURNING id, created_at)"
                     " INSERT INTO events (job_id, at, kind, attempt)"
@@ -490,7 +495,7 @@ class TasktrailPeer(Peer):
         if store is None:
             raise RuntimeError("scale_setup first")
         since = datetime.now(timezone.utc)
-        pool = _Workers(store.dsn, pgoptions)
+        pool = _Workers(store.dsn, pgoptions or self.pgoptions)
         finished = 0
         try:
             began = time.perf_counter()
@@ -619,7 +624,7 @@ class TasktrailPeer(Peer):
         seconds. Returns the rate and the samples as (fraction done, RSS KiB, HWM KiB)."""
         with self._fresh() as store:
             self._fill(store, count)
-            pool = _Workers(store.dsn)
+            pool = _Workers(store.dsn, self.pgoptions)
             samples: dict[str, list[tuple[float, int, int]]] = {"supervisor": [], "child": []}
             child_pids: list[int] = []
             try:
@@ -711,7 +716,7 @@ class TasktrailPeer(Peer):
         processes: int,
         done: Callable[[], bool] | None = None,
     ) -> float:
-        pool = _Workers(store.dsn)
+        pool = _Workers(store.dsn, self.pgoptions)
         try:
             began = time.perf_counter()
             for _ in range(workers):
