@@ -43,9 +43,11 @@ class Peer(ABC):
 
     def setup(self) -> None:
         """Create what the system needs (schema, queues); called once before its runs."""
+        return None
 
     def teardown(self) -> None:
         """Drop/flush everything created; kill any process left."""
+        return None
 
     @abstractmethod
     def enqueue_single(self, count: int) -> float:
