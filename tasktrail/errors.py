@@ -14,6 +14,7 @@ __all__ = [
     "InvalidPayload",
     "InvalidTransition",
     "JobNotFound",
+    "PermissionDenied",
     "ScheduleNotFound",
     "SchemaError",
     "TasktrailError",
@@ -31,6 +32,10 @@ class ConfigurationError(TasktrailError):
 
 class BackendUnavailable(TasktrailError):
     """The database cannot be opened or reached."""
+
+
+class PermissionDenied(TasktrailError):
+    """The database refused an operation to the role in the DSN (PostgreSQL roles)."""
 
 
 class SchemaError(TasktrailError):

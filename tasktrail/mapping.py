@@ -155,7 +155,7 @@ class MapRun:
             for job in self.app.jobs(task=self.task.name, limit=None)
             if job.ref is not None
         }
-        batch = []
+        prepared = []
         count = 0
         for index, item in enumerate(items):
             count += 1
@@ -169,12 +169,10 @@ class MapRun:
                         "to another input; use another --state or delete it"
                     )
                 continue
-            batch.append(self.task.prepare(*args, ref=("item", index), **kwargs))
-            if len(batch) >= _BATCH:
-                self.app.enqueue_many(batch)
-                batch = []
-        if batch:
-            self.app.enqueue_many(batch)
+            prepared.append(self.task.prepare(*args, ref=("item", index), **kwargs))
+        # Every item is checked before any is stored: one bad item stores nothing.
+        for start in range(0, len(prepared), _BATCH):
+            self.app.enqueue_many(prepared[start : start + _BATCH])
         return count
 
     def resume(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from ..job import Event, Job, Ref, WorkerRecord
 from ..schedule import ScheduleDef, ScheduleRecord, Tick, spec_from_columns
 
-__all__ = ["AS_IS", "FROM_TEXT", "Columns"]
+__all__ = ["AS_IS", "FROM_TEXT", "Columns", "Malformed"]
 
 
 def _same(value: Any) -> Any:
@@ -28,8 +28,18 @@ def _time_from_text(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text is not None else None
 
 
+class Malformed(str):
+    """Job data that is not JSON (a row written by hand): kept as the text it is, so the
+    worker can fail that one job instead of every claim failing while reading it."""
+
+
 def _json_from_text(text: str | None) -> Any:
-    return json.loads(text) if text is not None else None
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return Malformed(text)
 
 
 def _tuple(value: Any) -> tuple[str, ...]:

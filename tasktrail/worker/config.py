@@ -14,6 +14,18 @@ MAX_PROCESSES = 512
 MAX_RESERVE = 100_000
 
 
+def _check_name(name: Any) -> None:
+    """A worker name is shown in history: printable text, at most 200 characters."""
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise ConfigurationError(f"worker name must be 1 to 200 characters, got {name!r}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigurationError(f"worker name {name!r} is not valid UTF-8 text") from None
+    if not name.isprintable():
+        raise ConfigurationError(f"worker name {name!r} has control characters")
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     """How a worker client runs. Every field has a ``tasktrail worker`` option.
@@ -51,7 +63,11 @@ class WorkerConfig:
                 )
 
         def positive(name: str, value: Any, minimum: float = 0.0) -> None:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > minimum:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not minimum < value < 10 * 365 * 86400  # finite, and not absurd
+            ):
                 raise ConfigurationError(
                     f"{name} must be more than {minimum:g} seconds, got {value!r}"
                 )
@@ -69,11 +85,13 @@ class WorkerConfig:
         if (
             isinstance(self.grace, bool)
             or not isinstance(self.grace, int | float)
-            or self.grace < 0
+            or not 0 <= self.grace < 10 * 365 * 86400
         ):
             raise ConfigurationError(f"grace must be 0 or more seconds, got {self.grace!r}")
         if isinstance(self.queues, str):
             raise ConfigurationError("queues must be a sequence of names, not one string")
+        if self.name is not None:
+            _check_name(self.name)
 
     @property
     def reserve_limit(self) -> int:

@@ -26,7 +26,7 @@ from ..clock import utcnow
 from ..job import Job, Outcome
 from ..retry import RetryPolicy
 from .config import WorkerConfig
-from .outcomes import not_started, outcome_from_exit, outcome_from_message
+from .outcomes import malformed, not_started, outcome_from_exit, outcome_from_message
 from .pool import PIPELINE_MESSAGE_LIMIT, Child, ChildPool
 from .protocol import encode_message
 
@@ -202,6 +202,11 @@ class JobFlow:
         depth = self.depth()
         while self.ready:
             job = self.ready[0]
+            if not isinstance(job.args, list) or not isinstance(job.kwargs, dict):
+                # A row written by hand, not through enqueue: fail it, run nothing.
+                self.ready.popleft()
+                self.record(job, malformed(job, utcnow()))
+                continue
             message = encode_message(
                 {
                     "job": job.id,

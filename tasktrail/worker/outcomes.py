@@ -18,6 +18,7 @@ from ..retry import RetryPolicy
 __all__ = [
     "StopReason",
     "describe_exit",
+    "malformed",
     "not_started",
     "outcome_from_exit",
     "outcome_from_message",
@@ -94,6 +95,19 @@ def outcome_from_message(
     if message.get("traceback"):
         detail["traceback"] = message["traceback"]
     return _failure(job, attempt, "failed", str(message.get("error")), detail, policy, now, rng)
+
+
+def malformed(job: Job, now: datetime) -> Outcome:
+    """The outcome of a job whose stored arguments are not a JSON array and object (a row
+    written by hand): it fails for good, nothing is run."""
+    return Outcome(
+        job.id,
+        job.attempts,
+        "failed",
+        now,
+        error="malformed job data: args must be a JSON array and kwargs a JSON object",
+        detail={"reason": "malformed"},
+    )
 
 
 def not_started(job: Job, attempt: int, why: str, now: datetime) -> Outcome:

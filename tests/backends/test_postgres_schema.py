@@ -544,8 +544,9 @@ def test_migrate_upgrades_a_version_1_database_and_keeps_its_jobs(
     assert first_version == 1
     v1 = resources.files("tasktrail").joinpath("sql/postgres/migrations").joinpath(first_file)
     script = tmp_path / "v1.sql"
-    script.write_text(
-        render(v1.read_text("utf-8"), old)
+    script.write_text(  # as `tasktrail migrate` applies it: into a schema it created
+        render("CREATE SCHEMA tasktrail;\n", old)
+        + render(v1.read_text("utf-8"), old)
         + render("\nINSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial');", old)
     )
     result = run_psql(psql, pg_server, script)

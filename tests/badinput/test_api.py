@@ -377,12 +377,6 @@ def _map_jobs(state: Path) -> list[tasktrail.Job]:
     return App(f"sqlite:///{state}").jobs(limit=None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug (tasktrail/mapping.py): MapRun.submit enqueues items in batches of "
-    "1,000 while it validates them, so a bad item leaves the batches before it stored",
-)
 def test_map_with_one_bad_item_after_a_thousand_stores_nothing(tmp_path: Path) -> None:
     state = tmp_path / "s.db"
     items: list[Any] = [(i, i) for i in range(1000)] + [(object(), 1)]

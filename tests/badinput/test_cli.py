@@ -202,13 +202,6 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
     assert app.dsn == module_dsn  # a refused --dsn did not move the app
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug (tasktrail/worker/config.py): WorkerConfig accepts an infinite "
-    "lease and a name that is not UTF-8 text (an undecodable argv byte), and the worker "
-    "then crashes registering itself instead of refusing the option",
-)
 @pytest.mark.parametrize(("option", "value"), [("--lease", "inf"), ("--name", "w\udcff")])
 def test_worker_options_checked_only_by_the_database(
     app: tasktrail.App, module_dsn: str, option: str, value: str

@@ -136,13 +136,6 @@ def test_postgresql_refuses_a_row_whose_arguments_are_not_json(pg_dsn: str) -> N
         insert_job(pg_dsn, "echo", "not json", "{}", raw=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug (SQLite schema / backends/records.py): a row whose args are not "
-    "JSON makes every worker that claims it crash while reading it (a poison row); it "
-    "should be refused by a CHECK (json_valid(args)) or failed as malformed",
-)
 def test_a_row_whose_arguments_are_not_json_does_not_stop_the_worker(
     sqlite_dsn: str, tmp_path: Path
 ) -> None:
@@ -164,13 +157,6 @@ def test_a_row_whose_arguments_are_not_json_does_not_stop_the_worker(
         tasks.app.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product gap (worker/child.py): a crafted row whose args are a JSON object "
-    "(not an array) is splatted into the task's positional arguments instead of failing "
-    "as malformed job data",
-)
 def test_a_row_whose_arguments_are_not_an_array_fails_as_malformed(
     app: tasktrail.App, dsn: str, workers: WorkerFactory
 ) -> None:

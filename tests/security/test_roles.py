@@ -558,7 +558,9 @@ def test_login_roles_act_through_membership(roles: Roles, pg_server: str) -> Non
                 return 2 * number
 
             assert app.job(double.enqueue(4).id).status == "queued"
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            with pytest.raises(
+                tasktrail.PermissionDenied, match="permission denied for table jobs"
+            ):
                 app.cancel(app.jobs()[0].id)
         finally:
             app.close()
@@ -571,25 +573,12 @@ def test_login_roles_act_through_membership(roles: Roles, pg_server: str) -> Non
 # -- what the product should do better (see the report of issue 6) ----------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product change needed (backends/postgres/backend.py): InsufficientPrivilege is "
-    "not turned into a TasktrailError, so `tasktrail migrate` as a role that may not "
-    "prints a traceback instead of one line",
-)
 def test_migrate_as_a_worker_is_one_clear_line(setup: Setup) -> None:
     done = run_tasktrail(setup.worker, "migrate")
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1, done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product change needed (backends/postgres/backend.py): a producer's refused "
-    "cancel raises psycopg's InsufficientPrivilege, not a TasktrailError",
-)
 def test_a_refused_cancel_is_a_tasktrail_error(setup: Setup) -> None:
     tasks.roles_app.configure(setup.producer)
     try:
@@ -601,13 +590,6 @@ def test_a_refused_cancel_is_a_tasktrail_error(setup: Setup) -> None:
         tasks.roles_app.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product change needed (backends/postgres/backend.py schema_version): a role "
-    "without USAGE on the schema gets psycopg's InsufficientPrivilege from App.backend, "
-    "not a SchemaError saying which grant is missing",
-)
 def test_a_role_without_grants_gets_a_schema_error(setup: Setup, pg_server: str) -> None:
     nobody = f"tt_nobody_{uuid.uuid4().hex[:10]}"
     with admin(pg_server) as conn:

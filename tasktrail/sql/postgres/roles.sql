@@ -38,14 +38,6 @@ BEGIN
 END
 $$;
 
--- `tasktrail migrate` runs CREATE SCHEMA IF NOT EXISTS, which PostgreSQL checks against
--- the database's CREATE privilege even when the schema exists.
-DO $$
-BEGIN
-    EXECUTE format('GRANT CREATE ON DATABASE %I TO tasktrail_owner', current_database());
-END
-$$;
-
 CREATE SCHEMA IF NOT EXISTS tasktrail AUTHORIZATION tasktrail_owner;
 ALTER SCHEMA tasktrail OWNER TO tasktrail_owner;
 

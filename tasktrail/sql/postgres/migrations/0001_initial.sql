@@ -1,6 +1,6 @@
 -- Migration 1: the initial schema. Applied by `tasktrail migrate` to an empty database.
 -- (Later migrations change what this one created; schema.sql is always the sum.)
-CREATE SCHEMA IF NOT EXISTS tasktrail;
+-- (the schema itself is created by `tasktrail migrate` when it is missing)
 
 CREATE TABLE IF NOT EXISTS tasktrail.migrations (
     version     integer PRIMARY KEY,
