@@ -746,3 +746,18 @@ def test_a_cancel_reason_with_a_nul_character_is_recorded(apps: Apps) -> None:
     handle = apps.echo.enqueue("x")
     assert apps.app.cancel(handle.id, reason="because\x00").status == "cancelled"
     assert apps.app.events(handle.id)[-1].detail["reason"] == "because\x00"
+
+
+# -- session settings -------------------------------------------------------------------------
+
+
+def test_the_backend_session_never_jit_compiles_and_plans_generically(apps: Apps) -> None:
+    """A claim over a million queued jobs was JIT-compiled on every call (2 s each, for
+    a statement that runs in milliseconds): the backend's sessions turn JIT off."""
+    backend: Any = apps.backend
+    with backend._connection() as conn:
+        settings = {
+            name: conn.execute(f"SHOW {name}").fetchone()[0]
+            for name in ("jit", "plan_cache_mode", "TimeZone")
+        }
+    assert settings == {"jit": "off", "plan_cache_mode": "force_generic_plan", "TimeZone": "UTC"}
