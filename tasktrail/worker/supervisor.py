@@ -154,19 +154,30 @@ class Supervisor:
     # -- talking to the backend -------------------------------------------------------
 
     def _db(self, what: str, call: Callable[[], T]) -> T | None:
-        """Run a backend call; on a connection failure log it, back off and return None."""
+        """Run a backend call; on a connection failure log it, back off and return None.
+
+        The backoff never grows past a heartbeat interval: once the database is back,
+        every live worker renews its lease before anyone may think it lost. And a worker
+        that was cut off waits a whole lease before it recovers others: during an outage
+        nobody could heartbeat, and the others need that long to renew theirs. (So does a
+        new worker: see _register.)
+        """
         if time.monotonic() < self._db_retry_at:
             return None
         try:
             result = call()
         except BackendUnavailable as exc:
             self._db_failures += 1
-            delay = min(30.0, 0.1 * 2 ** min(self._db_failures, 10)) * self._rng.uniform(0.8, 1.2)
+            cap = min(30.0, self.config.lease_seconds / 3)
+            delay = min(cap, 0.1 * 2 ** min(self._db_failures, 10)) * self._rng.uniform(0.8, 1.2)
             self._db_retry_at = time.monotonic() + delay
             log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
             return None
         if self._db_failures:
             log.info("database reachable again")
+            self._next_recover = max(
+                self._next_recover, time.monotonic() + self.config.lease_seconds
+            )
         self._db_failures = 0
         return result
 
@@ -182,6 +193,10 @@ class Supervisor:
         )
         self.worker_id = self.backend.register_worker(info, now=utcnow())
         self._next_heartbeat = time.monotonic() + self.config.lease_seconds / 3
+        # A new worker cannot tell whether the database was just unreachable for everyone
+        # (all leases expired, every worker about to renew its own): it acts on expired
+        # leases once it has been connected for a whole lease itself, as after an outage.
+        self._next_recover = max(self._next_recover, time.monotonic() + self.config.lease_seconds)
         self._sync_wake_fd()
 
     def _sync_wake_fd(self) -> None:
@@ -221,6 +236,8 @@ class Supervisor:
 
     def _recover(self) -> None:
         self._next_recover = time.monotonic() + max(1.0, self.config.lease_seconds / 2)
+        if self._db_failures:
+            return  # not while the database is unreachable: see _db
         recovered = self._db("recover", lambda: self.backend.recover_lost(now=utcnow()))
         for item in recovered or ():
             log.warning(

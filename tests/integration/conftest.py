@@ -146,15 +146,16 @@ class WorkerFactory:
         "kill_grace": 0.5,
     }
 
-    def __init__(self, dsn: str, directory: Path) -> None:
+    def __init__(self, dsn: str, directory: Path, prefix: str = "w") -> None:
         self.dsn = dsn
         self.directory = directory
+        self.prefix = prefix  # of the workers' names: w1, w2, ...
         self.started: list[Worker] = []
 
     def start(self, *, app_spec: str = APP_SPEC, **options: Any) -> Worker:
         """Start ``tasktrail worker`` with ``options`` (``reserve=3`` -> ``--reserve 3``;
         ``True`` -> a bare flag)."""
-        name = f"w{len(self.started) + 1}"
+        name = f"{self.prefix}{len(self.started) + 1}"
         settings = {**self.DEFAULTS, **options}
         argv = [tasktrail_command(), "worker", "--app", app_spec, "--name", name, "--verbose"]
         for key, value in settings.items():
