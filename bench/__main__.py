@@ -30,7 +30,9 @@ from bench.harness import (
 )
 from bench.peers.base import Peer
 
-SCENARIOS = ("enqueue", "drain", "latency", "sleep", "sqlite", "scale", "memory", "limits")
+SCENARIOS = (
+    "enqueue", "drain", "latency", "sleep", "sqlite", "scale", "memory", "limits", "map",
+)  # fmt: skip
 SERVER_SCENARIOS = ("enqueue", "drain", "latency", "sleep")
 
 
@@ -255,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     if "sleep" in args.scenarios:
         log("== multiprocessing.Pool baseline")
         sc.run_pool_baseline(ctx, machine)
+    if "map" in args.scenarios:
+        log("== micro tasks: app.map against the standard library's pools")
+        sc.run_map(ctx, machine)
     for lp in peers:
         run_peer(ctx, lp, args.scenarios)
     sc.derive(results, sizes, args.scenarios, list(results.columns.values()))

@@ -40,6 +40,9 @@ class Sizes:
     memory_jobs: int = 100_000
     raw_inserts: int = 3_000
     pgbench_seconds: int = 10
+    map_sleeps: int = 200
+    map_trivial: int = 20_000
+    map_processes: int = 8
 
 
 QUICK = Sizes(
@@ -55,6 +58,8 @@ QUICK = Sizes(
     memory_jobs=5_000,
     raw_inserts=300,
     pgbench_seconds=2,
+    map_sleeps=80,
+    map_trivial=2_000,
 )
 
 DRAIN_SHAPES = ((1, 1), (1, 2), (2, 2))
@@ -190,6 +195,30 @@ def limit_figures(sizes: Sizes) -> tuple[Figure, Figure, Figure, Figure]:
     )
 
 
+def map_figures(sizes: Sizes) -> list[Figure]:
+    """Micro tasks (issue 7): tasktrail's ``app.map`` against the standard library's
+    process pools, same items, same process count; all shown in the tasktrail column."""
+    p = sizes.map_processes
+    figures = []
+    for key, what in (
+        ("sleep", f"{sizes.map_sleeps} × 50 ms sleeps"),
+        ("trivial", f"{sizes.map_trivial:,} trivial items"),
+    ):
+        figures += [
+            Figure(f"map.{key}", f"micro tasks: app.map of {what}, {p} processes: wall time",
+                   "s", better=None, reference=True),
+            Figure(f"map.{key}_pool", f"reference: multiprocessing.Pool({p}).map of {what}",
+                   "s", better=None, reference=True),
+            Figure(f"map.{key}_executor",
+                   f"reference: ProcessPoolExecutor({p}).map of {what}", "s", better=None,
+                   reference=True),
+            Figure(f"map.{key}_vs_pool",
+                   f"app.map of {what} ÷ Pool ({'target ≤ 1.10' if key == 'sleep' else 'as small as the design allows'})",
+                   "", better=None, reference=True),
+        ]  # fmt: skip
+    return figures
+
+
 def all_figures(sizes: Sizes, scenarios: list[str]) -> list[Figure]:
     """Every figure the chosen scenarios may produce, in table order."""
     figures: list[Figure] = []
@@ -212,6 +241,8 @@ def all_figures(sizes: Sizes, scenarios: list[str]) -> list[Figure]:
             figures += memory_figures(sizes)
         elif name == "limits":
             figures += limit_figures(sizes)
+        elif name == "map":
+            figures += map_figures(sizes)
     return figures
 
 
@@ -317,6 +348,69 @@ def run_pool_baseline(ctx: Context, machine: LoadedPeer) -> None:
         lambda: pool_sleeps(s.sleep_count, s.sleep_seconds, s.sleep_processes),
         lambda v: [(figure, v)],
     )
+
+
+def tasktrail_map(items: list[Any], function: str, processes: int) -> float:
+    """Wall time of ``app.map`` over ``items`` with a fresh state file, from the call to
+    the last result (every item must succeed)."""
+    import tempfile
+
+    import tasktrail
+    from bench.apps import map_app
+
+    with tempfile.TemporaryDirectory(prefix="bench-map-") as directory:
+        app = tasktrail.App(f"sqlite:///{directory}/unused.db")
+        began = time.perf_counter()
+        results = list(app.map(getattr(map_app, function), items, processes=processes,
+                               state=f"{directory}/state.db"))  # fmt: skip
+        elapsed = time.perf_counter() - began
+        app.close()
+    failed = [r for r in results if not r.ok]
+    if len(results) != len(items) or failed:
+        raise RuntimeError(f"app.map: {len(failed)} of {len(results)} items failed")
+    return elapsed
+
+
+def stdlib_map(kind: str, items: list[Any], function: str, processes: int) -> float:
+    """Wall time of the standard library's pool (``pool`` or ``executor``, fork) mapping
+    ``function`` over ``items`` as a user writes it (default chunk sizes), from creating
+    the pool to the last result."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bench.apps import map_app
+
+    func = getattr(map_app, function)
+    context = multiprocessing.get_context("fork")
+    began = time.perf_counter()
+    if kind == "pool":
+        with context.Pool(processes) as pool:
+            results = pool.map(func, items)
+    else:
+        with ProcessPoolExecutor(processes, mp_context=context) as executor:
+            results = list(executor.map(func, items))
+    elapsed = time.perf_counter() - began
+    if len(results) != len(items):
+        raise RuntimeError(f"{kind}: {len(results)} results for {len(items)} items")
+    return elapsed
+
+
+def run_map(ctx: Context, machine: LoadedPeer) -> None:
+    s = ctx.sizes
+    figures = map_figures(s)
+    cases = (
+        ("sleep", [0.05] * s.map_sleeps, "nap", figures[0:3]),
+        ("trivial", list(range(s.map_trivial)), "square", figures[4:7]),
+    )
+    for what, items, function, (mine, pool, executor) in cases:
+        repeat(ctx, machine, [mine], f"app.map {what}",
+               lambda i=items, f=function: tasktrail_map(i, f, s.map_processes),
+               lambda v, fig=mine: [(fig, v)])  # fmt: skip
+        repeat(ctx, machine, [pool], f"Pool.map {what}",
+               lambda i=items, f=function: stdlib_map("pool", i, f, s.map_processes),
+               lambda v, fig=pool: [(fig, v)])  # fmt: skip
+        repeat(ctx, machine, [executor], f"ProcessPoolExecutor.map {what}",
+               lambda i=items, f=function: stdlib_map("executor", i, f, s.map_processes),
+               lambda v, fig=executor: [(fig, v)])  # fmt: skip
 
 
 def run_scale(ctx: Context, lp: LoadedPeer) -> None:
@@ -589,6 +683,12 @@ def derive(results: Results, sizes: Sizes, scenarios: list[str], columns: list[A
         drain = results.cell(drain_key, column.key)
         if hasattr(tps, "median") and hasattr(drain, "median"):
             results.text(drain_ratio, column.key, fmt_ratio(drain.median / tps.median))  # type: ignore[union-attr]
+    for key in ("sleep", "trivial"):
+        mine = results.cell(f"map.{key}", "machine")
+        pool = results.cell(f"map.{key}_pool", "machine")
+        if hasattr(pool, "median") and hasattr(mine, "median"):
+            ratio = next(f for f in map_figures(sizes) if f.key == f"map.{key}_vs_pool")
+            results.text(ratio, "machine", fmt_ratio(mine.median / pool.median))  # type: ignore[union-attr]
     _, _, vs_pool = sleep_figures(sizes)
     pool = results.cell("server.sleep_pool", "machine")
     for column in columns:
