@@ -31,6 +31,7 @@ from .signals import SignalInbox
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..backends.base import Backend
 
 __all__ = ["Supervisor", "WorkerConfig"]
 
@@ -48,7 +49,6 @@ class Supervisor:
             validate_name(queue, "queue name")
         self.app = app
         self.config = config
-        self.backend = app.backend
         self.name = config.name or f"{socket.gethostname()}:{os.getpid()}"
         self.worker_id = 0
         self.stopping = False
@@ -57,7 +57,9 @@ class Supervisor:
         self._rng = random.Random()
         self._selector = selectors.DefaultSelector()
         self.pool = ChildPool(app, self._selector, config.max_tasks_per_child)
-        self.flow = JobFlow(app, self.backend, self.pool, config, self._db, self.name)
+        # Set by _open, once the database answers.
+        self.backend: Backend
+        self.flow: JobFlow
         self._signals = SignalInbox()
         self._next_heartbeat = 0.0
         self._next_recover = 0.0
@@ -71,8 +73,12 @@ class Supervisor:
     def run(self) -> int:
         """Run until stopped by a signal (or, in burst mode, until the queues are drained)."""
         self._install_signals()
+        opened = False
         try:
-            self._register()
+            opened = self._open()
+            if not opened:
+                log.info("worker %s stopped before the database could be reached", self.name)
+                return 0
             if self.app.periodics:
                 self.app.schedules.sync()
             log.info(
@@ -86,10 +92,42 @@ class Supervisor:
                 self._step()
                 self._wait()
         finally:
-            self._shutdown()
+            if opened:
+                self._shutdown()
             self._restore_signals()
         log.info("worker %s stopped", self.name)
         return 0
+
+    def _open(self) -> bool:
+        """Reach the database and register; while it is unreachable, retry with backoff
+        (a worker started during an outage, or by a service manager before the database,
+        waits for it rather than exiting). False if a signal stopped it first."""
+        delay = 0.25
+        while True:
+            try:
+                if not hasattr(self, "flow"):
+                    self.backend = self.app.backend
+                    self.flow = JobFlow(
+                        self.app, self.backend, self.pool, self.config, self._db, self.name
+                    )
+                self._register()
+                return True
+            except BackendUnavailable as exc:
+                delay = min(delay * 2, max(1.0, self.config.lease_seconds / 3))
+                log.warning("cannot start yet (%s); trying again in %.1fs", exc, delay)
+            if self._signalled_within(delay):
+                return False
+
+    def _signalled_within(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for SIGTERM or SIGINT (before any child exists)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            for key, _ in self._selector.select(left):
+                if key.data == "signal":
+                    self._signals.drain()
+            if any(signum != signal.SIGCHLD for signum in self._signals.pending()):
+                return True
+        return False
 
     def _step(self) -> None:
         self._handle_signals()

@@ -9,6 +9,7 @@ worker started just after the outage did the same at once.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -140,3 +141,31 @@ def test_a_new_worker_acts_on_expired_leases_only_after_a_lease_of_its_own(
     job = handle.get()
     assert (job.status, job.attempts, job.worker_id) == ("succeeded", 1, cut_off_id)
     assert "lost" not in kinds(handle.events())
+
+
+def test_a_worker_started_while_the_database_is_down_waits_for_it(
+    pg_app, proxy, proxied_workers, record_file, gate
+):
+    handle = tasks.block_retried.enqueue(record_file, str(gate))  # the schema exists
+    proxy.cut()
+    worker = proxied_workers.start(processes=1, lease=LEASE)
+    wait_for(lambda: "cannot start yet" in worker.log(), "the worker to report the outage")
+    assert worker.alive(), worker.diagnose()
+    assert not pg_app.workers(limit=None)
+
+    proxy.restore()
+    worker.wait_registered(pg_app)
+    gate.touch()
+    wait_for(lambda: all_final(pg_app), "the job to finish", diagnose=worker.diagnose)
+    assert handle.get().status == "succeeded"
+
+
+def test_a_worker_waiting_for_the_database_stops_cleanly_on_sigterm(pg_app, proxy, proxied_workers):
+    pg_app.backend  # noqa: B018 - the schema exists
+    proxy.cut()
+    worker = proxied_workers.start(processes=1, lease=LEASE)
+    wait_for(lambda: "cannot start yet" in worker.log(), "the worker to report the outage")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0, worker.diagnose()
+    assert worker.children() == []
+    assert not pg_app.workers(include_stopped=True, limit=None)
