@@ -17,6 +17,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -138,6 +139,15 @@ class Backend(ABC):
     @property
     def owner_pid(self) -> int:
         return self._owner_pid
+
+    def __del__(self) -> None:
+        # Dropped without close() (an App that went out of scope): close the connections
+        # here rather than leave them to the garbage collector. Only in the process that
+        # opened them: closing a PostgreSQL connection inherited through fork would end
+        # the parent's session.
+        if getattr(self, "_owner_pid", None) == os.getpid():
+            with contextlib.suppress(Exception):
+                self.close()
 
     # -- set-up -------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import closing
 from pathlib import Path
 
 from tasktrail.backends import JobFilter, open_backend
@@ -42,5 +43,5 @@ def test_opening_a_new_file_another_connection_is_writing_waits_for_it(tmp_path:
         assert [job.id for job in backend.list_jobs(JobFilter())] == [job_id]
     finally:
         backend.close()
-    with sqlite3.connect(path) as check:
+    with closing(sqlite3.connect(path)) as check:
         assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)

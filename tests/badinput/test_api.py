@@ -374,7 +374,11 @@ def test_map_refuses_bad_input_before_running_anything(
 
 
 def _map_jobs(state: Path) -> list[tasktrail.Job]:
-    return App(f"sqlite:///{state}").jobs(limit=None)
+    app = App(f"sqlite:///{state}")
+    try:
+        return app.jobs(limit=None)
+    finally:
+        app.close()
 
 
 def test_map_with_one_bad_item_after_a_thousand_stores_nothing(tmp_path: Path) -> None:

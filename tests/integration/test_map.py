@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -115,7 +116,7 @@ def test_json_lines_in_and_out(tmp_path: Path) -> None:
 
 
 def started_per_item(state: Path) -> Counter[int]:
-    with sqlite3.connect(state) as conn:
+    with closing(sqlite3.connect(state)) as conn:
         rows = conn.execute(
             "SELECT j.ref_id FROM events e JOIN jobs j ON j.id = e.job_id WHERE e.kind = 'started'"
         ).fetchall()
@@ -133,7 +134,7 @@ def test_a_run_killed_with_sigkill_carries_on_and_redoes_nothing_finished(tmp_pa
     )
     first.send_signal(signal.SIGKILL)
     first.wait(10)
-    with sqlite3.connect(state) as conn:
+    with closing(sqlite3.connect(state)) as conn:
         finished = {
             int(r[0]) for r in conn.execute("SELECT ref_id FROM jobs WHERE status = 'succeeded'")
         }

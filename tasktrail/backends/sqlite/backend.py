@@ -95,12 +95,16 @@ class SqliteBackend(Backend):
                 isolation_level=None,
                 check_same_thread=False,
             )
+        except sqlite3.DatabaseError as exc:
+            raise BackendUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+        try:
             mode = self._use_wal(conn)
             # The value comes from a fixed set checked by config.parse_dsn; PRAGMA
             # arguments cannot be bound as parameters.
             conn.execute(f"PRAGMA synchronous={self.dsn.synchronous.upper()}")
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as exc:
+            conn.close()
             raise BackendUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
         if mode.lower() != "wal":
             conn.close()
