@@ -137,7 +137,7 @@ def sleep_figures(sizes: Sizes) -> tuple[Figure, Figure, Figure]:
     )
 
 
-def scale_figures(sizes: Sizes) -> tuple[Figure, Figure, Figure, Figure, Figure]:
+def scale_figures(sizes: Sizes) -> tuple[Figure, Figure, Figure, Figure]:
     n = sizes.scale_drain
     return (
         Figure("scale.empty", f"scale: drain {n:,} jobs 1 × 2, empty tables", "jobs/s"),
@@ -149,13 +149,6 @@ def scale_figures(sizes: Sizes) -> tuple[Figure, Figure, Figure, Figure, Figure]
         ),
         Figure("scale.ratio", "scale: backlog ÷ empty tables (target ≥ 0.8)", "", better=None),
         Figure("scale.plan", "scale: the claim's plan with the backlog", "", better=None),
-        Figure(
-            "scale.backlog_nojit",
-            "scale: diagnosis: the backlog drain with the workers' sessions at jit=off "
-            "(PGOPTIONS; not tasktrail's default)",
-            "jobs/s",
-            better=None,
-        ),
     )
 
 
@@ -415,7 +408,7 @@ def run_map(ctx: Context, machine: LoadedPeer) -> None:
 
 def run_scale(ctx: Context, lp: LoadedPeer) -> None:
     s = ctx.sizes
-    empty, backlog, ratio, plan, nojit = scale_figures(s)
+    empty, backlog, ratio, plan = scale_figures(s)
     peer: Any = lp.peer
     repeat(ctx, lp, [empty], "scale drain 1x2, empty tables",
            lambda: peer.drain(s.scale_drain, 1, 2), lambda v: [(empty, v)])  # fmt: skip
@@ -471,16 +464,6 @@ def run_scale(ctx: Context, lp: LoadedPeer) -> None:
             "scale drain 1x2 with the backlog",
             lambda: peer.scale_drain(s.scale_drain, 1, 2, max_seconds=s.scale_seconds),
             lambda v: [(backlog, v)],
-        )
-        repeat(
-            ctx,
-            lp,
-            [nojit],
-            "scale drain 1x2 with the backlog, jit=off",
-            lambda: peer.scale_drain(
-                s.scale_drain, 1, 2, max_seconds=s.scale_seconds, pgoptions="-c jit=off"
-            ),
-            lambda v: [(nojit, v)],
         )
     finally:
         attempt(peer.scale_teardown, None, ctx.log, "scale teardown")

@@ -574,6 +574,7 @@ class TasktrailPeer(Peer):
             conn.execute("LOAD 'auto_explain'")
             for setting in (
                 "plan_cache_mode = force_generic_plan",  # as the backend's connection
+                "jit = off",  # as the backend's connection
                 "auto_explain.log_min_duration = 0",
                 "auto_explain.log_analyze = on",
                 "auto_explain.log_buffers = on",
