@@ -272,25 +272,29 @@ def repeat(
     return outs
 
 
+def repeat_one(
+    ctx: Context, lp: LoadedPeer, figure: Figure, what: str, call: Callable[[], float]
+) -> None:
+    """:func:`repeat` for a call whose value is the one figure it measures."""
+    repeat(ctx, lp, [figure], what, call, lambda value: [(figure, value)])
+
+
 def run_enqueue(ctx: Context, lp: LoadedPeer, store: str) -> None:
     single, bulk = enqueue_figures(store)
     s = ctx.sizes
-    repeat(ctx, lp, [single], "enqueue single", lambda: lp.peer.enqueue_single(s.enqueue_single),
-           lambda v: [(single, v)])  # fmt: skip
-    repeat(ctx, lp, [bulk], "enqueue bulk", lambda: lp.peer.enqueue_bulk(s.enqueue_bulk),
-           lambda v: [(bulk, v)])  # fmt: skip
+    repeat_one(ctx, lp, single, "enqueue single", lambda: lp.peer.enqueue_single(s.enqueue_single))
+    repeat_one(ctx, lp, bulk, "enqueue bulk", lambda: lp.peer.enqueue_bulk(s.enqueue_bulk))
 
 
 def run_drains(ctx: Context, lp: LoadedPeer, store: str) -> None:
     count = ctx.sizes.drain
     for figure, (workers, processes) in zip(drain_figures(store, count), DRAIN_SHAPES, strict=True):
-        repeat(
+        repeat_one(
             ctx,
             lp,
-            [figure],
+            figure,
             f"drain {workers}x{processes}",
             lambda w=workers, p=processes: lp.peer.drain(count, w, p),
-            lambda v, f=figure: [(f, v)],
         )
 
 
@@ -310,13 +314,12 @@ def run_latency(ctx: Context, lp: LoadedPeer, store: str) -> None:
 def run_sleep(ctx: Context, lp: LoadedPeer) -> None:
     s = ctx.sizes
     figure = sleep_figures(s)[0]
-    repeat(
+    repeat_one(
         ctx,
         lp,
-        [figure],
+        figure,
         "sleep",
         lambda: lp.peer.sleep_jobs(s.sleep_count, s.sleep_seconds, s.sleep_processes),
-        lambda v: [(figure, v)],
     )
 
 
@@ -333,13 +336,12 @@ def pool_sleeps(count: int, seconds: float, processes: int) -> float:
 def run_pool_baseline(ctx: Context, machine: LoadedPeer) -> None:
     s = ctx.sizes
     figure = sleep_figures(s)[1]
-    repeat(
+    repeat_one(
         ctx,
         machine,
-        [figure],
+        figure,
         f"multiprocessing.Pool({s.sleep_processes})",
         lambda: pool_sleeps(s.sleep_count, s.sleep_seconds, s.sleep_processes),
-        lambda v: [(figure, v)],
     )
 
 
@@ -395,23 +397,20 @@ def run_map(ctx: Context, machine: LoadedPeer) -> None:
         ("trivial", list(range(s.map_trivial)), "square", figures[4:7]),
     )
     for what, items, function, (mine, pool, executor) in cases:
-        repeat(ctx, machine, [mine], f"app.map {what}",
-               lambda i=items, f=function: tasktrail_map(i, f, s.map_processes),
-               lambda v, fig=mine: [(fig, v)])  # fmt: skip
-        repeat(ctx, machine, [pool], f"Pool.map {what}",
-               lambda i=items, f=function: stdlib_map("pool", i, f, s.map_processes),
-               lambda v, fig=pool: [(fig, v)])  # fmt: skip
-        repeat(ctx, machine, [executor], f"ProcessPoolExecutor.map {what}",
-               lambda i=items, f=function: stdlib_map("executor", i, f, s.map_processes),
-               lambda v, fig=executor: [(fig, v)])  # fmt: skip
+        repeat_one(ctx, machine, mine, f"app.map {what}",
+                   lambda i=items, f=function: tasktrail_map(i, f, s.map_processes))  # fmt: skip
+        repeat_one(ctx, machine, pool, f"Pool.map {what}",
+                   lambda i=items, f=function: stdlib_map("pool", i, f, s.map_processes))  # fmt: skip
+        repeat_one(ctx, machine, executor, f"ProcessPoolExecutor.map {what}",
+                   lambda i=items, f=function: stdlib_map("executor", i, f, s.map_processes))  # fmt: skip
 
 
 def run_scale(ctx: Context, lp: LoadedPeer) -> None:
     s = ctx.sizes
     empty, backlog, ratio, plan = scale_figures(s)
     peer: Any = lp.peer
-    repeat(ctx, lp, [empty], "scale drain 1x2, empty tables",
-           lambda: peer.drain(s.scale_drain, 1, 2), lambda v: [(empty, v)])  # fmt: skip
+    repeat_one(ctx, lp, empty, "scale drain 1x2, empty tables",
+               lambda: peer.drain(s.scale_drain, 1, 2))  # fmt: skip
     ctx.log(
         f"scale: generating {s.scale_jobs:,} queued jobs and {s.scale_events:,} events "
         "(set-based SQL)"
@@ -457,13 +456,12 @@ def run_scale(ctx: Context, lp: LoadedPeer) -> None:
                 f"worker's connection) of one exchange claiming 100 jobs: {statements}."
             )
             ctx.log(f"scale: claim plan {found['indexes']} seq scans {found['seq_scans']}")
-        repeat(
+        repeat_one(
             ctx,
             lp,
-            [backlog],
+            backlog,
             "scale drain 1x2 with the backlog",
             lambda: peer.scale_drain(s.scale_drain, 1, 2, max_seconds=s.scale_seconds),
-            lambda v: [(backlog, v)],
         )
     finally:
         attempt(peer.scale_teardown, None, ctx.log, "scale teardown")
@@ -631,8 +629,7 @@ def parse_pgbench_tps(output: str) -> float:
 def run_limits(ctx: Context, machine: LoadedPeer) -> None:
     s = ctx.sizes
     insert, pgbench, _, _ = limit_figures(s)
-    repeat(ctx, machine, [insert], "raw INSERT+commit", lambda: raw_insert_rate(s.raw_inserts),
-           lambda v: [(insert, v)])  # fmt: skip
+    repeat_one(ctx, machine, insert, "raw INSERT+commit", lambda: raw_insert_rate(s.raw_inserts))
     bench = attempt(PgBench, None, ctx.log, "pgbench")
     if isinstance(bench, Failure):
         ctx.results.fail(pgbench, machine.key, bench)
@@ -644,8 +641,7 @@ def run_limits(ctx: Context, machine: LoadedPeer) -> None:
             ctx.results.fail(pgbench, machine.key, entered)
             ctx.results.note(f"pgbench -i: {entered.reason}")
             return
-        repeat(ctx, machine, [pgbench], "pgbench -N", lambda: bench.tps(s.pgbench_seconds),
-               lambda v: [(pgbench, v)])  # fmt: skip
+        repeat_one(ctx, machine, pgbench, "pgbench -N", lambda: bench.tps(s.pgbench_seconds))
     finally:
         attempt(lambda: bench.__exit__(None, None, None), None, ctx.log, "pgbench cleanup")
 

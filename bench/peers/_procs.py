@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 _LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     """Have Linux send SIGTERM to the worker if the driver dies (even if killed)."""
     if _LIBC is not None:
         _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -50,6 +50,28 @@ def tool(name: str) -> str:
     if not path.exists():
         raise FileNotFoundError(f"{name} is not installed in {path.parent} (pip install .[bench])")
     return str(path)
+
+
+def stop_groups(
+    procs: list[subprocess.Popen[bytes]], sig: int = signal.SIGTERM, grace: float = 10.0
+) -> None:
+    """Stop worker subprocesses, each the leader of its own process group: ``sig`` to
+    every group, up to ``grace`` seconds for the leaders to exit, then SIGKILL of every
+    group (a pool child may outlive its parent). Empties ``procs``."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.wait(5)
+    procs.clear()
 
 
 class Workers:
@@ -78,7 +100,7 @@ class Workers:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     # prctl only, between fork and exec: no lock is taken there.
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509
+                    preexec_fn=die_with_parent,  # noqa: PLW1509
                 )
             )
 
@@ -89,22 +111,7 @@ class Workers:
                 raise RuntimeError(f"worker {proc.args} exited with {proc.returncode}:\n{tail}")
 
     def stop(self, sig: int = signal.SIGTERM, grace: float = 10.0) -> None:
-        """Signal each worker's process group, then kill what is left after ``grace``."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-        deadline = time.monotonic() + grace
-        for proc in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(max(0.0, deadline - time.monotonic()))
-        for proc in self.procs:
-            # The group too: a pool child may outlive its parent.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            if proc.poll() is None:
-                proc.wait(5)
-        self.procs.clear()
+        stop_groups(self.procs, sig, grace)
 
     def __enter__(self) -> Workers:
         return self

@@ -2,14 +2,14 @@
 Oban): a throw-away database per run, worker subprocesses, polling the peer's own tables
 until a drain is final, and the start times that jobs write for the latency scenario.
 
-Only psycopg and the standard library: ``bench/apps/oban_runner.py`` imports it too, from
-the Python 3.12 virtualenv that Oban needs.
+Only psycopg, the standard library and ``bench.peers._procs`` (standard library only):
+``bench/apps/oban_runner.py`` imports it too, from the Python 3.12 virtualenv that Oban
+needs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import signal
@@ -24,6 +24,8 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+
+from bench.peers._procs import die_with_parent, stop_groups
 
 #: The repository's root: worker subprocesses run there so that ``bench.apps`` imports.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -88,13 +90,6 @@ class ThrowawayDatabase:
             return None if row is None else row[0]
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the driver dies (Linux prctl
-    PR_SET_PDEATHSIG), so no worker outlives an interrupted benchmark."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-
-
 class WorkerFailed(RuntimeError):
     """A worker subprocess exited while the driver waited for its jobs."""
 
@@ -139,7 +134,7 @@ class Workers:
                         stdout=out,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
-                        preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+                        preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
                     )
                 )
         return started
@@ -153,21 +148,8 @@ class Workers:
                 )
 
     def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM (the peers' own graceful stop), then SIGKILL of the process group."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for proc in self.procs:
-            remaining = max(0.0, deadline - time.monotonic())
-            try:
-                proc.wait(remaining)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        self.procs.clear()
+        """SIGTERM (the peers' own graceful stop), then SIGKILL of the process groups."""
+        stop_groups(self.procs, signal.SIGTERM, grace)
 
     def cleanup(self) -> None:
         self.stop()

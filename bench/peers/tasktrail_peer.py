@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import PG_DSN, ROOT
+from bench.peers._procs import stop_groups
 from bench.peers.base import Latency, NotSupported, Peer
 
 #: The best settings measured on 2 cores (see bench/README.md, "tasktrail's settings"):
@@ -165,20 +166,7 @@ class _Workers:
         return [int(p) for p in text.split()]
 
     def stop(self, grace: float = 30.0) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for proc in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(max(0.0, deadline - time.monotonic()))
-        for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            if proc.poll() is None:
-                proc.wait(5)
-        self.procs.clear()
+        stop_groups(self.procs, signal.SIGTERM, grace)
         shutil.rmtree(self._logdir, ignore_errors=True)
 
 
