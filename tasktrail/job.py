@@ -21,6 +21,7 @@ __all__ = [
     "STATUSES",
     "Enqueued",
     "Event",
+    "HeldJob",
     "Job",
     "JobStatus",
     "NewJob",
@@ -216,6 +217,39 @@ class Job:
             "lock_key": self.lock_key,
             "cancel_requested_at": _iso(self.cancel_requested_at),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class HeldJob:
+    """A job in a worker's hands (reserved or running), as the worker's hot path sees it:
+    what it needs to run the job, with the arguments still the JSON text stored.
+
+    The supervisor never decodes the arguments: it hands the text to a child, which
+    decodes it (and fails the job as malformed if it is not a JSON array and object).
+    ``args``/``kwargs`` decode it on demand, for callers that want to look.
+    """
+
+    id: int
+    task: str
+    queue: str
+    status: str
+    ref: Ref | None
+    priority: int
+    args_json: str
+    kwargs_json: str
+    attempts: int
+    max_attempts: int
+    timeout: float | None
+    worker_id: int | None
+    lock_key: str | None = None
+
+    @property
+    def args(self) -> Any:
+        return json.loads(self.args_json)
+
+    @property
+    def kwargs(self) -> Any:
+        return json.loads(self.kwargs_json)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import BackendUnavailable
-from ..job import Enqueued, Event, Job, NewJob, Outcome, WorkerInfo, WorkerRecord
+from ..job import Enqueued, Event, HeldJob, Job, NewJob, Outcome, WorkerInfo, WorkerRecord
 from ..schedule import ScheduleDef, ScheduleRecord, Tick
 
 __all__ = [
@@ -92,11 +92,12 @@ class TaskStats:
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """What :meth:`Backend.exchange` did."""
+    """What :meth:`Backend.exchange` did. The jobs come as :class:`HeldJob` (their
+    arguments as JSON text): the worker passes them on to its children undecoded."""
 
     rejected: list[int]  # outcomes refused by the fence (recorded as outcome_rejected)
-    started: list[Job]  # now running in the worker's hands: start_ids first, then claimed
-    reserved: list[Job]  # newly claimed jobs left reserved (the worker's buffer)
+    started: list[HeldJob]  # now running in the worker's hands: start_ids first, then claimed
+    reserved: list[HeldJob]  # newly claimed jobs left reserved (the worker's buffer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +242,7 @@ class Backend(ABC):
 
     def reserve(
         self, worker_id: int, queues: Sequence[str], limit: int, *, now: datetime
-    ) -> list[Job]:
+    ) -> list[HeldJob]:
         """Claim up to ``limit`` queued jobs whose ``run_at`` has come.
 
         Order: highest priority first, then earliest ``run_at``, then lowest id. Atomic:
@@ -257,7 +258,9 @@ class Backend(ABC):
             queues=queues, now=now,
         ).reserved  # fmt: skip
 
-    def mark_started(self, worker_id: int, job_ids: Sequence[int], *, now: datetime) -> list[Job]:
+    def mark_started(
+        self, worker_id: int, job_ids: Sequence[int], *, now: datetime
+    ) -> list[HeldJob]:
         """Move reserved jobs held by this worker to ``running`` and count the attempt.
 
         Returns the jobs actually started (with their new attempt numbers), in the order

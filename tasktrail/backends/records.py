@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..job import Event, Job, Ref, WorkerRecord
+from ..job import Event, HeldJob, Job, Ref, WorkerRecord
 from ..schedule import ScheduleDef, ScheduleRecord, Tick, spec_from_columns
 
-__all__ = ["AS_IS", "FROM_TEXT", "Columns", "Malformed"]
+__all__ = ["AS_IS", "FROM_TEXT", "HELD_COLUMNS", "Columns", "Malformed", "held"]
 
 
 def _same(value: Any) -> Any:
@@ -40,6 +40,31 @@ def _json_from_text(text: str | None) -> Any:
         return json.loads(text)
     except ValueError:
         return Malformed(text)
+
+
+#: The columns :func:`held` reads, in order (the hot path's RETURNING lists name them).
+HELD_COLUMNS = (
+    "id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts, "
+    "max_attempts, timeout, worker_id, lock_key"
+)
+
+
+def held(row: Sequence[Any]) -> HeldJob:
+    """A HeldJob from the columns of ``HELD_COLUMNS``, the arguments as JSON text (both
+    backends return them as text: SQLite stores text, PostgreSQL casts ``::text``).
+
+    Anything but text there (a row written by hand in SQLite can hold a number or a
+    blob) becomes text that is not JSON, so that job alone fails as malformed.
+    """
+    args, kwargs = row[7], row[8]
+    return HeldJob(
+        row[0], row[1], row[2], row[3],
+        Ref(row[4], row[5]) if row[4] is not None else None,
+        row[6],
+        args if type(args) is str else "",
+        kwargs if type(kwargs) is str else "",
+        row[9], row[10], row[11], row[12], row[13],
+    )  # fmt: skip
 
 
 def _tuple(value: Any) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import select
 import signal
@@ -31,7 +32,9 @@ from .protocol import recv_message, send_message
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["Terminated", "child_main", "run_job"]
+__all__ = ["MALFORMED_ERROR", "Terminated", "child_main", "run_job"]
+
+MALFORMED_ERROR = "malformed job data: args must be a JSON array and kwargs a JSON object"
 
 _PR_SET_PDEATHSIG = 1
 
@@ -71,6 +74,13 @@ def run_job(app: App, message: dict[str, Any]) -> dict[str, Any]:
             "runtime": time.perf_counter() - started,
         }
 
+    try:
+        args, kwargs = json.loads(message["args"]), json.loads(message["kwargs"])
+    except (TypeError, ValueError):
+        args = kwargs = None
+    if type(args) is not list or type(kwargs) is not dict:
+        # A row written by hand, not through enqueue: this job fails, nothing runs.
+        return failure(MALFORMED_ERROR, "malformed")
     task = app.tasks.get(message["task"])
     if task is None:
         return failure(f"unknown task {message['task']!r}", "unknown_task")
@@ -79,7 +89,7 @@ def run_job(app: App, message: dict[str, Any]) -> dict[str, Any]:
         JobContext(job_id, message["attempt"], task.name, Ref(ref[0], ref[1]) if ref else None)
     )
     try:
-        result = task.func(*message["args"], **message["kwargs"])
+        result = task.func(*args, **kwargs)
     except Terminated:
         raise
     except BaseException as exc:  # SystemExit and KeyboardInterrupt from a task are failures
@@ -111,7 +121,7 @@ def _cancelled_before_start(job_id: int) -> dict[str, Any]:
 def child_main(app: App, sock: socket.socket, parent_pid: int, max_tasks: int | None) -> NoReturn:
     """The body of a child process; never returns.
 
-    Jobs arrive one message each and queue up locally; before starting the next one,
+    Jobs arrive in batches (one message each) and queue up locally; before starting the next one,
     the child reads whatever else has arrived, so that a ``{"cancel": id}`` for a job it
     holds but has not begun is seen in time (it reports that job cancelled instead).
     """
@@ -135,7 +145,7 @@ def child_main(app: App, sock: socket.socket, parent_pid: int, max_tasks: int | 
                 elif "cancel" in message:
                     skip.add(message["cancel"])
                 else:
-                    queue.append(message)
+                    queue.extend(message["jobs"])
             if not queue:
                 break
             job = queue.popleft()

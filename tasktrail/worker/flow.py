@@ -23,10 +23,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..clock import utcnow
-from ..job import Job, Outcome
+from ..job import HeldJob, Outcome
 from ..retry import RetryPolicy
 from .config import WorkerConfig
-from .outcomes import malformed, not_started, outcome_from_exit, outcome_from_message
+from .outcomes import not_started, outcome_from_exit, outcome_from_message
 from .pool import PIPELINE_MESSAGE_LIMIT, Child, ChildPool
 from .protocol import encode_message
 
@@ -63,8 +63,8 @@ class JobFlow:
         self.config = config
         self._db = db
         self.name = name
-        self.buffer: deque[Job] = deque()
-        self.ready: deque[Job] = deque()
+        self.buffer: deque[HeldJob] = deque()
+        self.ready: deque[HeldJob] = deque()
         # Outcomes not yet recorded, each with the id of the registration holding its job.
         self.pending: list[tuple[int, Outcome]] = []
         self.more_expected = True
@@ -198,40 +198,57 @@ class JobFlow:
     # -- the children -----------------------------------------------------------------------
 
     def dispatch(self) -> None:
-        """Hand started jobs to the children with the most room (no database involved)."""
+        """Hand started jobs to the children with the most room, one message per child
+        (no database involved)."""
+        if not self.ready:
+            return
         depth = self.depth()
-        while self.ready:
+        now = time.monotonic()
+        window = self.window()
+        room = {}
+        for child in self.pool.children.values():
+            capacity = child.capacity(depth, now, window)
+            if capacity > 0:
+                room[child] = capacity
+        batches: dict[Child, list[HeldJob]] = {}
+        sizes: dict[Child, int] = {}
+        while self.ready and room:
             job = self.ready[0]
-            if not isinstance(job.args, list) or not isinstance(job.kwargs, dict):
-                # A row written by hand, not through enqueue: fail it, run nothing.
-                self.ready.popleft()
-                self.record(job, malformed(job, utcnow()))
-                continue
+            size = len(job.args_json) + len(job.kwargs_json) + len(job.task) + 100
+            candidates = [
+                c for c in room
+                if sizes.get(c, 0) + size <= PIPELINE_MESSAGE_LIMIT
+                or not (c.inflight or batches.get(c))
+            ]  # fmt: skip
+            if not candidates:
+                break
+            child = min(candidates, key=lambda c: len(c.inflight) + len(batches.get(c, ())))
+            self.ready.popleft()
+            batches.setdefault(child, []).append(job)
+            sizes[child] = sizes.get(child, 0) + size
+            room[child] -= 1
+            if not room[child]:
+                del room[child]
+        for child, jobs in batches.items():
             message = encode_message(
                 {
-                    "job": job.id,
-                    "attempt": job.attempts,
-                    "task": job.task,
-                    "args": job.args,
-                    "kwargs": job.kwargs,
-                    "ref": [job.ref.type, job.ref.id] if job.ref else None,
+                    "jobs": [
+                        {
+                            "job": job.id,
+                            "attempt": job.attempts,
+                            "task": job.task,
+                            "args": job.args_json,
+                            "kwargs": job.kwargs_json,
+                            "ref": [job.ref.type, job.ref.id] if job.ref else None,
+                        }
+                        for job in jobs
+                    ]
                 }
             )
-            now = time.monotonic()
-            window = self.window()
-            candidates = [
-                c for c in self.pool.children.values() if c.capacity(depth, now, window) > 0
-            ]
-            if len(message) > PIPELINE_MESSAGE_LIMIT:
-                candidates = [c for c in candidates if not c.inflight]
-            if not candidates:
-                return
-            child = min(candidates, key=lambda c: len(c.inflight))
-            self.ready.popleft()
-            if not self.pool.assign(child, job, message):
-                log.warning("child %s died before it got job %s", child.pid, job.id)
+            if not self.pool.assign(child, jobs, message):
+                log.warning("child %s died before it got jobs %s", child.pid, [j.id for j in jobs])
 
-    def policy(self, job: Job) -> RetryPolicy:
+    def policy(self, job: HeldJob) -> RetryPolicy:
         task = self.app.tasks.get(job.task)
         return task.retry if task is not None else _DEFAULT_POLICY
 
@@ -273,19 +290,20 @@ class JobFlow:
             if child.stop_reason != "abandon":
                 self.record(job, not_started(job, job.attempts, "its process died first", now))
 
-    def record(self, job: Job, outcome: Outcome) -> None:
-        ref = f" ref={job.ref}" if job.ref else ""
+    def record(self, job: HeldJob, outcome: Outcome) -> None:
         level = logging.INFO if outcome.kind == "succeeded" else logging.WARNING
-        job_log.log(
-            level,
-            "job %s %s%s attempt %s on %s: %s%s",
-            job.id, job.task, ref, outcome.attempt, self.name, outcome.kind,
-            f" ({outcome.error})" if outcome.error else "",
-            extra={
-                "job_id": job.id, "task": job.task, "ref": str(job.ref) if job.ref else None,
-                "attempt": outcome.attempt, "worker": self.name,
-            },
-        )  # fmt: skip
+        if job_log.isEnabledFor(level):
+            ref = f" ref={job.ref}" if job.ref else ""
+            job_log.log(
+                level,
+                "job %s %s%s attempt %s on %s: %s%s",
+                job.id, job.task, ref, outcome.attempt, self.name, outcome.kind,
+                f" ({outcome.error})" if outcome.error else "",
+                extra={
+                    "job_id": job.id, "task": job.task, "ref": str(job.ref) if job.ref else None,
+                    "attempt": outcome.attempt, "worker": self.name,
+                },
+            )  # fmt: skip
         self.pending.append((job.worker_id or 0, outcome))
         if job.lock_key is not None:
             self._lock_freed = True

@@ -12,8 +12,9 @@ import signal
 from datetime import datetime
 from typing import Any
 
-from ..job import Job, Outcome
+from ..job import HeldJob, Job, Outcome
 from ..retry import RetryPolicy
+from .child import MALFORMED_ERROR
 
 __all__ = [
     "StopReason",
@@ -42,7 +43,7 @@ def describe_exit(wait_status: int) -> tuple[str, dict[str, Any]]:
 
 
 def _failure(
-    job: Job,
+    job: HeldJob | Job,
     attempt: int,
     kind: str,
     error: str,
@@ -64,7 +65,7 @@ def _failure(
 
 
 def outcome_from_message(
-    job: Job,
+    job: HeldJob | Job,
     attempt: int,
     message: dict[str, Any],
     policy: RetryPolicy,
@@ -82,6 +83,8 @@ def outcome_from_message(
             result_json=message["result"],
             detail={"runtime": runtime},
         )
+    if message.get("reason") == "malformed":
+        return malformed(job, attempt, now)
     if message.get("reason") == "cancelled":  # it never began: a cancel reached it first
         return Outcome(
             job.id,
@@ -97,27 +100,22 @@ def outcome_from_message(
     return _failure(job, attempt, "failed", str(message.get("error")), detail, policy, now, rng)
 
 
-def malformed(job: Job, now: datetime) -> Outcome:
+def malformed(job: HeldJob | Job, attempt: int, now: datetime) -> Outcome:
     """The outcome of a job whose stored arguments are not a JSON array and object (a row
-    written by hand): it fails for good, nothing is run."""
+    written by hand): it fails for good; its child found that out and ran nothing."""
     return Outcome(
-        job.id,
-        job.attempts,
-        "failed",
-        now,
-        error="malformed job data: args must be a JSON array and kwargs a JSON object",
-        detail={"reason": "malformed"},
+        job.id, attempt, "failed", now, error=MALFORMED_ERROR, detail={"reason": "malformed"}
     )
 
 
-def not_started(job: Job, attempt: int, why: str, now: datetime) -> Outcome:
+def not_started(job: HeldJob | Job, attempt: int, why: str, now: datetime) -> Outcome:
     """The outcome of a job that was started in the database but never began in a child
     (its process died first, or the worker stopped): queued again, attempt given back."""
     return Outcome(job.id, attempt, "interrupted", now, detail={"reason": why})
 
 
 def outcome_from_exit(
-    job: Job,
+    job: HeldJob | Job,
     attempt: int,
     wait_status: int,
     stop_reason: StopReason | None,

@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..job import Job
+from ..job import HeldJob
 from .child import child_main
 from .protocol import FrameReader, encode_message
 
@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Assignment", "Child", "ChildPool"]
 
-#: Messages larger than this are only sent to a child with nothing in flight, so the
-#: supervisor never blocks on a full socket while a child is busy.
+#: Jobs are sent to a busy child only while what it has been sent in one turn stays under
+#: this size (one job of any size may go to an idle child), so the supervisor never
+#: blocks on a full socket while a child is busy.
 PIPELINE_MESSAGE_LIMIT = 64 * 1024
 
 
@@ -36,7 +37,7 @@ PIPELINE_MESSAGE_LIMIT = 64 * 1024
 class Assignment:
     """A job handed to a child."""
 
-    job: Job
+    job: HeldJob
     started: float | None = None  # monotonic; None while it waits behind another job
     deadline: float | None = None  # monotonic; None: no timeout (or not started yet)
 
@@ -139,18 +140,19 @@ class ChildPool:
     def inflight(self) -> int:
         return sum(len(child.inflight) for child in self.children.values())
 
-    def assign(self, child: Child, job: Job, message: bytes) -> bool:
-        """Hand ``job`` (``message``, encoded) to ``child``; False if the child is gone.
+    def assign(self, child: Child, jobs: list[HeldJob], message: bytes) -> bool:
+        """Hand ``jobs`` (``message``, encoded: one frame for all) to ``child``; False if
+        the child is gone.
 
-        A job given to a child with nothing in flight starts now; otherwise it starts
-        when the ones before it are done.
+        The first job given to a child with nothing in flight starts now; the others
+        start when the ones before them are done.
         """
-        assignment = Assignment(job=job)
-        if not child.inflight:
-            assignment.begin(time.monotonic())
-        child.inflight.append(assignment)
+        idle = not child.inflight
+        child.inflight.extend(Assignment(job=job) for job in jobs)
+        if idle:
+            child.inflight[0].begin(time.monotonic())
         if child.jobs_left is not None:
-            child.jobs_left -= 1
+            child.jobs_left -= len(jobs)
         try:
             child.sock.sendall(message)
         except OSError:

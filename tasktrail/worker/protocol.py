@@ -4,15 +4,17 @@ Each message is one JSON object, framed by a 4-byte big-endian length. JSON, nev
 pickle: a child only ever learns a task name and JSON arguments, and the supervisor only
 ever learns an outcome.
 
-Supervisor to child: ``{"job": id, "attempt": n, "task": name, "args": [...],
-"kwargs": {...}, "ref": [type, id] | null}``.
-Child to supervisor: ``{"job": id, "ok": true, "result": "<json text>", "runtime": s}``
-or ``{"job": id, "ok": false, "error": "...", "traceback": "...", "reason": "...",
-"runtime": s}``.
+Supervisor to child: ``{"jobs": [job, ...]}``, each job ``{"job": id, "attempt": n,
+"task": name, "args": "<json text>", "kwargs": "<json text>", "ref": [type, id] | null}``
+(the arguments as the JSON text stored: the child decodes them), or ``{"cancel": id}``.
+Child to supervisor, one message per job: ``{"job": id, "ok": true, "result": "<json
+text>", "runtime": s}`` or ``{"job": id, "ok": false, "error": "...", "traceback":
+"...", "reason": "...", "runtime": s}``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -68,15 +70,23 @@ class FrameReader:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        self._buffer += data
-        messages = []
-        while len(self._buffer) >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(self._buffer)
+        buffer = self._buffer
+        buffer += data
+        bodies: list[bytes] = []
+        position, available = 0, len(buffer)
+        while available - position >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buffer, position)
             if size > MAX_MESSAGE:
                 raise ValueError(f"message of {size} bytes is over the {MAX_MESSAGE}-byte limit")
-            end = _HEADER.size + size
-            if len(self._buffer) < end:
+            end = position + _HEADER.size + size
+            if end > available:
                 break
-            messages.append(json.loads(bytes(self._buffer[_HEADER.size : end])))
-            del self._buffer[:end]
-        return messages
+            bodies.append(bytes(buffer[position + _HEADER.size : end]))
+            position = end
+        del buffer[:position]
+        if len(bodies) > 1:
+            # Every body is one JSON object: parse them as one array, in one call.
+            with contextlib.suppress(ValueError):
+                messages: list[dict[str, Any]] = json.loads(b"[" + b",".join(bodies) + b"]")
+                return messages
+        return [json.loads(body) for body in bodies]  # (raises for the body that is bad)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +33,17 @@ from ...errors import (
     PermissionDenied,
     SchemaError,
 )
-from ...job import Enqueued, Event, Job, NewJob, Outcome, WorkerInfo, WorkerRecord
+from ...job import (
+    FINAL_STATUSES,
+    Enqueued,
+    Event,
+    HeldJob,
+    Job,
+    NewJob,
+    Outcome,
+    WorkerInfo,
+    WorkerRecord,
+)
 from ...schedule import ScheduleDef, ScheduleRecord, Tick
 from .._sql import read_sql
 from ..base import Backend, Exchange, JobFilter, PruneReport, RecoveredJob, TaskStats
@@ -43,6 +54,7 @@ from ..common import (
     raise_transition_error,
     transition,
 )
+from ..records import held
 from ..ticks import fire_due
 from . import reads, rows, schedules
 from .sql import SCHEMA_VERSION, migrations, render, rendered_queries
@@ -66,45 +78,111 @@ def _outcome_params(outcomes: Sequence[Outcome], worker_id: int, now: datetime) 
     documents: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for outcome in outcomes:
-        cancelling = after_cancel_request(outcome)
-        change, c_change = transition(outcome), transition(cancelling)
-        documents.append(
-            {
-                "job_id": outcome.job_id,
-                "attempt": outcome.attempt,
-                "finished_at": outcome.finished_at.isoformat(),
-                "result": outcome.result_json,
-                "status": change.status,
-                "error": rows.text_without_nul(outcome.error),
-                "run_at": change.run_at.isoformat() if change.run_at else None,
-                "extra_attempts": change.extra_attempts,
-                "c_status": c_change.status,
-                "c_error": rows.text_without_nul(cancelling.error),
-                "c_run_at": c_change.run_at.isoformat() if c_change.run_at else None,
-                "c_extra_attempts": c_change.extra_attempts,
-            }
-        )
-        [(_, _, rejected_detail)] = outcome_events(outcome, False, worker_id, now)
-        # Details travel as JSON text inside the document, so that a NUL escaped in them
-        # stays an escape (the document itself is parsed into text fields).
-        documents[-1]["rejected_detail"] = json.dumps(rejected_detail)
-        variants = [("both", outcome)]
-        if cancelling is not outcome:
-            variants = [("applied", outcome), ("cancelling", cancelling)]
-        for which, variant in variants:
-            for at, kind, detail in outcome_events(variant, True, worker_id, now):
-                events.append(
-                    {
-                        "job_id": outcome.job_id,
-                        "at": at.isoformat(),
-                        "kind": kind,
-                        "attempt": outcome.attempt,
-                        "detail": json.dumps(detail) if detail else None,
-                        "which": which,
-                        "ord": len(events),
-                    }
-                )
+        if (
+            outcome.kind == "succeeded"
+            and outcome.error is None
+            and outcome.detail.keys() <= {"runtime"}
+        ):
+            _add_success(outcome, worker_id, documents, events)
+        else:
+            _add_outcome(outcome, worker_id, now, documents, events)
     return {"worker_id": worker_id, "outcomes": json.dumps(documents), "events": json.dumps(events)}
+
+
+def _add_outcome(
+    outcome: Outcome,
+    worker_id: int,
+    now: datetime,
+    documents: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+) -> None:
+    """One outcome's document and events (see :func:`_outcome_params`)."""
+    cancelling = after_cancel_request(outcome)
+    change, c_change = transition(outcome), transition(cancelling)
+    finished = outcome.finished_at.isoformat()
+    documents.append(
+        {
+            "job_id": outcome.job_id,
+            "attempt": outcome.attempt,
+            "result": outcome.result_json,
+            "status": change.status,
+            "ended_at": finished if change.status in FINAL_STATUSES else None,
+            "error": rows.text_without_nul(outcome.error),
+            "run_at": change.run_at.isoformat() if change.run_at else None,
+            "extra_attempts": change.extra_attempts,
+            "c_status": c_change.status,
+            "c_ended_at": finished if c_change.status in FINAL_STATUSES else None,
+            "c_error": rows.text_without_nul(cancelling.error),
+            "c_run_at": c_change.run_at.isoformat() if c_change.run_at else None,
+            "c_extra_attempts": c_change.extra_attempts,
+        }
+    )
+    [(_, _, rejected_detail)] = outcome_events(outcome, False, worker_id, now)
+    # Details travel as JSON text inside the document, so that a NUL escaped in them
+    # stays an escape (the document itself is parsed into text fields).
+    documents[-1]["rejected_detail"] = json.dumps(rejected_detail)
+    variants = [("both", outcome)]
+    if cancelling is not outcome:
+        variants = [("applied", outcome), ("cancelling", cancelling)]
+    for which, variant in variants:
+        for at, kind, detail in outcome_events(variant, True, worker_id, now):
+            events.append(
+                {
+                    "job_id": outcome.job_id,
+                    "at": at.isoformat(),
+                    "kind": kind,
+                    "attempt": outcome.attempt,
+                    "detail": json.dumps(detail) if detail else None,
+                    "which": which,
+                    "ord": len(events),
+                }
+            )
+
+
+def _add_success(
+    outcome: Outcome, worker_id: int, documents: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> None:
+    """What the general case of :func:`_outcome_params` gives for a plain success (the
+    hot path's common case), built directly: a cancel request changes nothing about a
+    success, and its one event is ``succeeded`` with the run time."""
+    finished = outcome.finished_at.isoformat()
+    runtime = outcome.detail.get("runtime")
+    if type(runtime) is float and math.isfinite(runtime):
+        # (a float's repr is its JSON form)
+        detail: str | None = f'{{"runtime": {runtime!r}}}'
+        rejected = f'{{"runtime": {runtime!r}, "outcome": "succeeded", "worker_id": {worker_id}}}'
+    else:
+        detail = json.dumps(outcome.detail) if outcome.detail else None
+        rejected = json.dumps({**outcome.detail, "outcome": "succeeded", "worker_id": worker_id})
+    documents.append(
+        {
+            "job_id": outcome.job_id,
+            "attempt": outcome.attempt,
+            "result": outcome.result_json,
+            "status": "succeeded",
+            "ended_at": finished,
+            "error": None,
+            "run_at": None,
+            "extra_attempts": 0,
+            "c_status": "succeeded",
+            "c_ended_at": finished,
+            "c_error": None,
+            "c_run_at": None,
+            "c_extra_attempts": 0,
+            "rejected_detail": rejected,
+        }
+    )
+    events.append(
+        {
+            "job_id": outcome.job_id,
+            "at": finished,
+            "kind": "succeeded",
+            "attempt": outcome.attempt,
+            "detail": detail,
+            "which": "both",
+            "ord": len(events),
+        }
+    )
 
 
 class PostgresBackend(Backend):
@@ -477,12 +555,12 @@ class PostgresBackend(Backend):
                     params["claim"] = params["start_claimed"] = 0
         else:  # pragma: no cover - the last attempt claims nothing, so it cannot collide
             raise AssertionError("exchange kept colliding without claiming")
-        started: list[Job] = []
-        reserved: list[Job] = []
+        started: list[HeldJob] = []
+        reserved: list[HeldJob] = []
         for row in found:
             if row[1] is None:
                 continue  # the one row carrying only `rejected`
-            job = rows.job(row[1:])
+            job = held(row[1:])
             (started if job.status == "running" else reserved).append(job)
         return Exchange(rejected=list(found[0][0] or []), started=started, reserved=reserved)
 

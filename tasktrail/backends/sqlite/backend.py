@@ -20,12 +20,13 @@ from typing import Any
 
 from ...config import SqliteDsn
 from ...errors import BackendUnavailable, InvalidArguments, InvalidTransition, SchemaError
-from ...job import Enqueued, Event, Job, NewJob, Outcome, WorkerInfo, WorkerRecord
+from ...job import Enqueued, Event, HeldJob, Job, NewJob, Outcome, WorkerInfo, WorkerRecord
 from ...schedule import ScheduleDef, ScheduleRecord, Tick
 from .._sql import queries, read_sql
 from .._wake import WakeListener, notify_all, wake_directory
 from ..base import Backend, Exchange, JobFilter, PruneReport, RecoveredJob, TaskStats
 from ..common import raise_transition_error
+from ..records import held
 from ..ticks import fire_due
 from . import jobs as job_sql
 from . import reads, rows, schedules
@@ -367,8 +368,8 @@ class SqliteBackend(Backend):
         with self._write() as conn:
             rejected = job_sql.finish(conn, worker_id, outcomes, now) if outcomes else []
             started = self._start(conn, worker_id, start_ids, now)
-            run_now: list[Job] = []
-            reserved: list[Job] = []
+            run_now: list[HeldJob] = []
+            reserved: list[HeldJob] = []
             if claim > 0 and conn.execute(_Q["worker_lease"], {"worker_id": worker_id}).fetchone():
                 ids = job_sql.candidates(conn, queues, claim, rows.ts(now))
                 run_now = self._claim(conn, worker_id, ids[:start_claimed], now, "started")
@@ -378,13 +379,13 @@ class SqliteBackend(Backend):
     @staticmethod
     def _claim(
         conn: sqlite3.Connection, worker_id: int, ids: list[int], now: datetime, kind: str
-    ) -> list[Job]:
+    ) -> list[HeldJob]:
         """Claim the jobs ``ids`` (best first): ``reserved``, or ``started`` at once."""
         if not ids:
             return []
         statement = _Q["claim_start" if kind == "started" else "claim"]
         params = {"ids": json.dumps(ids), "worker_id": worker_id, "now": rows.ts(now)}
-        jobs = {row[0]: rows.job(row) for row in conn.execute(statement, params).fetchall()}
+        jobs = {row[0]: held(row) for row in conn.execute(statement, params).fetchall()}
         claimed = [jobs[job_id] for job_id in ids if job_id in jobs]
         conn.executemany(
             _Q["insert_event"],
@@ -395,14 +396,14 @@ class SqliteBackend(Backend):
     @staticmethod
     def _start(
         conn: sqlite3.Connection, worker_id: int, job_ids: Sequence[int], now: datetime
-    ) -> list[Job]:
+    ) -> list[HeldJob]:
         if not job_ids:
             return []
         started_rows = conn.execute(
             _Q["start"],
             {"ids": json.dumps(list(job_ids)), "worker_id": worker_id, "now": rows.ts(now)},
         ).fetchall()
-        by_id = {row[0]: rows.job(row) for row in started_rows}
+        by_id = {row[0]: held(row) for row in started_rows}
         started = [by_id[job_id] for job_id in job_ids if job_id in by_id]
         conn.executemany(
             _Q["insert_event"],

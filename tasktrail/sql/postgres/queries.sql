@@ -275,30 +275,27 @@ LIMIT %(limit)s;
 WITH outcome AS (
     SELECT *
     FROM json_to_recordset(%(outcomes)s::json)
-         AS o(job_id bigint, attempt integer, finished_at timestamptz, result text, status text,
+         AS o(job_id bigint, attempt integer, result text, status text, ended_at timestamptz,
               error text, run_at timestamptz, extra_attempts integer, c_status text,
-              c_error text, c_run_at timestamptz, c_extra_attempts integer,
-              rejected_detail text)
+              c_ended_at timestamptz, c_error text, c_run_at timestamptz,
+              c_extra_attempts integer, rejected_detail text)
 ), applied AS (
-    -- a job whose cancellation was asked meanwhile takes the c_ (cancelling) variant
+    -- a job whose cancellation was asked meanwhile takes the c_ (cancelling) variant;
+    -- `ended_at` is set for outcomes that end the job (its finished_at)
     UPDATE tasktrail.jobs j
-    SET status = v.status,
-        finished_at = CASE WHEN v.status IN ('succeeded', 'failed', 'cancelled')
-                           THEN o.finished_at ELSE j.finished_at END,
-        result = CASE WHEN v.status = 'succeeded' THEN o.result::json ELSE j.result END,
-        error = CASE WHEN v.status = 'succeeded' THEN NULL ELSE coalesce(v.error, j.error) END,
-        run_at = coalesce(v.run_at, j.run_at),
-        max_attempts = j.max_attempts + v.extra_attempts
+    SET status = CASE WHEN j.cancel_requested_at IS NULL THEN o.status ELSE o.c_status END,
+        finished_at = coalesce(
+            CASE WHEN j.cancel_requested_at IS NULL THEN o.ended_at ELSE o.c_ended_at END,
+            j.finished_at),
+        result = CASE WHEN o.status = 'succeeded' THEN o.result::json ELSE j.result END,
+        error = CASE WHEN o.status = 'succeeded' THEN NULL
+                     ELSE coalesce(CASE WHEN j.cancel_requested_at IS NULL THEN o.error
+                                        ELSE o.c_error END, j.error) END,
+        run_at = coalesce(
+            CASE WHEN j.cancel_requested_at IS NULL THEN o.run_at ELSE o.c_run_at END, j.run_at),
+        max_attempts = j.max_attempts + CASE WHEN j.cancel_requested_at IS NULL
+                                             THEN o.extra_attempts ELSE o.c_extra_attempts END
     FROM outcome o
-    CROSS JOIN LATERAL (
-        SELECT o.status, o.error, o.run_at, o.extra_attempts
-        WHERE NOT EXISTS (SELECT 1 FROM tasktrail.jobs c
-                          WHERE c.id = o.job_id AND c.cancel_requested_at IS NOT NULL)
-        UNION ALL
-        SELECT o.c_status, o.c_error, o.c_run_at, o.c_extra_attempts
-        WHERE EXISTS (SELECT 1 FROM tasktrail.jobs c
-                      WHERE c.id = o.job_id AND c.cancel_requested_at IS NOT NULL)
-    ) AS v (status, error, run_at, extra_attempts)
     WHERE j.id = o.job_id AND j.status = 'running' AND j.worker_id = %(worker_id)s
       AND j.attempts = o.attempt
     RETURNING j.id, j.cancel_requested_at IS NOT NULL AS cancelling
@@ -333,7 +330,8 @@ WITH outcome AS (
     SET status = 'running', attempts = attempts + 1, started_at = %(now)s, finished_at = NULL
     WHERE id = ANY (%(start_ids)s::bigint[]) AND status = 'reserved'
       AND worker_id = %(worker_id)s
-    RETURNING *
+    RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
+              max_attempts, timeout, worker_id, lock_key
 ), worker AS (
     SELECT id FROM tasktrail.workers WHERE id = %(worker_id)s AND status = 'running'
 ), candidates AS (
@@ -355,7 +353,8 @@ WITH outcome AS (
         finished_at = CASE WHEN c.rank <= %(start_claimed)s THEN NULL ELSE j.finished_at END
     FROM chosen c
     WHERE j.id = c.id AND j.id = ANY (ARRAY(SELECT id FROM chosen))
-    RETURNING j.*, c.rank
+    RETURNING j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args,
+              j.kwargs, j.attempts, j.max_attempts, j.timeout, j.worker_id, j.lock_key, c.rank
 ), job_events AS (
     INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id)
     SELECT job_id, %(now)s, kind, attempt, %(worker_id)s
@@ -372,18 +371,16 @@ WITH outcome AS (
     ORDER BY job_id, step
 ), result AS (
     SELECT 0 AS part, 0 AS rank, id, task, queue, status, ref_type, ref_id, priority, args,
-           kwargs, attempts, max_attempts, timeout, run_at, created_at, started_at,
-           finished_at, worker_id, result, error, unique_key, lock_key, cancel_requested_at
+           kwargs, attempts, max_attempts, timeout, worker_id, lock_key
     FROM started
     UNION ALL
     SELECT 1, rank, id, task, queue, status, ref_type, ref_id, priority, args, kwargs,
-           attempts, max_attempts, timeout, run_at, created_at, started_at, finished_at,
-           worker_id, result, error, unique_key, lock_key, cancel_requested_at
+           attempts, max_attempts, timeout, worker_id, lock_key
     FROM claimed
 )
-SELECT r.ids, x.id, x.task, x.queue, x.status, x.ref_type, x.ref_id, x.priority, x.args,
-       x.kwargs, x.attempts, x.max_attempts, x.timeout, x.run_at, x.created_at,
-       x.started_at, x.finished_at, x.worker_id, NULL::text, x.result, x.error,
-       x.unique_key, x.lock_key, x.cancel_requested_at
+-- the jobs as the worker holds them (records.HELD_COLUMNS), arguments as JSON text
+SELECT r.ids, x.id, x.task, x.queue, x.status, x.ref_type, x.ref_id, x.priority,
+       x.args::text, x.kwargs::text, x.attempts, x.max_attempts, x.timeout, x.worker_id,
+       x.lock_key
 FROM rejected r LEFT JOIN result x ON true
 ORDER BY x.part, x.rank, x.id;

@@ -43,8 +43,7 @@ LIMIT :limit;
 UPDATE jobs SET status = 'reserved', worker_id = :worker_id
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
-          max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
-          NULL AS worker_name, result, error, unique_key, lock_key, cancel_requested_at;
+          max_attempts, timeout, worker_id, lock_key;
 
 -- Claimed straight into a worker's process: never waiting reserved.
 -- name: claim_start
@@ -52,8 +51,7 @@ UPDATE jobs SET status = 'running', worker_id = :worker_id, attempts = attempts 
                 started_at = :now, finished_at = NULL
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
-          max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
-          NULL AS worker_name, result, error, unique_key, lock_key, cancel_requested_at;
+          max_attempts, timeout, worker_id, lock_key;
 
 -- name: start
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = :now,
@@ -61,8 +59,7 @@ UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = :now,
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'reserved'
   AND worker_id = :worker_id
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
-          max_attempts, timeout, run_at, created_at, started_at, finished_at, worker_id,
-          NULL AS worker_name, result, error, unique_key, lock_key, cancel_requested_at;
+          max_attempts, timeout, worker_id, lock_key;
 
 -- Record one outcome. Fenced: it changes the job only if the job is still running in
 -- this worker's hands at this attempt. The new status, run_at and extra attempts come
