@@ -64,6 +64,19 @@ TIMEOUT = 900.0
 APP_SPEC = "bench.apps.tasktrail_app:app"
 
 
+def _compile_sources() -> None:
+    """Byte-compile tasktrail and the bench's task modules once, as ``pip install`` does
+    for the peers' packages: an editable install has no ``.pyc`` files, and a worker
+    started with ``PYTHONDONTWRITEBYTECODE`` set would compile every module from source
+    on every start, a cost the peers never pay."""
+    import compileall
+
+    import tasktrail
+
+    for package in (Path(tasktrail.__file__).parent, Path(__file__).resolve().parents[1] / "apps"):
+        compileall.compile_dir(package, quiet=1)
+
+
 @dataclass
 class _Store:
     """One throw-away tasktrail database: a PostgreSQL schema or a SQLite file."""
@@ -264,6 +277,7 @@ class TasktrailPeer(Peer):
         except ImportError as exc:
             raise NotSupported(f"tasktrail is not importable: {exc}") from exc
         tasktrail_command()
+        _compile_sources()
         if self.store == "postgresql":
             try:
                 import psycopg
