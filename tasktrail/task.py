@@ -192,8 +192,10 @@ class Task(Generic[P, R]):
         args_json = payload.encode(list(args), f"arguments of {self.name}")
         kwargs_json = payload.encode(kwargs, f"keyword arguments of {self.name}")
         parsed_ref = check_ref_text(Ref.of(ref))
-        bound.apply_defaults()  # a key template may name a parameter left at its default
-        fields = {"task": self.name, "ref": parsed_ref, **bound.arguments}
+        fields: dict[str, Any] = {}
+        if self.unique or self.lock is not None:
+            bound.apply_defaults()  # a key template may name a parameter left at its default
+            fields = {"task": self.name, "ref": parsed_ref, **bound.arguments}
         unique_key = None
         if self.unique is True:
             digest = hashlib.sha256(f"{args_json}\0{kwargs_json}".encode()).hexdigest()[:24]
