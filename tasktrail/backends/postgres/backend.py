@@ -89,6 +89,25 @@ def _outcome_params(outcomes: Sequence[Outcome], worker_id: int, now: datetime) 
     return {"worker_id": worker_id, "outcomes": json.dumps(documents), "events": json.dumps(events)}
 
 
+def _one_params(job: NewJob, now: datetime) -> dict[str, Any]:
+    """The parameters of ``enqueue_one``."""
+    return {
+        "now": now,
+        "task": job.task,
+        "queue": job.queue,
+        "ref_type": job.ref.type if job.ref else None,
+        "ref_id": job.ref.id if job.ref else None,
+        "priority": job.priority,
+        "args": job.args_json,
+        "kwargs": job.kwargs_json,
+        "max_attempts": job.max_attempts,
+        "timeout": job.timeout,
+        "run_at": job.run_at,
+        "unique_key": job.unique_key,
+        "lock_key": job.lock_key,
+    }
+
+
 def _add_outcome(
     outcome: Outcome,
     worker_id: int,
@@ -383,7 +402,10 @@ class PostgresBackend(Backend):
         """
         if not any(job.unique_key for job in jobs):
             with conn.cursor(row_factory=tuple_row) as cursor:
-                inserted = cursor.execute(self._q["enqueue"], self._insert_params(jobs, now))
+                if len(jobs) == 1:
+                    inserted = cursor.execute(self._q["enqueue_one"], _one_params(jobs[0], now))
+                else:
+                    inserted = cursor.execute(self._q["enqueue"], self._insert_params(jobs, now))
                 return [Enqueued(job_id, True) for job_id, _ in inserted.fetchall()]
         in_transaction = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
         with contextlib.nullcontext() if in_transaction else conn.transaction():

@@ -27,6 +27,26 @@ WITH new_jobs AS (
 )
 SELECT id, unique_key FROM new_jobs ORDER BY id;
 
+-- One job (task.enqueue, the common call): `enqueue` with plain parameters, which the
+-- server reads quicker than a one-row document.
+-- name: enqueue_one
+WITH new_job AS (
+    INSERT INTO tasktrail.jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
+                                max_attempts, timeout, run_at, created_at, unique_key, lock_key)
+    VALUES (%(task)s::text, %(queue)s::text, 'queued', %(ref_type)s::text, %(ref_id)s::text,
+            %(priority)s::smallint, %(args)s::json, %(kwargs)s::json, %(max_attempts)s::integer,
+            %(timeout)s::double precision, coalesce(%(run_at)s::timestamptz, %(now)s),
+            %(now)s, %(unique_key)s::text, %(lock_key)s::text)
+    ON CONFLICT (unique_key)
+        WHERE unique_key IS NOT NULL AND status IN ('queued', 'reserved', 'running')
+        DO NOTHING
+    RETURNING id, unique_key
+), events AS (
+    INSERT INTO tasktrail.events (job_id, at, kind, attempt)
+    SELECT id, %(now)s, 'enqueued', 0 FROM new_job
+)
+SELECT id, unique_key FROM new_job;
+
 -- name: active_unique
 SELECT id, unique_key FROM tasktrail.jobs
 WHERE unique_key = ANY (%(keys)s::text[]) AND status IN ('queued', 'reserved', 'running');
