@@ -19,11 +19,11 @@ from .factories import T0
 NOW = T0 + timedelta(seconds=5)
 
 
-def parsed(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def parsed(documents: list[str]) -> list[dict[str, Any]]:
     """The documents with their JSON-text fields decoded, for comparing meaning."""
     out = []
     for document in documents:
-        decoded = dict(document)
+        decoded = json.loads(document)
         for key in ("rejected_detail", "detail"):
             if decoded.get(key) is not None:
                 decoded[key] = json.loads(decoded[key])
@@ -34,13 +34,16 @@ def parsed(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     "detail", [{"runtime": 0.000123}, {"runtime": 12.5}, {}, {"runtime": 3}, {"runtime": None}]
 )
-def test_a_plain_success_is_built_as_the_general_path_builds_it(detail: dict[str, Any]) -> None:
-    outcome = Outcome(7, 2, "succeeded", T0, result_json='{"n": 1}', detail=detail)
-    fast_docs: list[dict[str, Any]] = []
-    fast_events: list[dict[str, Any]] = []
+@pytest.mark.parametrize("result", ['{"n": 1}', None, '"caf\u00e9 \\ "q" \\u0000"', "[1e-07]"])
+def test_a_plain_success_is_built_as_the_general_path_builds_it(
+    detail: dict[str, Any], result: str | None
+) -> None:
+    outcome = Outcome(7, 2, "succeeded", T0, result_json=result, detail=detail)
+    fast_docs: list[str] = []
+    fast_events: list[str] = []
     _add_success(outcome, 42, fast_docs, fast_events)
-    docs: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
+    docs: list[str] = []
+    events: list[str] = []
     _add_outcome(outcome, 42, NOW, docs, events)
     assert parsed(fast_docs) == parsed(docs)
     assert parsed(fast_events) == parsed(events)
