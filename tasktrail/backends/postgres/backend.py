@@ -71,7 +71,8 @@ def _outcome_params(outcomes: Sequence[Outcome], worker_id: int, now: datetime) 
     Each outcome comes with the change it makes and, for a job whose cancellation was
     asked meanwhile, the change :func:`after_cancel_request` makes instead; its events
     are tagged ``both``, or ``applied`` and ``cancelling`` where the two differ; the one
-    event of a refused outcome rides on the outcome itself. The statement applies and
+    event of a refused outcome rides on the outcome itself, and so does the one event of
+    a plain success, which has no cancelling variant. The statement applies and
     writes whichever matches what it finds under its fence. JSON documents, not arrays of
     parameters: one string to send, parsed by the server in C. Each document is built as
     JSON text, the common case (a plain success) without building a dict first.
@@ -84,7 +85,7 @@ def _outcome_params(outcomes: Sequence[Outcome], worker_id: int, now: datetime) 
             and outcome.error is None
             and outcome.detail.keys() <= {"runtime"}
         ):
-            _add_success(outcome, worker_id, documents, events)
+            _add_success(outcome, worker_id, documents)
         else:
             _add_outcome(outcome, worker_id, now, documents, events)
     return {
@@ -161,10 +162,11 @@ def _add_outcome(
             events.append(json.dumps(event))
 
 
-def _add_success(outcome: Outcome, worker_id: int, documents: list[str], events: list[str]) -> None:
-    """What :func:`_add_outcome` gives for a plain success (the hot path's common case),
-    written directly as JSON text: a cancel request changes nothing about a success, and
-    its one event is ``succeeded`` with the run time."""
+def _add_success(outcome: Outcome, worker_id: int, documents: list[str]) -> None:
+    """The document of a plain success (the hot path's common case), written directly as
+    JSON text: :func:`_add_outcome`'s, less what the statement does without: the
+    cancelling variant, which would be the same, and a separate event document for its
+    one event, ``succeeded`` at ``ended_at`` with the run time."""
     finished = outcome.finished_at.isoformat()
     runtime = outcome.detail.get("runtime")
     if type(runtime) is float and math.isfinite(runtime):
@@ -178,13 +180,9 @@ def _add_success(outcome: Outcome, worker_id: int, documents: list[str], events:
         _SUCCESS_DOCUMENT
         % (
             int(outcome.job_id), int(outcome.attempt), _json_text(outcome.result_json),
-            finished, finished, _json_text(rejected),
+            finished, _json_text(rejected), _json_text(detail),
         )
     )  # fmt: skip
-    events.append(
-        _SUCCESS_EVENT
-        % (int(outcome.job_id), finished, int(outcome.attempt), _json_text(detail), len(events))
-    )
 
 
 def _json_text(text: str | None) -> str:
@@ -193,14 +191,11 @@ def _json_text(text: str | None) -> str:
 
 
 _quote = json.encoder.encode_basestring_ascii
+#: A plain success: no cancelling variant (a cancel request changes nothing about a
+#: success), and its one event rides on the document.
 _SUCCESS_DOCUMENT = (
     '{"job_id":%d,"attempt":%d,"result":%s,"status":"succeeded","ended_at":"%s",'
-    '"error":null,"run_at":null,"extra_attempts":0,"c_status":"succeeded",'
-    '"c_ended_at":"%s","c_error":null,"c_run_at":null,"c_extra_attempts":0,'
-    '"rejected_detail":%s}'
-)
-_SUCCESS_EVENT = (
-    '{"job_id":%d,"at":"%s","kind":"succeeded","attempt":%d,"detail":%s,"which":"both","ord":%d}'
+    '"rejected_detail":%s,"event":"succeeded","event_detail":%s}'
 )
 
 

@@ -298,23 +298,30 @@ WITH outcome AS (
          AS o(job_id bigint, attempt integer, result text, status text, ended_at timestamptz,
               error text, run_at timestamptz, extra_attempts integer, c_status text,
               c_ended_at timestamptz, c_error text, c_run_at timestamptz,
-              c_extra_attempts integer, rejected_detail text)
+              c_extra_attempts integer, rejected_detail text, event text, event_detail text)
 ), applied AS (
-    -- a job whose cancellation was asked meanwhile takes the c_ (cancelling) variant;
-    -- `ended_at` is set for outcomes that end the job (its finished_at)
+    -- a job whose cancellation was asked meanwhile takes the c_ (cancelling) variant, if
+    -- the outcome has one (a success has none: c_status is left out); `ended_at` is set
+    -- for outcomes that end the job (its finished_at)
     UPDATE tasktrail.jobs j
-    SET status = CASE WHEN j.cancel_requested_at IS NULL THEN o.status ELSE o.c_status END,
+    SET status = CASE WHEN j.cancel_requested_at IS NULL OR o.c_status IS NULL
+                      THEN o.status ELSE o.c_status END,
         finished_at = coalesce(
-            CASE WHEN j.cancel_requested_at IS NULL THEN o.ended_at ELSE o.c_ended_at END,
+            CASE WHEN j.cancel_requested_at IS NULL OR o.c_status IS NULL
+                 THEN o.ended_at ELSE o.c_ended_at END,
             j.finished_at),
         result = CASE WHEN o.status = 'succeeded' THEN o.result::json ELSE j.result END,
         error = CASE WHEN o.status = 'succeeded' THEN NULL
-                     ELSE coalesce(CASE WHEN j.cancel_requested_at IS NULL THEN o.error
-                                        ELSE o.c_error END, j.error) END,
+                     ELSE coalesce(CASE WHEN j.cancel_requested_at IS NULL OR o.c_status IS NULL
+                                        THEN o.error ELSE o.c_error END, j.error) END,
         run_at = coalesce(
-            CASE WHEN j.cancel_requested_at IS NULL THEN o.run_at ELSE o.c_run_at END, j.run_at),
-        max_attempts = j.max_attempts + CASE WHEN j.cancel_requested_at IS NULL
-                                             THEN o.extra_attempts ELSE o.c_extra_attempts END
+            CASE WHEN j.cancel_requested_at IS NULL OR o.c_status IS NULL
+                 THEN o.run_at ELSE o.c_run_at END,
+            j.run_at),
+        max_attempts = j.max_attempts + coalesce(
+            CASE WHEN j.cancel_requested_at IS NULL OR o.c_status IS NULL
+                 THEN o.extra_attempts ELSE o.c_extra_attempts END,
+            0)
     FROM outcome o
     WHERE j.id = o.job_id AND j.status = 'running' AND j.worker_id = %(worker_id)s
       AND j.attempts = o.attempt
@@ -325,6 +332,13 @@ WITH outcome AS (
     INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id, detail)
     SELECT x.job_id, x.at, x.kind, x.attempt, %(worker_id)s, x.detail::json
     FROM (
+        -- an outcome with one event, the same whatever the variant (a success), carries
+        -- it itself: `event` at `ended_at`
+        SELECT o.job_id, o.ended_at AS at, o.event AS kind, o.attempt, o.event_detail AS detail,
+               -2 AS ord
+        FROM outcome o JOIN applied a ON a.id = o.job_id
+        WHERE o.event IS NOT NULL
+        UNION ALL
         SELECT e.job_id, e.at, e.kind, e.attempt, e.detail, e.ord
         FROM json_to_recordset(%(events)s::json)
              AS e(job_id bigint, at timestamptz, kind text, attempt integer, detail text,
