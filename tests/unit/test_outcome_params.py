@@ -87,3 +87,34 @@ def test_other_outcomes_take_the_general_path() -> None:
         (8, "failed", "cancelling"),
     ]
     assert [e["ord"] for e in events] == [0, 1, 2]
+
+
+def test_the_enqueue_document_holds_every_field_of_every_job() -> None:
+    from tasktrail.backends.postgres.backend import PostgresBackend
+    from tasktrail.job import NewJob, Ref
+
+    jobs = [
+        NewJob("plain", "default", "[]", "{}", None, 0, 1, None, None),
+        NewJob(
+            'ta"sk\\é',
+            "q\u2028",
+            '[1, "x\\u0000"]',
+            '{"k": [true]}',
+            Ref("web site", "4\t2"),
+            -5,
+            3,
+            2.5,
+            T0,
+            unique_key='u"1',
+            lock_key="l\\1",
+        ),
+    ]
+    document = json.loads(PostgresBackend._insert_params(jobs, NOW)["jobs"])
+    assert document == [
+        {"ord": 0, "task": "plain", "queue": "default", "priority": 0, "args": "[]",
+         "kwargs": "{}", "max_attempts": 1},
+        {"ord": 1, "task": 'ta"sk\\é', "queue": "q\u2028", "priority": -5,
+         "args": '[1, "x\\u0000"]', "kwargs": '{"k": [true]}', "max_attempts": 3,
+         "ref_type": "web site", "ref_id": "4\t2", "timeout": 2.5, "run_at": T0.isoformat(),
+         "unique_key": 'u"1', "lock_key": "l\\1"},
+    ]  # fmt: skip

@@ -191,6 +191,10 @@ def _json_text(text: str | None) -> str:
 
 
 _quote = json.encoder.encode_basestring_ascii
+#: A new job's fields that are never null (``_insert_params`` closes the object).
+_JOB_DOCUMENT = (
+    '{"ord":%d,"task":%s,"queue":%s,"priority":%d,"args":%s,"kwargs":%s,"max_attempts":%d'
+)
 #: A plain success: no cancelling variant (a cancel request changes nothing about a
 #: success), and its one event rides on the document.
 _SUCCESS_DOCUMENT = (
@@ -451,25 +455,27 @@ class PostgresBackend(Backend):
 
     @staticmethod
     def _insert_params(jobs: Sequence[NewJob], now: datetime) -> dict[str, Any]:
-        documents = [
-            {
-                "ord": index,
-                "task": job.task,
-                "queue": job.queue,
-                "ref_type": job.ref.type if job.ref else None,
-                "ref_id": job.ref.id if job.ref else None,
-                "priority": job.priority,
-                "args": job.args_json,
-                "kwargs": job.kwargs_json,
-                "max_attempts": job.max_attempts,
-                "timeout": job.timeout,
-                "run_at": job.run_at.isoformat() if job.run_at else None,
-                "unique_key": job.unique_key,
-                "lock_key": job.lock_key,
-            }
-            for index, job in enumerate(jobs)
-        ]
-        return {"now": now, "jobs": json.dumps(documents)}
+        """The ``jobs`` document of ``enqueue``, written as JSON text; fields that are
+        null are left out (the server reads them as null)."""
+        documents = []
+        for index, job in enumerate(jobs):
+            text = _JOB_DOCUMENT % (
+                index, _quote(job.task), _quote(job.queue), int(job.priority),
+                _quote(job.args_json), _quote(job.kwargs_json), int(job.max_attempts),
+            )  # fmt: skip
+            extra = []
+            if job.ref is not None:
+                extra.append(f',"ref_type":{_quote(job.ref.type)},"ref_id":{_quote(job.ref.id)}')
+            if job.timeout is not None:
+                extra.append(f',"timeout":{float(job.timeout)!r}')
+            if job.run_at is not None:
+                extra.append(f',"run_at":"{job.run_at.isoformat()}"')
+            if job.unique_key is not None:
+                extra.append(f',"unique_key":{_quote(job.unique_key)}')
+            if job.lock_key is not None:
+                extra.append(f',"lock_key":{_quote(job.lock_key)}')
+            documents.append(f"{text}{''.join(extra)}}}" if extra else f"{text}}}")
+        return {"now": now, "jobs": f"[{','.join(documents)}]"}
 
     def _enqueue_one(self, conn: psycopg.Connection[Any], job: NewJob, now: datetime) -> Enqueued:
         [enqueued] = self._enqueue_on(conn, [job], now)
