@@ -1,4 +1,5 @@
-"""Pieces both backends share: how an outcome maps to a statement and to events.
+"""Pieces both backends share: how a new job maps to its columns, how an outcome maps to
+a statement and to events.
 
 Pure functions with no I/O, so the mapping is written once and unit-tested directly.
 """
@@ -10,17 +11,36 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from ..errors import InvalidTransition, JobNotFound
-from ..job import Outcome
+from ..job import NewJob, Outcome
 
 __all__ = [
     "LOST_ERROR_TEMPLATE",
     "Transition",
     "after_cancel_request",
     "lost_error",
+    "new_job_columns",
     "outcome_events",
     "raise_transition_error",
     "transition",
 ]
+
+
+def new_job_columns(job: NewJob) -> dict[str, Any]:
+    """The columns of a new job that both backends insert as they are (``run_at`` and
+    the times are the backend's own to write)."""
+    return {
+        "task": job.task,
+        "queue": job.queue,
+        "ref_type": job.ref.type if job.ref else None,
+        "ref_id": job.ref.id if job.ref else None,
+        "priority": job.priority,
+        "args": job.args_json,
+        "kwargs": job.kwargs_json,
+        "max_attempts": job.max_attempts,
+        "timeout": job.timeout,
+        "unique_key": job.unique_key,
+        "lock_key": job.lock_key,
+    }
 
 
 def outcome_events(

@@ -17,7 +17,7 @@ from typing import Any
 from ..job import Event, HeldJob, Job, Ref, WorkerRecord
 from ..schedule import ScheduleDef, ScheduleRecord, Tick, spec_from_columns
 
-__all__ = ["AS_IS", "FROM_TEXT", "HELD_COLUMNS", "Columns", "Malformed", "held"]
+__all__ = ["AS_IS", "FROM_TEXT", "Columns", "Malformed", "held"]
 
 
 def _same(value: Any) -> Any:
@@ -42,16 +42,11 @@ def _json_from_text(text: str | None) -> Any:
         return Malformed(text)
 
 
-#: The columns :func:`held` reads, in order (the hot path's RETURNING lists name them).
-HELD_COLUMNS = (
-    "id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts, "
-    "max_attempts, timeout, worker_id, lock_key"
-)
-
-
 def held(row: Sequence[Any]) -> HeldJob:
-    """A HeldJob from the columns of ``HELD_COLUMNS``, the arguments as JSON text (both
-    backends return them as text: SQLite stores text, PostgreSQL casts ``::text``).
+    """A HeldJob from the columns ``id, task, queue, status, ref_type, ref_id, priority,
+    args, kwargs, attempts, max_attempts, timeout, worker_id, lock_key`` (the hot path's
+    RETURNING lists), the arguments as JSON text (both backends return them as text:
+    SQLite stores text, PostgreSQL casts ``::text``).
 
     Anything but text there (a row written by hand in SQLite can hold a number or a
     blob) becomes text that is not JSON, so that job alone fails as malformed.

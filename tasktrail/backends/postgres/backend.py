@@ -50,6 +50,7 @@ from ..base import Backend, Exchange, JobFilter, PruneReport, RecoveredJob, Task
 from ..common import (
     LOST_ERROR_TEMPLATE,
     after_cancel_request,
+    new_job_columns,
     outcome_events,
     raise_transition_error,
     transition,
@@ -97,21 +98,7 @@ def _outcome_params(outcomes: Sequence[Outcome], worker_id: int, now: datetime) 
 
 def _one_params(job: NewJob, now: datetime) -> dict[str, Any]:
     """The parameters of ``enqueue_one``."""
-    return {
-        "now": now,
-        "task": job.task,
-        "queue": job.queue,
-        "ref_type": job.ref.type if job.ref else None,
-        "ref_id": job.ref.id if job.ref else None,
-        "priority": job.priority,
-        "args": job.args_json,
-        "kwargs": job.kwargs_json,
-        "max_attempts": job.max_attempts,
-        "timeout": job.timeout,
-        "run_at": job.run_at,
-        "unique_key": job.unique_key,
-        "lock_key": job.lock_key,
-    }
+    return {**new_job_columns(job), "run_at": job.run_at, "now": now}
 
 
 def _add_outcome(

@@ -14,7 +14,13 @@ from typing import Any
 from ...job import Enqueued, NewJob, Outcome
 from .._sql import queries
 from ..base import RecoveredJob
-from ..common import after_cancel_request, lost_error, outcome_events, transition
+from ..common import (
+    after_cancel_request,
+    lost_error,
+    new_job_columns,
+    outcome_events,
+    transition,
+)
 from . import rows
 
 __all__ = ["candidates", "enqueue_in", "finish", "take_back"]
@@ -30,19 +36,9 @@ def enqueue_in(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: datetime) 
         row = conn.execute(
             _Q["insert_job"],
             {
-                "task": job.task,
-                "queue": job.queue,
-                "ref_type": job.ref.type if job.ref else None,
-                "ref_id": job.ref.id if job.ref else None,
-                "priority": job.priority,
-                "args": job.args_json,
-                "kwargs": job.kwargs_json,
-                "max_attempts": job.max_attempts,
-                "timeout": job.timeout,
+                **new_job_columns(job),
                 "run_at": rows.ts(job.run_at) if job.run_at is not None else now_text,
                 "now": now_text,
-                "unique_key": job.unique_key,
-                "lock_key": job.lock_key,
             },
         ).fetchone()
         if row is not None:

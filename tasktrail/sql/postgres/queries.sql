@@ -412,7 +412,7 @@ WITH outcome AS (
            attempts, max_attempts, timeout, worker_id, lock_key
     FROM claimed
 )
--- the jobs as the worker holds them (records.HELD_COLUMNS), arguments as JSON text
+-- the jobs as the worker holds them (the columns records.held reads), arguments as text
 SELECT r.ids, x.id, x.task, x.queue, x.status, x.ref_type, x.ref_id, x.priority,
        x.args::text, x.kwargs::text, x.attempts, x.max_attempts, x.timeout, x.worker_id,
        x.lock_key
