@@ -7,12 +7,18 @@ since the last one, the buffered jobs to start, and a claim for free reserve slo
 batch therefore grows with the load by itself: the longer a round trip takes, the more
 arrives for the next one.
 
-How many jobs a child may hold at once adapts to the jobs' run time: one for slow jobs
-(the started time and the timeout stay exact, and no job waits behind another), several
-for jobs much shorter than a round trip, so the children never wait for the database.
-Those children's queues are then the worker's prefetch, and the buffer stays small:
-a buffered job costs a second state change (reserved, then started) that a job claimed
-straight into a child does not.
+How many jobs a child may hold at once adapts to the jobs' run time: several for jobs
+much shorter than a round trip, so the children never wait for the database. Those
+children's queues are then the worker's prefetch, and the buffer stays small: a buffered
+job costs a second state change (reserved, then started) that a job claimed straight
+into a child does not.
+
+A job is queued behind another only when that one is expected to end within about a
+round trip, by the run times its task has shown in this worker: a job of a task not seen
+yet, or one running past what its task takes, gets no job behind it; a longer one gets
+its follower just before it ends (the supervisor wakes up for that). So no job waits
+behind a long one while another child is free, and the started time of a job is the
+time it began, give or take a round trip.
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ class JobFlow:
         self._next_poll = 0.0
         self._rtt = 0.002  # seconds per exchange, smoothed
         self._runtime: float | None = None  # seconds per job, smoothed; None: not known yet
+        self._estimates: dict[str, float] = {}  # seconds per job of each task, smoothed
         self._lock_freed = False
         self._rng = random.Random()
 
@@ -97,16 +104,57 @@ class JobFlow:
         return max(1, min(wanted, self.config.reserve_limit // self.config.processes))
 
     def window(self) -> float:
-        """How young a running job must be for its child to take another behind it:
-        about a round trip, so only jobs shorter than that are ever queued in a child."""
+        """How soon a child must be expected to begin a job for it to be given one now:
+        about a round trip (the time the job takes to reach it)."""
         return max(0.002, 2 * self._rtt)
+
+    def ahead(self, child: Child, now: float) -> float:
+        """Seconds until ``child`` would begin a job handed to it now, by the run times
+        seen so far: 0 when it is idle; infinite when it runs or holds a job of a task not
+        seen yet, or when what it holds has run past what it was expected to take (it may
+        run long: a job given now could wait behind it for any time)."""
+        if not child.inflight:
+            return 0.0
+        head = child.inflight[0]
+        if head.started is None:
+            return math.inf
+        expected = 0.0
+        for assignment in child.inflight:
+            estimate = self._estimates.get(assignment.job.task)
+            if estimate is None:
+                return math.inf
+            expected += estimate
+        left = head.started + expected - now
+        # A child only seen late by the supervisor (a busy machine) is not overrunning.
+        return math.inf if left < -self.window() else max(0.0, left)
 
     def room(self, depth: int | None = None) -> int:
         """How many jobs the children may be given now."""
         depth = self.depth() if depth is None else depth
         now = time.monotonic()
         window = self.window()
-        return sum(c.capacity(depth, now, window) for c in self.pool.children.values())
+        return sum(
+            child.capacity(depth)
+            for child in self.pool.children.values()
+            if self.ahead(child, now) <= window
+        )
+
+    def next_refill(self, now: float) -> float | None:
+        """When a busy child will be about to finish what it holds, so it can be given
+        its next job in time (the supervisor wakes up then); None if no child will be,
+        or there is nothing to give."""
+        if not (self.ready or self.buffer or self.more_expected):
+            return None
+        depth = self.depth()
+        window = self.window()
+        soonest = None
+        for child in self.pool.children.values():
+            if child.inflight and child.capacity(depth):
+                ahead = self.ahead(child, now)
+                if window < ahead < math.inf:
+                    at = now + ahead - window
+                    soonest = at if soonest is None else min(soonest, at)
+        return soonest
 
     def wake(self) -> None:
         """Jobs may have arrived: claim at the next turn."""
@@ -215,11 +263,12 @@ class JobFlow:
         depth = self.depth()
         now = time.monotonic()
         window = self.window()
-        room = {}
+        room: dict[Child, int] = {}
+        ahead: dict[Child, float] = {}
         for child in self.pool.children.values():
-            capacity = child.capacity(depth, now, window)
-            if capacity > 0:
-                room[child] = capacity
+            capacity = child.capacity(depth)
+            if capacity > 0 and (wait := self.ahead(child, now)) <= window:
+                room[child], ahead[child] = capacity, wait
         batches: dict[Child, list[HeldJob]] = {}
         sizes: dict[Child, int] = {}
         while self.ready and room:
@@ -232,12 +281,17 @@ class JobFlow:
             ]  # fmt: skip
             if not candidates:
                 break
-            child = min(candidates, key=lambda c: len(c.inflight) + len(batches.get(c, ())))
+            # the child that would begin it first
+            child = min(
+                candidates, key=lambda c: (ahead[c], len(c.inflight) + len(batches.get(c, ())))
+            )
             self.ready.popleft()
             batches.setdefault(child, []).append(job)
             sizes[child] = sizes.get(child, 0) + size
             room[child] -= 1
-            if not room[child]:
+            # what it holds now runs for this long more before another job could begin
+            ahead[child] += self._estimates.get(job.task, math.inf)
+            if not room[child] or ahead[child] > window:
                 del room[child]
         for child, jobs in batches.items():
             message = encode_message(
@@ -278,6 +332,9 @@ class JobFlow:
                 self._runtime = runtime
             else:
                 self._runtime += _SMOOTHING * (runtime - self._runtime)
+            if job.task in self.app.tasks:  # only registered names: a bounded dict
+                estimate = self._estimates.get(job.task, runtime)
+                self._estimates[job.task] = estimate + _SMOOTHING * (runtime - estimate)
         self.record(job, outcome)
 
     def on_exit(self, child: Child, wait_status: int) -> None:

@@ -3,7 +3,8 @@
 A child may hold several jobs at once (its *in-flight* queue): it runs them one after
 the other and reports each outcome, so that with jobs much shorter than a database
 round trip it never waits for the supervisor. The supervisor decides how deep that
-queue may be (one job for slow tasks); the first job in it is the one running.
+queue may be, and gives a busy child another job only when the one it runs is about to
+end (see :mod:`.flow`); the first job in the queue is the one running.
 """
 
 from __future__ import annotations
@@ -71,19 +72,12 @@ class Child:
     def healthy(self) -> bool:
         return self.stop_reason is None and not self.eof
 
-    def capacity(self, depth: int, now: float, window: float) -> int:
-        """How many more jobs it may be given now.
-
-        A child that is running a job takes more only while that job is young (it
-        started less than ``window`` seconds ago): a job queued behind a long one would
-        wait for it, and a child cannot hand back a job it holds while it is busy.
-        """
+    def capacity(self, depth: int) -> int:
+        """How many more jobs it may hold, by count alone: ``depth`` at most, and never
+        past its last job (``--max-tasks-per-child``). Whether a busy child should take
+        one now is the flow's decision (it knows how long jobs run)."""
         if not self.healthy:
             return 0
-        if self.inflight:
-            head = self.inflight[0]
-            if head.started is None or now - head.started > window:
-                return 0
         room = depth - len(self.inflight)
         if self.jobs_left is not None:
             # It exits after its last job: never hand it more, or they would be lost

@@ -168,6 +168,8 @@ class Supervisor:
             timeout = 0.0
         if self.flow.ready and self.flow.room():
             timeout = 0.0
+        if not self.stopping and (refill := self.flow.next_refill(monotonic)) is not None:
+            timeout = min(timeout, refill - monotonic)
         for child in self.pool.children.values():
             head = child.assignment
             if head and head.deadline and child.stop_reason is None:

@@ -1,0 +1,156 @@
+"""When a busy child is given its next job (JobFlow.ahead, room, next_refill, dispatch).
+
+No database and no processes: the children are socket pairs that nothing reads, and
+time is passed in, or set on the assignments, so nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+import math
+import selectors
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import tasktrail
+from tasktrail.job import HeldJob
+from tasktrail.worker.config import WorkerConfig
+from tasktrail.worker.flow import JobFlow
+from tasktrail.worker.pool import Assignment, Child, ChildPool
+from tasktrail.worker.protocol import FrameReader
+
+app = tasktrail.App("sqlite:///:memory:")
+
+
+@app.task(name="short")
+def short() -> None:
+    return None
+
+
+@app.task(name="long")
+def long() -> None:
+    return None
+
+
+def held(job_id: int, task: str) -> HeldJob:
+    return HeldJob(
+        id=job_id, task=task, queue="default", status="running", ref=None, priority=0,
+        args_json="[]", kwargs_json="{}", attempts=1, max_attempts=1, timeout=None,
+        worker_id=1,
+    )  # fmt: skip
+
+
+#: The children's ends of their sockets, by pid: what the supervisor sent them.
+PEERS: dict[int, socket.socket] = {}
+
+
+@pytest.fixture
+def flow() -> Iterator[JobFlow]:
+    selector = selectors.DefaultSelector()
+    pool = ChildPool(app, selector, None)
+    ends: list[socket.socket] = []
+    for pid in (101, 102):
+        ours, theirs = socket.socketpair()
+        ends += [ours, theirs]
+        pool.children[pid] = Child(pid=pid, sock=ours)
+        PEERS[pid] = theirs
+    config = WorkerConfig(processes=2, reserve=64)
+    flow = JobFlow(app, backend=None, pool=pool, config=config, db=_no_db, name="test")  # type: ignore[arg-type]
+    flow._rtt = 0.005  # a window of 10 ms
+    try:
+        yield flow
+    finally:
+        for end in ends:
+            end.close()
+        selector.close()
+
+
+def _no_db(what: str, call: Any) -> None:
+    raise AssertionError(f"no database here ({what})")
+
+
+def learn(flow: JobFlow, task: str, runtime: float, times: int = 1) -> None:
+    """What on_message does with a finished job's run time."""
+    for _ in range(times):
+        flow._runtime = runtime
+        estimate = flow._estimates.get(task, runtime)
+        flow._estimates[task] = estimate + 0.2 * (runtime - estimate)
+
+
+def give(child: Child, *jobs: tuple[int, str], started: float | None) -> None:
+    for job_id, task in jobs:
+        child.inflight.append(Assignment(job=held(job_id, task)))
+    child.inflight[0].started = started
+
+
+def children(flow: JobFlow) -> tuple[Child, Child]:
+    first, second = flow.pool.children.values()
+    return first, second
+
+
+def test_an_idle_child_begins_at_once(flow):
+    first, _ = children(flow)
+    assert flow.ahead(first, now=100.0) == 0.0
+
+
+def test_nothing_is_queued_behind_a_job_of_a_task_not_seen_yet(flow):
+    first, second = children(flow)
+    learn(flow, "short", 0.0001)
+    give(first, (1, "long"), started=100.0)
+    give(second, (2, "long"), started=100.0)
+    assert flow.ahead(first, now=100.0) == math.inf
+    assert flow.room() == 0
+    assert flow.next_refill(100.0) is None
+
+
+def test_a_long_job_gets_its_follower_just_before_it_is_expected_to_end(flow):
+    first, second = children(flow)
+    learn(flow, "long", 0.5, times=3)
+    give(first, (1, "long"), started=100.0)
+    give(second, (2, "long"), started=100.0)
+    assert flow.ahead(first, now=100.0) == pytest.approx(0.5)
+    # Not while it has most of its run ahead of it...
+    assert flow.ahead(first, now=100.3) == pytest.approx(0.2)
+    # ...but within a window (two round trips, 10 ms) of its expected end.
+    assert flow.ahead(first, now=100.495) == pytest.approx(0.005)
+    # The supervisor is told when to wake up for it.
+    flow.more_expected = True
+    assert flow.next_refill(100.0) == pytest.approx(100.49)
+    flow.more_expected = False
+    assert flow.next_refill(100.0) is None  # nothing to give: no wake-up
+
+
+def test_a_job_past_its_expected_end_gets_nothing_behind_it(flow):
+    first, _ = children(flow)
+    learn(flow, "long", 0.5, times=3)
+    give(first, (1, "long"), started=100.0)
+    # A little late is a busy supervisor, not a long job...
+    assert flow.ahead(first, now=100.505) == 0.0
+    # ...but past that it may run for any time.
+    assert flow.ahead(first, now=100.6) == math.inf
+
+
+def test_a_child_holds_several_short_jobs_and_waits_for_their_sum(flow):
+    first, _ = children(flow)
+    learn(flow, "short", 0.001, times=3)
+    give(first, *[(n, "short") for n in range(1, 6)], started=100.0)
+    assert flow.ahead(first, now=100.0) == pytest.approx(0.005)
+
+
+def test_dispatch_puts_short_jobs_on_the_child_not_running_a_long_one(flow):
+    first, second = children(flow)
+    learn(flow, "short", 0.0001, times=3)
+    assert flow.depth() > 4
+    flow.ready.extend([held(1, "long"), *(held(n, "short") for n in range(2, 6))])
+    flow.dispatch()
+    holding = sorted(
+        ([a.job.id for a in child.inflight] for child in (first, second)), key=lambda ids: ids[0]
+    )
+    assert holding == [[1], [2, 3, 4, 5]]
+    assert not flow.ready
+    # One message per child, naming what it holds.
+    for child in (first, second):
+        [message] = FrameReader().feed(PEERS[child.pid].recv(1 << 16))
+        assert [job["job"] for job in message["jobs"]] == [a.job.id for a in child.inflight]
