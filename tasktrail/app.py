@@ -365,7 +365,9 @@ class App:
         return self.get_task(task_name).enqueue(*args, **kwargs)
 
     def enqueue_many(self, jobs: Iterable[NewJob], *, connection: Any = None) -> list[JobHandle]:
-        """Insert many prepared jobs (``task.prepare(...)``) in one round trip.
+        """Insert many prepared jobs (``task.prepare(...)``) at once: one statement, or
+        on PostgreSQL from 100 jobs without unique keys, a binary COPY of the jobs and
+        one of their events.
 
         All are inserted or none. With ``connection``, they join the caller's
         transaction.

@@ -7,9 +7,11 @@ fixture checks that every job's history is a valid lifecycle path ending in its 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sqlite3
+from dataclasses import replace
 from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -228,20 +230,38 @@ class CallerTransaction:
         self.connection.close()
 
 
+#: Batches the backends write differently: one job, a few (one statement), many (COPY
+#: on PostgreSQL), and unique ones (several statements).
+BATCHES = {
+    "one": lambda: [new_job("app.in_tx")],
+    "few": lambda: [new_job("app.in_tx", n) for n in range(3)],
+    "many": lambda: [new_job("app.in_tx", n) for n in range(150)],
+    "unique": lambda: [replace(new_job("app.in_tx", n), unique_key=f"k{n}") for n in range(3)],
+}
+
+
+@pytest.mark.parametrize("batch", list(BATCHES))
 @pytest.mark.parametrize("commit", [True, False])
-def test_enqueue_in_the_callers_transaction(backend: Backend, dsn: str, commit: bool) -> None:
+def test_enqueue_in_the_callers_transaction(
+    backend: Backend, dsn: str, commit: bool, batch: str
+) -> None:
+    # The caller's transaction is begun by our first statement (psycopg, not in
+    # autocommit), or was begun before (sqlite3): either way it is the caller's to end.
     caller = CallerTransaction(dsn)
+    jobs = BATCHES[batch]()
     try:
-        [job_id] = enqueue(backend, [new_job("app.in_tx")], now=T0, connection=caller.connection)
-        assert backend.get_job(job_id) is None  # not visible before the caller commits
+        ids = enqueue(backend, jobs, now=T0, connection=caller.connection)
+        assert len(set(ids)) == len(jobs)
+        assert backend.get_job(ids[0]) is None  # not visible before the caller commits
     finally:
         caller.end(commit)
-    if commit:
-        assert must_get(backend, job_id).task == "app.in_tx"
-        assert kinds(backend, job_id) == ["enqueued"]
-    else:
-        assert backend.get_job(job_id) is None
-        assert backend.list_events(job_id) == []
+    for job_id, job in zip(ids, jobs, strict=True):
+        if commit:
+            assert must_get(backend, job_id).args == json.loads(job.args_json)
+            assert kinds(backend, job_id) == ["enqueued"]
+        else:
+            assert backend.get_job(job_id) is None
+            assert backend.list_events(job_id) == []
 
 
 # -- reserve ----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import pytest
 
 from tasktrail import App, BackendUnavailable, InvalidArguments, JobNotFound, Task
 from tasktrail.backends import Backend, open_backend
+from tasktrail.backends.postgres.backend import COPY_FROM
 from tasktrail.clock import utcnow
 from tasktrail.config import PostgresDsn, parse_dsn
 from tasktrail.job import Outcome, WorkerInfo
@@ -205,6 +206,13 @@ def test_a_registered_worker_is_woken_by_an_enqueue_from_another_connection(
         assert readable(fd, DEADLINE), "no NOTIFY arrived after a transactional enqueue"
         backend.consume_wakeups()
 
+        # A big batch is written by COPY: the trigger wakes workers for it too.
+        apps.app.enqueue_many(apps.echo.prepare(n) for n in range(COPY_FROM))
+        assert readable(fd, DEADLINE), "no NOTIFY arrived after a COPY enqueue"
+        backend.consume_wakeups()
+        claimed = backend.reserve(worker_id, [], 2 * COPY_FROM, now=utcnow())
+        assert [job.args for job in claimed] == [["committed"]] + [[n] for n in range(COPY_FROM)]
+
         backend.unregister_worker(worker_id, now=utcnow())
         assert backend.wakeup_fileno() is None
     finally:
@@ -295,11 +303,26 @@ def test_hot_path_statements_grow_with_batches_not_with_jobs(
         backend = app.backend
         worker_id = backend.register_worker(worker_info(queues=queues), now=utcnow())
 
+        # A batch smaller than COPY_FROM is one statement; a bigger one is one COPY of
+        # the jobs and one of their events, with their ids taken first, in one
+        # transaction: five statements, whatever the number of jobs.
         with counter.measure() as enqueue:
-            app.enqueue_many(work.prepare(n) for n in range(jobs))
+            app.enqueue_many(work.prepare(n) for n in range(COPY_FROM - 1))
         assert enqueue.statements == 1, enqueue.describe()
         # (+1 the first time: the statement is prepared, once per connection)
         assert enqueue.round_trips <= 2, enqueue.describe()
+        with counter.measure() as enqueue:
+            app.enqueue_many(work.prepare(n) for n in range(COPY_FROM - 1, jobs))
+        assert enqueue.statements == 5, enqueue.describe()
+        assert enqueue.round_trips <= 6, enqueue.describe()
+        steps = ("BEGIN", "nextval(", ".jobs (", ".events (", "COMMIT")
+        assert [[step in text for step in steps].index(True) for text in enqueue.texts] == [
+            0,
+            1,
+            2,
+            3,
+            4,
+        ], enqueue.describe()
 
         later = utcnow() + timedelta(hours=1)
         with counter.measure() as hot:

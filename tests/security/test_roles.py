@@ -24,6 +24,7 @@ import pytest
 
 import tasktrail
 from tasktrail.backends import open_backend
+from tasktrail.backends.postgres.backend import COPY_FROM
 from tasktrail.clock import utcnow
 from tasktrail.job import WorkerInfo
 
@@ -181,6 +182,14 @@ def privileges(server: str, schema: str, role: str) -> dict[str, set[str]]:
             (f'"{schema}"', role),
         ):
             found.setdefault(f"{function}()", set()).add("EXECUTE")
+        for sequence, privilege in conn.execute(
+            "SELECT c.relname, p.privilege FROM pg_class c"
+            " CROSS JOIN unnest(ARRAY['USAGE', 'SELECT', 'UPDATE']) AS p (privilege)"
+            " WHERE c.relnamespace = %s::regnamespace AND c.relkind = 'S'"
+            "   AND has_sequence_privilege(%s, c.oid, p.privilege)",
+            (f'"{schema}"', role),
+        ):
+            found.setdefault(sequence, set()).add(privilege)
         for privilege in ("USAGE", "CREATE"):
             if conn.execute(
                 "SELECT has_schema_privilege(%s, %s, %s)", (role, schema, privilege)
@@ -195,6 +204,7 @@ EXPECTED = {
     "producer": {
         "schema": {"USAGE"},
         "jobs": {"SELECT", "INSERT"},
+        "jobs_id_seq": {"USAGE"},  # ids for a big enqueue_many (COPY)
         "events": {"SELECT", "INSERT"},
         "schedules": {"SELECT", "INSERT", "UPDATE", "DELETE"},
         "schedule_ticks": READ,
@@ -205,6 +215,7 @@ EXPECTED = {
     "worker": {
         "schema": {"USAGE"},
         "jobs": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+        "jobs_id_seq": {"USAGE"},
         "events": {"SELECT", "INSERT", "DELETE"},
         "schedules": {"SELECT", "INSERT", "UPDATE", "DELETE"},
         "schedule_ticks": {"SELECT", "INSERT", "UPDATE"},
@@ -287,6 +298,9 @@ def test_a_producer_enqueues_and_reads(setup: Setup) -> None:
         with psycopg.connect(urlsplit(setup.producer)._replace(query="").geturl()) as conn:
             inside = tasks.double.enqueue(1, connection=conn)  # in the producer's transaction
         assert app.job(inside.id).status == "queued"
+        # A big batch goes by COPY, with ids from the jobs' sequence.
+        many = app.enqueue_many(tasks.double.prepare(n) for n in range(COPY_FROM))
+        assert [app.job(h.id).args for h in (many[0], many[-1])] == [[0], [COPY_FROM - 1]]
         assert app.job(handle.id).args == [21]
         assert [event.kind for event in app.events(handle.id)] == ["enqueued"]
         assert {job.id for job in app.jobs(ref="number:21")} == {handle.id}

@@ -13,8 +13,16 @@ import pytest
 
 pytest.importorskip("psycopg")
 
-from tasktrail.backends.postgres.backend import _add_outcome, _add_success, _outcome_params
-from tasktrail.job import Outcome
+from tasktrail.backends.common import new_job_columns
+from tasktrail.backends.postgres.backend import (
+    _COPY_EVENT_TYPES,
+    _COPY_JOB_TYPES,
+    _add_outcome,
+    _add_success,
+    _outcome_params,
+)
+from tasktrail.backends.postgres.sql import rendered_queries
+from tasktrail.job import NewJob, Outcome
 
 from .factories import T0
 
@@ -118,3 +126,13 @@ def test_the_enqueue_document_holds_every_field_of_every_job() -> None:
          "ref_type": "web site", "ref_id": "4\t2", "timeout": 2.5, "run_at": T0.isoformat(),
          "unique_key": 'u"1', "lock_key": "l\\1"},
     ]  # fmt: skip
+
+
+def test_the_copy_columns_are_the_new_job_columns_then_the_backends_own() -> None:
+    job = NewJob("t", "q", "[]", "{}", None, 0, 1, None, None)
+    text = rendered_queries("tasktrail")["copy_jobs"]
+    columns = [c.strip() for c in text[text.index("(") + 1 : text.index(")")].split(",")]
+    assert columns == [*new_job_columns(job), "id", "status", "run_at", "created_at"]
+    assert len(_COPY_JOB_TYPES) == len(columns)
+    events = rendered_queries("tasktrail")["copy_events"]
+    assert len(_COPY_EVENT_TYPES) == events[events.index("(") : events.index(")")].count(",") + 1

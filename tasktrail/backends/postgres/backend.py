@@ -96,6 +96,26 @@ def _outcome_params(outcomes: Sequence[Outcome], worker_id: int, now: datetime) 
     }
 
 
+#: From this many jobs (none of them unique) a batch is written by COPY: three round
+#: trips instead of one, but far less work per job for the server and for Python.
+COPY_FROM = 100
+#: The binary COPY types of ``copy_jobs``' columns (json goes as its text) and of
+#: ``copy_events``'.
+_COPY_JOB_TYPES = [
+    "text", "text", "text", "text", "int2", "text", "text", "int4", "float8", "text", "text",
+    "int8", "text", "timestamptz", "timestamptz",
+]  # fmt: skip
+_COPY_EVENT_TYPES = ["int8", "timestamptz", "text", "int4"]
+
+
+def _atomic(conn: psycopg.Connection[Any]) -> contextlib.AbstractContextManager[Any]:
+    """Several statements as one: inside the transaction the connection is in, or will
+    be in (one that is not in autocommit begins it with the first statement, and its
+    owner commits or rolls it back), else in a transaction of their own."""
+    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    return conn.transaction() if idle and conn.autocommit else contextlib.nullcontext()
+
+
 def _one_params(job: NewJob, now: datetime) -> dict[str, Any]:
     """The parameters of ``enqueue_one``."""
     return {**new_job_columns(job), "run_at": job.run_at, "now": now}
@@ -387,15 +407,36 @@ class PostgresBackend(Backend):
         or nothing.
         """
         if not any(job.unique_key for job in jobs):
+            if len(jobs) >= COPY_FROM:
+                with _atomic(conn):
+                    return self._enqueue_copy(conn, jobs, now)
             with conn.cursor(row_factory=tuple_row) as cursor:
                 if len(jobs) == 1:
                     inserted = cursor.execute(self._q["enqueue_one"], _one_params(jobs[0], now))
                 else:
                     inserted = cursor.execute(self._q["enqueue"], self._insert_params(jobs, now))
                 return [Enqueued(job_id, True) for job_id, _ in inserted.fetchall()]
-        in_transaction = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-        with contextlib.nullcontext() if in_transaction else conn.transaction():
+        with _atomic(conn):
             return self._enqueue_unique(conn, jobs, now)
+
+    def _enqueue_copy(
+        self, conn: psycopg.Connection[Any], jobs: Sequence[NewJob], now: datetime
+    ) -> list[Enqueued]:
+        """A big batch by binary COPY (see ``job_ids`` in queries.sql); the caller makes
+        the three statements one transaction."""
+        with conn.cursor(row_factory=tuple_row) as cursor:
+            ids = [job_id for (job_id,) in cursor.execute(self._q["job_ids"], {"count": len(jobs)})]
+            with cursor.copy(self._q["copy_jobs"]) as copy:
+                copy.set_types(_COPY_JOB_TYPES)
+                for job_id, job in zip(ids, jobs, strict=True):
+                    copy.write_row(
+                        (*new_job_columns(job).values(), job_id, "queued", job.run_at or now, now)
+                    )
+            with cursor.copy(self._q["copy_events"]) as copy:
+                copy.set_types(_COPY_EVENT_TYPES)
+                for job_id in ids:
+                    copy.write_row((job_id, now, "enqueued", 0))
+        return [Enqueued(job_id, True) for job_id in ids]
 
     def _enqueue_unique(
         self, conn: psycopg.Connection[Any], jobs: Sequence[NewJob], now: datetime

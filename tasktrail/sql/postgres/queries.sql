@@ -47,6 +47,22 @@ WITH new_job AS (
 )
 SELECT id, unique_key FROM new_job;
 
+-- A big batch without unique keys (app.enqueue_many) goes by binary COPY, in one
+-- transaction: ids first from the jobs' identity sequence, then the jobs (the notify
+-- trigger fires for a COPY as for an INSERT), then their `enqueued` events. The first
+-- columns of copy_jobs are those of backends.common.new_job_columns, in its order.
+-- name: job_ids
+SELECT nextval(pg_get_serial_sequence('tasktrail.jobs', 'id'))
+FROM generate_series(1, %(count)s::integer);
+
+-- name: copy_jobs
+COPY tasktrail.jobs (task, queue, ref_type, ref_id, priority, args, kwargs, max_attempts,
+                     timeout, unique_key, lock_key, id, status, run_at, created_at)
+FROM STDIN (FORMAT BINARY);
+
+-- name: copy_events
+COPY tasktrail.events (job_id, at, kind, attempt) FROM STDIN (FORMAT BINARY);
+
 -- name: active_unique
 SELECT id, unique_key FROM tasktrail.jobs
 WHERE unique_key = ANY (%(keys)s::text[]) AND status IN ('queued', 'reserved', 'running');

@@ -103,6 +103,11 @@ BEGIN
             EXECUTE 'GRANT ' || grant_line;
         END IF;
     END LOOP;
+    -- a big app.enqueue_many takes its ids from the jobs' identity sequence (nextval)
+    IF to_regclass('tasktrail.jobs') IS NOT NULL THEN
+        EXECUTE format('GRANT USAGE ON SEQUENCE %s TO tasktrail_worker, tasktrail_producer',
+                       pg_get_serial_sequence('tasktrail.jobs', 'id'));
+    END IF;
     IF to_regprocedure('tasktrail.claimable_jobs(timestamptz, integer, text[])') IS NULL THEN
         missing := missing || 'tasktrail.claimable_jobs'::text;
     ELSE
