@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from .errors import InvalidArguments
 
@@ -127,12 +127,13 @@ class Ref:
         return f"{self.type}:{self.id}"
 
 
-@dataclass(frozen=True, slots=True)
-class NewJob:
+class NewJob(NamedTuple):
     """A validated request to run a task, ready for ``Backend.enqueue``.
 
     Arguments are already encoded as JSON text, so encoding happens once, in the
-    producer, and a payload that is not JSON never reaches the backend.
+    producer, and a payload that is not JSON never reaches the backend. (A named tuple:
+    as immutable as a frozen dataclass, and made several times quicker, which a bulk
+    enqueue of many thousands of jobs feels.)
     """
 
     task: str

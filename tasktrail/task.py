@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
 import math
 import re
 import string
@@ -155,6 +156,7 @@ class Task(Generic[P, R]):
         self.unique = unique
         self.lock = lock
         self.signature = inspect.signature(func)
+        self._plain = _plain_parameters(self.signature)
         clash = [p for p in self.signature.parameters if p in ENQUEUE_OPTIONS]
         if clash:
             raise ConfigurationError(
@@ -185,15 +187,17 @@ class Task(Generic[P, R]):
             InvalidPayload: the arguments are not JSON, or too large.
             ConfigurationError: an invalid queue name.
         """
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise InvalidArguments(f"cannot enqueue {self.name}: {exc}") from exc
+        keyed = bool(self.unique) or self.lock is not None
+        if keyed or not _fits(self._plain, args, kwargs):
+            try:
+                bound = self.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise InvalidArguments(f"cannot enqueue {self.name}: {exc}") from exc
         args_json = payload.encode(list(args), f"arguments of {self.name}")
         kwargs_json = payload.encode(kwargs, f"keyword arguments of {self.name}")
         parsed_ref = check_ref_text(Ref.of(ref))
         fields: dict[str, Any] = {}
-        if self.unique or self.lock is not None:
+        if keyed:
             bound.apply_defaults()  # a key template may name a parameter left at its default
             fields = {"task": self.name, "ref": parsed_ref, **bound.arguments}
         unique_key = None
@@ -247,6 +251,35 @@ class Task(Generic[P, R]):
             *args, ref=ref, queue=queue, priority=priority, delay=delay, run_at=run_at, **kwargs
         )
         return self.app.enqueue_many([job], connection=connection)[0]
+
+
+def _plain_parameters(signature: inspect.Signature) -> tuple[dict[str, int], int] | None:
+    """For a function whose parameters are all plain (positional or keyword, no ``*args``
+    or ``**kwargs``): each name's position, and how many come first without a default.
+    None for any other function."""
+    parameters = list(signature.parameters.values())
+    if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters):
+        return None
+    required = sum(1 for _ in itertools.takewhile(lambda p: p.default is p.empty, parameters))
+    return {p.name: index for index, p in enumerate(parameters)}, required
+
+
+def _fits(
+    plain: tuple[dict[str, int], int] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> bool:
+    """Whether a call surely binds to plain parameters (``Signature.bind``, which names
+    what is wrong, is several times slower: prepare uses it when this says no)."""
+    if plain is None:
+        return False
+    positions, required = plain
+    given = len(args)
+    if given > len(positions):
+        return False
+    for name in kwargs:
+        position = positions.get(name)
+        if position is None or position < given:
+            return False
+    return given >= required or all(name in kwargs for name in list(positions)[given:required])
 
 
 def _template_fields(template: str) -> set[str]:

@@ -11,7 +11,6 @@ import json
 import os
 import random
 import sqlite3
-from dataclasses import replace
 from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -236,7 +235,7 @@ BATCHES = {
     "one": lambda: [new_job("app.in_tx")],
     "few": lambda: [new_job("app.in_tx", n) for n in range(3)],
     "many": lambda: [new_job("app.in_tx", n) for n in range(150)],
-    "unique": lambda: [replace(new_job("app.in_tx", n), unique_key=f"k{n}") for n in range(3)],
+    "unique": lambda: [new_job("app.in_tx", n)._replace(unique_key=f"k{n}") for n in range(3)],
 }
 
 

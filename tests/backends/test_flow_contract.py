@@ -44,11 +44,11 @@ from .helpers import (
 
 
 def unique(key: str, task: str = "kpi.refresh", **options: Any) -> NewJob:
-    return replace(new_job(task, **options), unique_key=key)
+    return new_job(task, **options)._replace(unique_key=key)
 
 
 def locked(key: str, task: str = "kpi.refresh", **options: Any) -> NewJob:
-    return replace(new_job(task, **options), lock_key=key)
+    return new_job(task, **options)._replace(lock_key=key)
 
 
 def ids_of(jobs: list[Any]) -> list[int]:
@@ -864,7 +864,7 @@ def test_a_unique_periodic_job_still_active_makes_the_tick_skipped(backend: Back
     backend.save_schedule(schedule(), now=T0)
 
     def unique_job(record: ScheduleRecord, due: datetime) -> NewJob:
-        return replace(make_job(record, due), unique_key="kpi:42")
+        return make_job(record, due)._replace(unique_key="kpi:42")
 
     [first] = fire(backend, at(60), make_job=unique_job)
     assert first.outcome == "fired" and first.job_id is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,7 +19,7 @@ from tasktrail.errors import (
     UnknownTask,
 )
 from tasktrail.job import NewJob, Ref
-from tasktrail.task import ENQUEUE_OPTIONS
+from tasktrail.task import ENQUEUE_OPTIONS, _fits, _plain_parameters
 
 
 @pytest.fixture
@@ -286,3 +287,49 @@ def test_app_dsn_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert App(f"sqlite:///{tmp_path}/arg.db").dsn == f"sqlite:///{tmp_path}/arg.db"
     monkeypatch.setenv("TASKTRAIL_DSN", "postgresql://u:secret@h/db")
     assert App().url == "postgresql://u:***@h/db"
+
+
+def _f0() -> None: ...
+def _f2(a: int, b: int) -> None: ...
+def _f3(a: int, b: int = 1, c: int = 2) -> None: ...
+def _star(a: int, *rest: int) -> None: ...
+def _kwonly(a: int, *, b: int) -> None: ...
+
+
+CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+    ((), {}), ((1,), {}), ((1, 2), {}), ((1, 2, 3), {}), ((1, 2, 3, 4), {}),
+    ((), {"a": 1}), ((), {"a": 1, "b": 2}), ((1,), {"b": 2}), ((1,), {"a": 2}),
+    ((1,), {"c": 3}), ((), {"b": 2}), ((1, 2), {"c": 3}), ((1,), {"zz": 1}),
+    ((), {"rest": 1}), ((1, 2), {"b": 3}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("func", [_f0, _f2, _f3, _star, _kwonly])
+def test_the_quick_argument_check_agrees_with_signature_bind(func: Any) -> None:
+    signature = inspect.signature(func)
+    plain = _plain_parameters(signature)
+    assert (plain is None) == (func in (_star, _kwonly))
+    for args, kwargs in CALLS:
+        try:
+            signature.bind(*args, **kwargs)
+            binds = True
+        except TypeError:
+            binds = False
+        # It may only say yes to a call that binds; for plain functions it says yes to
+        # every one that does (else prepare would be slow for no reason).
+        assert _fits(plain, args, kwargs) == (binds and plain is not None), (args, kwargs)
+
+
+def test_a_call_that_does_not_fit_names_what_is_wrong(app: App) -> None:
+    @app.task(name="two")
+    def two(a: int, b: int = 0) -> None: ...
+
+    for args, kwargs, message in [
+        ((), {}, "missing a required argument: 'a'"),
+        ((1, 2, 3), {}, "too many positional arguments"),
+        ((1,), {"a": 1}, "multiple values for argument 'a'"),
+        ((1,), {"c": 1}, "got an unexpected keyword argument 'c'"),
+    ]:
+        with pytest.raises(InvalidArguments, match=message):
+            two.prepare(*args, **kwargs)
+    assert json.loads(two.prepare(1, b=2).kwargs_json) == {"b": 2}
