@@ -96,8 +96,8 @@ def _outcome_params(outcomes: Sequence[Outcome], worker_id: int, now: datetime) 
     }
 
 
-#: From this many jobs (none of them unique) a batch is written by COPY: three round
-#: trips (with BEGIN and COMMIT) instead of one, but less work per job for the server.
+#: From this many jobs (none of them unique) a batch is written by COPY: four statements
+#: (BEGIN, the ids and events, the COPY, COMMIT) instead of one, but less work per job.
 COPY_FROM = 100
 #: The binary COPY types of ``copy_jobs``' columns (json goes as its text).
 _COPY_JOB_TYPES = [
