@@ -366,8 +366,8 @@ class App:
 
     def enqueue_many(self, jobs: Iterable[NewJob], *, connection: Any = None) -> list[JobHandle]:
         """Insert many prepared jobs (``task.prepare(...)``) at once: one statement, or
-        on PostgreSQL from 100 jobs without unique keys, a binary COPY of the jobs and
-        one of their events.
+        on PostgreSQL from 100 jobs without unique keys, one statement for their ids and
+        events and a binary COPY of the jobs.
 
         All are inserted or none. With ``connection``, they join the caller's
         transaction.
