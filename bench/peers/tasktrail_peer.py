@@ -586,7 +586,9 @@ class TasktrailPeer(Peer):
             ):
                 conn.execute(f"SET LOCAL {setting}")
             began = time.perf_counter()
-            claimed = conn.execute(query, params, prepare=True).fetchall()
+            # the backend sends its statements with PostgreSQL's own $n placeholders
+            cursor = psycopg.RawCursor(conn) if isinstance(params, list) else conn.cursor()
+            claimed = cursor.execute(query, params, prepare=True).fetchall()
             elapsed = time.perf_counter() - began
             conn.rollback()
         backend.unregister_worker(worker_id, now=utcnow())

@@ -136,13 +136,16 @@ class Supervisor:
         monotonic = time.monotonic()
         if monotonic >= self._next_heartbeat:
             self._heartbeat()
-        if monotonic >= self._next_recover:
-            self._recover()
-        if monotonic >= self._next_duties:
-            self._duties(monotonic)
         self.flow.dispatch()
         self.flow.exchange(self.worker_id, claiming=not self.stopping)
         self.flow.dispatch()
+        # Recovery and duties come after the claim, so a job a wake-up announced does
+        # not wait a round trip for them; what they make claimable is claimed at once.
+        woke = monotonic >= self._next_recover and self._recover()
+        woke = (monotonic >= self._next_duties and self._duties(monotonic)) or woke
+        if woke:
+            self.flow.exchange(self.worker_id, claiming=not self.stopping)
+            self.flow.dispatch()
         if self.config.burst and not self.stopping and self.flow.idle():
             self._check_drained()
 
@@ -274,10 +277,11 @@ class Supervisor:
                 self.pool.kill(child, "abandon")
             self._db("register", self._register)
 
-    def _recover(self) -> None:
+    def _recover(self) -> bool:
+        """Recover the jobs of lost workers; True if there were any (to claim now)."""
         self._next_recover = time.monotonic() + max(1.0, self.config.lease_seconds / 2)
         if self._db_failures:
-            return  # not while the database is unreachable: see _db
+            return False  # not while the database is unreachable: see _db
         recovered = self._db("recover", lambda: self.backend.recover_lost(now=utcnow()))
         for item in recovered or ():
             log.warning(
@@ -286,10 +290,13 @@ class Supervisor:
             )  # fmt: skip
         if recovered:
             self.flow.wake()
+        return bool(recovered)
 
-    def _duties(self, monotonic: float) -> None:
-        """Every second: fire due schedules, and stop jobs whose cancellation was asked."""
+    def _duties(self, monotonic: float) -> bool:
+        """Every second: fire due schedules, and stop jobs whose cancellation was asked.
+        True if a schedule fired (a job to claim now)."""
         self._next_duties = monotonic + 1.0
+        ticks = None
         if not self.stopping:
             ticks = self._db(
                 "firing schedules",
@@ -303,11 +310,12 @@ class Supervisor:
                     tick.outcome, f" job {tick.job_id}" if tick.job_id else f" ({tick.reason})",
                 )  # fmt: skip
                 self.flow.wake()
+        fired = any(tick.job_id for tick in ticks or ())
         holders = {
             assignment.job.id: child for child in self.pool.busy() for assignment in child.inflight
         }
         if not holders:
-            return
+            return fired
         requests = self._db(
             "checking cancel requests", lambda: self.backend.cancel_requests(self.worker_id)
         )
@@ -322,6 +330,7 @@ class Supervisor:
                 self.pool.terminate(child, "cancel", monotonic + min(1.0, self.config.kill_grace))
             else:
                 self.pool.skip(child, job_id)  # it has not begun: the child drops it
+        return fired
 
     # -- children ---------------------------------------------------------------------
 

@@ -520,7 +520,9 @@ def explain_analyze(conn: psycopg.Connection[Any], query: str, params: Any) -> l
             "client_min_messages = log",
         ):
             conn.execute(f"SET LOCAL {setting}")
-        conn.execute(query, params)
+        # the backend sends its statements with PostgreSQL's own $n placeholders
+        cursor = psycopg.RawCursor(conn) if isinstance(params, list) else conn.cursor()
+        cursor.execute(query, params)
     finally:
         conn.rollback()
         conn.autocommit = True

@@ -58,7 +58,7 @@ from ..common import (
 from ..records import held
 from ..ticks import fire_due
 from . import reads, rows, schedules
-from .sql import SCHEMA_VERSION, migrations, render, rendered_queries
+from .sql import SCHEMA_VERSION, migrations, native_queries, render, rendered_queries
 
 __all__ = ["PostgresBackend"]
 
@@ -220,6 +220,7 @@ class PostgresBackend(Backend):
         self.url = f"{redact_dsn(dsn.conninfo)} (schema {dsn.schema})"
         self._connect_timeout = connect_timeout
         self._q = rendered_queries(dsn.schema)
+        self._native = native_queries(dsn.schema)
         self._conn: psycopg.Connection[Any] | None = None
         self._listener: psycopg.Connection[Any] | None = None
         self._conn = self._connect()
@@ -280,8 +281,9 @@ class PostgresBackend(Backend):
             ) from exc
 
     def _fetch(self, name: str, params: dict[str, Any]) -> list[Any]:
-        with self._connection() as conn:
-            return conn.execute(self._q[name], params).fetchall()
+        statement = self._native[name]
+        with self._connection() as conn, psycopg.RawCursor(conn, row_factory=tuple_row) as cur:
+            return cur.execute(statement.text, statement.values(params)).fetchall()
 
     def close(self) -> None:
         if os.getpid() != self.owner_pid:

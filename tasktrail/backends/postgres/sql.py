@@ -10,12 +10,16 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib import resources
+from typing import NamedTuple
 
 from .._sql import queries, read_sql
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Native",
     "migrations",
+    "native",
+    "native_queries",
     "render",
     "render_roles",
     "render_schema",
@@ -87,3 +91,45 @@ def migrations() -> list[tuple[int, str]]:
 def rendered_queries(schema: str) -> dict[str, str]:
     """The named statements of ``queries.sql`` for ``schema``."""
     return {name: render(text, schema) for name, text in queries("postgres").items()}
+
+
+class Native(NamedTuple):
+    """A statement with PostgreSQL's own placeholders, and the parameter of each."""
+
+    text: str
+    names: tuple[str, ...]  # the parameter that $1, $2, ... stand for
+
+    def values(self, params: dict[str, object]) -> list[object]:
+        return [params[name] for name in self.names]
+
+
+_PLACEHOLDER = re.compile(r"%\(([A-Za-z_][A-Za-z0-9_]*)\)s|%%|%")
+
+
+def native(statement: str) -> Native:
+    """``statement`` with ``$1``, ``$2``... for its ``%(name)s`` placeholders (one number
+    per name, however often it appears) and ``%`` for ``%%``.
+
+    Run through a ``psycopg.RawCursor``, the text goes to the server as it is. psycopg
+    converts ``%(name)s`` placeholders on every call of a statement longer than 4,096
+    characters (it caches only shorter ones): for the worker's ``exchange`` that cost
+    0.3 ms of each round trip.
+    """
+    names: dict[str, int] = {}
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            if match.group() == "%%":
+                return "%"
+            raise ValueError(f"a lone % in a statement: {statement[:80]!r}...")
+        return f"${names.setdefault(name, len(names) + 1)}"
+
+    text = _PLACEHOLDER.sub(number, statement)
+    return Native(text, tuple(names))
+
+
+@cache
+def native_queries(schema: str) -> dict[str, Native]:
+    """:func:`rendered_queries` in :func:`native` form."""
+    return {name: native(text) for name, text in rendered_queries(schema).items()}
