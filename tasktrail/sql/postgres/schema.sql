@@ -1,4 +1,4 @@
--- tasktrail schema for PostgreSQL: the complete current version (3).
+-- tasktrail schema for PostgreSQL: the complete current version (2).
 --
 -- Run it with `psql -f schema.sql`, or let `tasktrail migrate` apply the versioned files
 -- in migrations/ (the same result; a test compares the two catalogs). Every object lives
@@ -69,8 +69,10 @@ CREATE TABLE IF NOT EXISTS tasktrail.jobs (
     autovacuum_analyze_scale_factor = 0.02,
     autovacuum_vacuum_cost_delay = 0
 );
--- The claim reads only this partial index: finished jobs are never scanned.
+-- The claim reads only these partial indexes: finished jobs are never scanned.
 CREATE INDEX IF NOT EXISTS jobs_claim_by_queue ON tasktrail.jobs (queue, priority DESC, run_at, id)
+    WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_claim ON tasktrail.jobs (priority DESC, run_at, id)
     WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_held ON tasktrail.jobs (worker_id)
     WHERE status IN ('reserved', 'running');
@@ -194,15 +196,13 @@ LANGUAGE sql AS $$
 $$;
 
 -- The jobs a worker may claim now, best first, locked (FOR UPDATE SKIP LOCKED) for the
--- calling transaction (plpgsql, so its plans are cached per session). Each queue is read
--- through jobs_claim_by_queue in order, stopping after p_limit rows, so a worker never
--- reads through the backlog of a queue it does not serve; the caller merges the queues'
--- rows and keeps the best p_limit. Without p_queues (every queue), the queues that hold
--- queued jobs are found by skipping through the same index, one look-up per queue: one
--- claim index, not two, for every enqueue to write. The planner settings keep to the
--- index even when the table's statistics are stale (right after a bulk enqueue), when it
--- would otherwise sort every queued job. A locked job waits while its key is held, and
--- behind earlier jobs of its key.
+-- calling transaction (plpgsql, so its plans are cached per session). It walks the
+-- partial claim indexes in order and stops after
+-- p_limit rows: the planner settings make sure of that even when the table's statistics
+-- are stale (right after a bulk enqueue), when it would otherwise sort every queued job.
+-- A locked job waits while its key is held, and behind earlier jobs of its key. With
+-- p_queues, each queue is read through its own index, so a worker never reads through
+-- the backlog of a queue it does not serve.
 CREATE OR REPLACE FUNCTION tasktrail.claimable_jobs(
     p_now timestamptz, p_limit integer, p_queues text[]
 ) RETURNS TABLE (id bigint, priority smallint, run_at timestamptz)
@@ -211,24 +211,26 @@ SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_sort = off
 AS $$
-DECLARE
-    queues text[] := p_queues;
 BEGIN
-    IF queues IS NULL THEN
-        WITH RECURSIVE q (name) AS (
-            (SELECT j.queue FROM tasktrail.jobs j WHERE j.status = 'queued'
-             ORDER BY j.queue LIMIT 1)
-            UNION ALL
-            SELECT (SELECT j.queue FROM tasktrail.jobs j
-                    WHERE j.status = 'queued' AND j.queue > q.name
-                    ORDER BY j.queue LIMIT 1)
-            FROM q WHERE q.name IS NOT NULL
-        )
-        SELECT coalesce(array_agg(q.name), '{}') INTO queues FROM q WHERE q.name IS NOT NULL;
-    END IF;
     RETURN QUERY
+    SELECT c.id, c.priority, c.run_at FROM (
+        SELECT j.id, j.priority, j.run_at FROM tasktrail.jobs j
+        WHERE p_queues IS NULL AND j.status = 'queued' AND j.run_at <= p_now
+          AND (j.lock_key IS NULL OR (
+              NOT EXISTS (
+                  SELECT 1 FROM tasktrail.jobs h
+                  WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running'))
+              AND NOT EXISTS (
+                  SELECT 1 FROM tasktrail.jobs b
+                  WHERE b.lock_key = j.lock_key AND b.status = 'queued' AND b.run_at <= p_now
+                    AND ROW(-b.priority, b.run_at, b.id) < ROW(-j.priority, j.run_at, j.id))))
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    UNION ALL
     SELECT c.id, c.priority, c.run_at
-    FROM (SELECT DISTINCT name FROM unnest(queues) AS n (name)) AS q
+    FROM (SELECT DISTINCT name FROM unnest(p_queues) AS n (name)) AS q
     CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at FROM tasktrail.jobs j
         WHERE j.queue = q.name AND j.status = 'queued' AND j.run_at <= p_now
@@ -281,6 +283,5 @@ FROM tasktrail.jobs
 WHERE finished_at IS NOT NULL
 GROUP BY task, date_trunc('hour', finished_at);
 
-INSERT INTO tasktrail.migrations (version, name)
-VALUES (1, 'initial'), (2, 'flow_control'), (3, 'one_claim_index')
+INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control')
 ON CONFLICT (version) DO NOTHING;
