@@ -364,6 +364,25 @@ def test_reserve_with_no_queues_takes_from_every_queue(backend: Backend) -> None
     assert [job.id for job in backend.reserve(worker, [], 10, now=T0)] == ids
 
 
+def test_reserve_from_every_queue_keeps_one_order_across_them(backend: Backend) -> None:
+    a1, b1, c1, a2, _z1, b2 = enqueue(
+        backend,
+        [
+            new_job(queue="a"),
+            new_job(queue="b", priority=1),
+            new_job(queue="c", priority=9),
+            new_job(queue="a", priority=2),
+            new_job(queue="z", run_at=at(60)),  # a queue with only a job not yet due
+            new_job(queue="b", run_at=at(-1)),
+        ],
+        now=T0,
+    )
+    worker = backend.register_worker(worker_info(), now=T0)
+    assert [job.id for job in backend.reserve(worker, [], 2, now=T0)] == [c1, a2]
+    assert [job.id for job in backend.reserve(worker, [], 10, now=T0)] == [b1, b2, a1]
+    assert backend.reserve(worker, [], 10, now=T0) == []
+
+
 def test_reserve_respects_the_limit(backend: Backend) -> None:
     ids = enqueue(backend, [new_job() for _ in range(5)], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)
