@@ -13,12 +13,16 @@ children's queues are then the worker's prefetch, and the buffer stays small: a 
 job costs a second state change (reserved, then started) that a job claimed straight
 into a child does not.
 
-A job is queued behind another only when that one is expected to end within about a
-round trip, by the run times its task has shown in this worker: a job of a task not seen
-yet, or one running past what its task takes, gets no job behind it; a longer one gets
-its follower just before it ends (the supervisor wakes up for that). So no job waits
-behind a long one while another child is free, and the started time of a job is the
-time it began, give or take a round trip.
+A child is given its next job when the one it runs is expected to end within about a
+round trip, by the run times its task has shown in this worker: a job of a task not
+seen yet, or one running past what its task takes, gets nothing claimed for its child;
+a longer one gets its follower claimed just before it ends (the supervisor wakes up for
+that). The follower is queued in the child behind it only if that job is a moment's work
+(its task runs for under ``PREFETCH_RUN_LIMIT``); otherwise it waits in ``ready`` and
+goes to whichever child is free first. A child cannot give back a job it was handed
+until it is done with the one it runs, and any job can run long once: queued behind it,
+a job would wait for all of it while other children are free (holding its lock, if it
+has one).
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ job_log = logging.getLogger("tasktrail.worker.jobs")  # one line per finished at
 _DEFAULT_POLICY = RetryPolicy(max_attempts=1)
 #: A child's own cost per job (messages, JSON), on top of the task's run time.
 _CHILD_OVERHEAD = 0.0002
+#: Longest run time (seconds, as a task has shown) of a job that may have another queued
+#: behind it in its child; see the module's docstring.
+PREFETCH_RUN_LIMIT = 0.01
 _SMOOTHING = 0.2
 
 
@@ -128,8 +135,33 @@ class JobFlow:
         # A child only seen late by the supervisor (a busy machine) is not overrunning.
         return math.inf if left < -self.window() else max(0.0, left)
 
+    def takes_more(self, child: Child) -> bool:
+        """Whether ``child`` may be handed a job now, by what it holds: nothing, or only
+        jobs of tasks that take under ``PREFETCH_RUN_LIMIT`` (see the module's docstring).
+        Its follower is claimed ahead all the same (see :meth:`room`), and waits in
+        ``ready`` for whichever child is free first."""
+        return all(
+            self._estimates.get(assignment.job.task, math.inf) < PREFETCH_RUN_LIMIT
+            for assignment in child.inflight
+        )
+
+    def can_dispatch(self) -> bool:
+        """Whether a job in ``ready`` would be handed to a child now."""
+        if not self.ready:
+            return False
+        depth = self.depth()
+        now = time.monotonic()
+        window = self.window()
+        return any(
+            child.capacity(depth) > 0
+            and self.takes_more(child)
+            and self.ahead(child, now) <= window
+            for child in self.pool.children.values()
+        )
+
     def room(self, depth: int | None = None) -> int:
-        """How many jobs the children may be given now."""
+        """How many jobs the children may begin within about a round trip: the jobs to
+        start (claim straight into a process) now."""
         depth = self.depth() if depth is None else depth
         now = time.monotonic()
         window = self.window()
@@ -267,7 +299,11 @@ class JobFlow:
         ahead: dict[Child, float] = {}
         for child in self.pool.children.values():
             capacity = child.capacity(depth)
-            if capacity > 0 and (wait := self.ahead(child, now)) <= window:
+            if (
+                capacity > 0
+                and self.takes_more(child)
+                and (wait := self.ahead(child, now)) <= window
+            ):
                 room[child], ahead[child] = capacity, wait
         batches: dict[Child, list[HeldJob]] = {}
         sizes: dict[Child, int] = {}
@@ -290,7 +326,8 @@ class JobFlow:
             sizes[child] = sizes.get(child, 0) + size
             room[child] -= 1
             # what it holds now runs for this long more before another job could begin
-            ahead[child] += self._estimates.get(job.task, math.inf)
+            estimate = self._estimates.get(job.task, math.inf)
+            ahead[child] += estimate if estimate < PREFETCH_RUN_LIMIT else math.inf
             if not room[child] or ahead[child] > window:
                 del room[child]
         for child, jobs in batches.items():

@@ -169,7 +169,7 @@ class Supervisor:
         timeout = min(self.config.poll_interval, self._next_heartbeat - monotonic)
         if self.flow.pending and monotonic >= self._db_retry_at:
             timeout = 0.0
-        if self.flow.ready and self.flow.room():
+        if self.flow.can_dispatch():
             timeout = 0.0
         if not self.stopping and (refill := self.flow.next_refill(monotonic)) is not None:
             timeout = min(timeout, refill - monotonic)
