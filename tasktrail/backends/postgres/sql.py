@@ -113,7 +113,7 @@ def native(statement: str) -> Native:
     Run through a ``psycopg.RawCursor``, the text goes to the server as it is. psycopg
     converts ``%(name)s`` placeholders on every call of a statement longer than 4,096
     characters (it caches only shorter ones): for the worker's ``exchange`` that cost
-    0.3 ms of each round trip.
+    about 0.12 ms of CPU on each round trip.
     """
     names: dict[str, int] = {}
 
