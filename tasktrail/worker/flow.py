@@ -145,19 +145,22 @@ class JobFlow:
             for assignment in child.inflight
         )
 
+    def takers(self, depth: int, now: float) -> dict[Child, tuple[int, float]]:
+        """The children that may be handed a job now: how many each may take, and how
+        soon it would begin the first (see :meth:`takes_more` and :meth:`ahead`)."""
+        window = self.window()
+        found = {}
+        for child in self.pool.children.values():
+            capacity = child.capacity(depth)
+            if capacity > 0 and self.takes_more(child):
+                wait = self.ahead(child, now)
+                if wait <= window:
+                    found[child] = (capacity, wait)
+        return found
+
     def can_dispatch(self) -> bool:
         """Whether a job in ``ready`` would be handed to a child now."""
-        if not self.ready:
-            return False
-        depth = self.depth()
-        now = time.monotonic()
-        window = self.window()
-        return any(
-            child.capacity(depth) > 0
-            and self.takes_more(child)
-            and self.ahead(child, now) <= window
-            for child in self.pool.children.values()
-        )
+        return bool(self.ready) and bool(self.takers(self.depth(), time.monotonic()))
 
     def room(self, depth: int | None = None) -> int:
         """How many jobs the children may begin within about a round trip: the jobs to
@@ -292,19 +295,10 @@ class JobFlow:
         (no database involved)."""
         if not self.ready:
             return
-        depth = self.depth()
-        now = time.monotonic()
         window = self.window()
-        room: dict[Child, int] = {}
-        ahead: dict[Child, float] = {}
-        for child in self.pool.children.values():
-            capacity = child.capacity(depth)
-            if (
-                capacity > 0
-                and self.takes_more(child)
-                and (wait := self.ahead(child, now)) <= window
-            ):
-                room[child], ahead[child] = capacity, wait
+        takers = self.takers(self.depth(), time.monotonic())
+        room = {child: capacity for child, (capacity, _) in takers.items()}
+        ahead = {child: wait for child, (_, wait) in takers.items()}
         batches: dict[Child, list[HeldJob]] = {}
         sizes: dict[Child, int] = {}
         while self.ready and room:
