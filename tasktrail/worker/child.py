@@ -136,9 +136,12 @@ def child_main(app: App, sock: socket.socket, parent_pid: int, max_tasks: int | 
         skip: set[int] = set()
         done = 0
         closed = False
+        ended: float | None = None  # when the last job ended, if another was queued
         while max_tasks is None or done < max_tasks:
             # Block for a message only when there is nothing to run.
             while not closed and (not queue or select.select([sock], [], [], 0)[0]):
+                if not queue:
+                    ended = None  # waiting for work is not the child's own cost
                 message = recv_message(sock)
                 if message is None:  # the supervisor closed our socket
                     closed = True
@@ -153,7 +156,14 @@ def child_main(app: App, sock: socket.socket, parent_pid: int, max_tasks: int | 
                 skip.discard(job["job"])
                 send_message(sock, _cancelled_before_start(job["job"]))
             else:
-                send_message(sock, run_job(app, job))
+                began = time.perf_counter()
+                outcome = run_job(app, job)
+                if ended is not None:
+                    # from the end of the job before to this one's start: what a job
+                    # costs this child on top of its own run time (see JobFlow.depth)
+                    outcome["gap"] = began - ended
+                ended = time.perf_counter()
+                send_message(sock, outcome)
             done += 1
     except Terminated:
         status = 128 + signal.SIGTERM

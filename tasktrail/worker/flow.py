@@ -7,8 +7,10 @@ since the last one, the buffered jobs to start, and a claim for free reserve slo
 batch therefore grows with the load by itself: the longer a round trip takes, the more
 arrives for the next one.
 
-How many jobs a child may hold at once adapts to the jobs' run time: several for jobs
-much shorter than a round trip, so the children never wait for the database. Those
+How many jobs a child may hold at once adapts to the jobs' run time and to what a job
+costs a child besides (its messages and JSON, which the children measure and report):
+several for jobs much shorter than a round trip, so the children never wait for the
+database. Those
 children's queues are then the worker's prefetch, and the buffer stays small: a buffered
 job costs a second state change (reserved, then started) that a job claimed straight
 into a child does not.
@@ -53,7 +55,8 @@ T = TypeVar("T")
 log = logging.getLogger("tasktrail.worker")
 job_log = logging.getLogger("tasktrail.worker.jobs")  # one line per finished attempt
 _DEFAULT_POLICY = RetryPolicy(max_attempts=1)
-#: A child's own cost per job (messages, JSON), on top of the task's run time.
+#: A child's own cost per job (messages, JSON), on top of the task's run time, until its
+#: children have measured it (their messages' ``gap``).
 _CHILD_OVERHEAD = 0.0002
 #: Longest run time (seconds, as a task has shown) of a job that may have another queued
 #: behind it in its child; see the module's docstring.
@@ -87,6 +90,7 @@ class JobFlow:
         self._next_poll = 0.0
         self._rtt = 0.002  # seconds per exchange, smoothed
         self._runtime: float | None = None  # seconds per job, smoothed; None: not known yet
+        self._overhead = _CHILD_OVERHEAD  # a child's own seconds per job, smoothed
         self._estimates: dict[str, float] = {}  # seconds per job of each task, smoothed
         self._lock_freed = False
         self._rng = random.Random()
@@ -107,7 +111,7 @@ class JobFlow:
         batches also cost the database less per job."""
         if self._runtime is None:
             return 1
-        wanted = 1 + math.ceil(2 * self._rtt / (self._runtime + _CHILD_OVERHEAD))
+        wanted = 1 + math.ceil(2 * self._rtt / (self._runtime + self._overhead))
         return max(1, min(wanted, self.config.reserve_limit // self.config.processes))
 
     def window(self) -> float:
@@ -359,6 +363,9 @@ class JobFlow:
         )
         if outcome.kind != "cancelled":
             runtime = float(message.get("runtime") or 0.0)
+            gap = message.get("gap")
+            if gap is not None:
+                self._overhead += _SMOOTHING * (float(gap) - self._overhead)
             if self._runtime is None:
                 self._runtime = runtime
             else:

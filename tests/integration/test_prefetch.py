@@ -8,6 +8,12 @@ job open with a gate, so what "long" means does not depend on the machine's spee
 
 from __future__ import annotations
 
+import os
+import socket
+
+from tasktrail.worker.child import child_main
+from tasktrail.worker.protocol import recv_message, send_message
+
 from . import tasks
 from .helpers import all_final, assert_valid_histories, wait_for
 
@@ -42,3 +48,32 @@ def test_no_job_waits_behind_a_long_one_while_a_child_is_free(app, workers, reco
     wait_for(lambda: all_final(app), "the long job", diagnose=workers.diagnose)
     jobs = assert_valid_histories(app)
     assert all(job.status == "succeeded" for job in jobs)
+
+
+def test_a_child_reports_its_own_cost_only_for_jobs_it_did_not_wait_for():
+    """A forked child given three jobs in one message reports, for the second and third,
+    the time from the job before's end to their start (``gap``: what a job costs the
+    child besides its run time, see JobFlow.depth); for the first, and for one it had
+    to wait for, it reports none: waiting for work is not its cost."""
+    ours, theirs = socket.socketpair()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's side, ends in os._exit
+        ours.close()
+        child_main(tasks.app, theirs, parent, None)
+    theirs.close()
+    try:
+        job = {"task": "add", "args": "[1, 2]", "kwargs": "{}", "attempt": 1, "ref": None}
+        send_message(ours, {"jobs": [{**job, "job": n} for n in (1, 2, 3)]})
+        first = [recv_message(ours) for _ in range(3)]
+        send_message(ours, {"jobs": [{**job, "job": 4}]})
+        later = recv_message(ours)
+    finally:
+        ours.close()
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    outcomes = [*first, later]
+    assert [m["job"] for m in outcomes] == [1, 2, 3, 4]
+    assert all(m["ok"] and m["result"] == "3" for m in outcomes)
+    assert "gap" not in outcomes[0] and "gap" not in outcomes[3]
+    assert all(0 <= m["gap"] < 5 for m in outcomes[1:3])

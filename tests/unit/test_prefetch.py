@@ -195,3 +195,31 @@ def test_dispatch_puts_short_jobs_on_the_child_not_running_a_long_one(flow):
     for child in (first, second):
         [message] = FrameReader().feed(PEERS[child.pid].recv(1 << 16))
         assert [job["job"] for job in message["jobs"]] == [a.job.id for a in child.inflight]
+
+
+def finish(flow: JobFlow, child: Child, job_id: int, gap: float | None) -> None:
+    """A child's outcome message for its one job, as child_main sends it."""
+    give(child, (job_id, "short"), started=time.monotonic())
+    message: dict[str, Any] = {"job": job_id, "ok": True, "result": "null", "runtime": 0.00001}
+    if gap is not None:
+        message["gap"] = gap
+    flow.on_message(child, message)
+
+
+def test_how_many_short_jobs_a_child_holds_follows_what_a_job_costs_it(flow):
+    # A child's own cost per job (its messages, the JSON) is what it reports as `gap`,
+    # from one job's end to the next one's start: with 10 µs jobs, what a child gets
+    # through in two round trips depends on it more than on the jobs.
+    flow._rtt = 0.0005
+    first, _ = children(flow)
+    finish(flow, first, 1, gap=None)  # it waited for this one: nothing measured
+    assumed = flow.depth()
+    assert assumed == 1 + math.ceil(0.001 / (0.00001 + 0.0002))  # the default guess, 6
+    for job_id in range(2, 40):
+        finish(flow, first, job_id, gap=0.00004)
+    quick = flow.depth()
+    assert quick == 1 + math.ceil(0.001 / (0.00001 + 0.00004))  # 21, within 32 a process
+    for job_id in range(40, 80):
+        finish(flow, first, job_id, gap=0.001)  # a loaded machine: a millisecond each
+    assert flow.depth() == 2
+    assert len(flow.pending) == 79  # every outcome recorded, gap or not
