@@ -29,6 +29,7 @@ from bench.harness import (
     render_table,
 )
 from bench.peers.base import Peer
+from bench.peers.tasktrail_peer import TasktrailPeer
 
 SCENARIOS = (
     "enqueue", "drain", "latency", "sleep", "sqlite", "scale", "memory", "limits", "map",
@@ -77,6 +78,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--memory-jobs", type=int, default=None, help="jobs of the memory drain (100,000)"
     )
     parser.add_argument(
+        "--tasktrail-reserve",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tasktrail workers' reserve per process (-r N x P; default 256 on PostgreSQL, "
+        "64 on SQLite: see bench/README.md, tasktrail's settings)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=900.0,
@@ -97,6 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.repeat = 1 if args.quick else 3
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.tasktrail_reserve is not None and args.tasktrail_reserve < 1:
+        parser.error("--tasktrail-reserve must be at least 1")
     return args
 
 
@@ -236,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     ctx = sc.Context(sizes, args.repeat, args.timeout, results, log)
 
     peers, skipped = load_peers(args.peers, log)
+    if args.tasktrail_reserve is not None:
+        for lp in peers:
+            if isinstance(lp.peer, TasktrailPeer):
+                lp.peer.reserve_per_process = args.tasktrail_reserve
     for reason in skipped:
         results.note(f"skipped {reason}")
     for lp in peers:

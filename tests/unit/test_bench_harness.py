@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import types
 
+import pytest
+
+from bench.__main__ import parse_args
 from bench.harness import (
     MACHINE,
     Column,
@@ -165,3 +168,10 @@ def test_a_driver_module_offers_its_concrete_peer_classes() -> None:
     assert peer.name == "Fake"
     module.peers = lambda: [_Fake(), _Fake()]  # type: ignore[attr-defined]
     assert len(peers_of_module(module)) == 2
+
+
+def test_tasktrails_reserve_per_process_can_be_set_and_must_be_positive() -> None:
+    assert parse_args(["--tasktrail-reserve", "4"]).tasktrail_reserve == 4
+    assert parse_args([]).tasktrail_reserve is None
+    with pytest.raises(SystemExit):
+        parse_args(["--tasktrail-reserve", "0"])
