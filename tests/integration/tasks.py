@@ -96,6 +96,14 @@ def record(path: str, seconds: float = 0.0) -> int:
     return job_id
 
 
+@app.task(name="record_or_exit")
+def record_or_exit(path: str, exit_code: int = 0) -> int:
+    """``record``, quick; or with ``exit_code``, the child process exits at once."""
+    if exit_code:
+        os._exit(exit_code)
+    return record(path)
+
+
 def _block(path: str, gate: str) -> int:
     job_id, attempt = _attempt()
     append_line(path, {"job": job_id, "attempt": attempt, "pid": os.getpid(), "phase": "start"})

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import Counter
 
 from tasktrail.worker.child import child_main
 from tasktrail.worker.protocol import recv_message, send_message
 
 from . import tasks
-from .helpers import all_final, assert_valid_histories, wait_for
+from .helpers import all_final, assert_valid_histories, kinds, wait_for
 
 PROCESSES = 2
 SHORT_JOBS = 20
@@ -77,3 +78,30 @@ def test_a_child_reports_its_own_cost_only_for_jobs_it_did_not_wait_for():
     assert all(m["ok"] and m["result"] == "3" for m in outcomes)
     assert "gap" not in outcomes[0] and "gap" not in outcomes[3]
     assert all(0 <= m["gap"] < 5 for m in outcomes[1:3])
+
+
+def test_a_child_that_dies_gives_back_the_short_jobs_queued_behind_its_job(
+    app, workers, record_file
+):
+    """Children hold several short jobs at once; when one dies (here: its job calls
+    os._exit), the jobs queued behind the one it ran were never begun: they go back to
+    the queue (``interrupted``, attempt given back) and each runs exactly once."""
+    worker = workers.start(processes=PROCESSES, reserve=64 * PROCESSES)
+    worker.wait_registered(app)
+    # The worker learns that this task is quick, so it queues several in each child.
+    app.enqueue_many(tasks.record_or_exit.prepare(record_file) for _ in range(300))
+    wait_for(lambda: all_final(app), "the warm-up jobs", diagnose=workers.diagnose)
+
+    handles = app.enqueue_many(
+        [tasks.record_or_exit.prepare(record_file, exit_code=7)]
+        + [tasks.record_or_exit.prepare(record_file) for _ in range(60)]
+    )
+    wait_for(lambda: all_final(app), "the jobs after the crash", diagnose=workers.diagnose)
+    assert_valid_histories(app)
+    crashed, others = app.job(handles[0].id), handles[1:]
+    assert crashed.status == "failed" and "7" in (crashed.error or "")
+    assert all(app.job(h.id).status == "succeeded" for h in others)
+    runs = Counter(line["job"] for line in tasks.read_lines(record_file))
+    assert [runs[h.id] for h in others] == [1] * len(others)
+    # Some were queued behind the crashed job, and came back.
+    assert any("interrupted" in kinds(h.events()) for h in others)
