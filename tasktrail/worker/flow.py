@@ -10,10 +10,9 @@ arrives for the next one.
 How many jobs a child may hold at once adapts to the jobs' run time and to what a job
 costs a child besides (its messages and JSON, which the children measure and report):
 several for jobs much shorter than a round trip, so the children never wait for the
-database. Those
-children's queues are then the worker's prefetch, and the buffer stays small: a buffered
-job costs a second state change (reserved, then started) that a job claimed straight
-into a child does not.
+database. Those children's queues are then the worker's prefetch, and the buffer stays
+small: a buffered job costs a second state change (reserved, then started) that a job
+claimed straight into a child does not.
 
 A child is given its next job when the one it runs is expected to end within about a
 round trip, by the run times its task has shown in this worker: a job of a task not
@@ -58,6 +57,9 @@ _DEFAULT_POLICY = RetryPolicy(max_attempts=1)
 #: A child's own cost per job (messages, JSON), on top of the task's run time, until its
 #: children have measured it (their messages' ``gap``).
 _CHILD_OVERHEAD = 0.0002
+#: The least a job is taken to cost a child (run time and overhead), in seconds: the
+#: measured figures are smoothed towards what the children report, which may be 0.
+_MIN_JOB_COST = 1e-6
 #: Longest run time (seconds, as a task has shown) of a job that may have another queued
 #: behind it in its child; see the module's docstring.
 PREFETCH_RUN_LIMIT = 0.01
@@ -111,7 +113,8 @@ class JobFlow:
         batches also cost the database less per job."""
         if self._runtime is None:
             return 1
-        wanted = 1 + math.ceil(2 * self._rtt / (self._runtime + self._overhead))
+        per_job = max(_MIN_JOB_COST, self._runtime + self._overhead)
+        wanted = 1 + math.ceil(2 * self._rtt / per_job)
         return max(1, min(wanted, self.config.reserve_limit // self.config.processes))
 
     def window(self) -> float:

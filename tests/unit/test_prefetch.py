@@ -223,3 +223,8 @@ def test_how_many_short_jobs_a_child_holds_follows_what_a_job_costs_it(flow):
         finish(flow, first, job_id, gap=0.001)  # a loaded machine: a millisecond each
     assert flow.depth() == 2
     assert len(flow.pending) == 79  # every outcome recorded, gap or not
+
+
+def test_jobs_that_cost_nothing_measurable_still_give_a_bounded_depth(flow):
+    flow._runtime, flow._overhead = 0.0, 0.0  # what smoothing towards zeros ends at
+    assert flow.depth() == flow.config.reserve_limit // flow.config.processes
