@@ -43,7 +43,8 @@ def setup_logging(level: int) -> None:
     type=int,
     envvar="TASKTRAIL_RESERVE",
     show_envvar=True,
-    help="Jobs held at once, running plus buffered (default: 4 x processes).",
+    help="Jobs held at once, running plus buffered (default: 4 x processes; for floods "
+    "of sub-millisecond jobs, 64-256 x processes drains about 3x faster).",
 )
 @click.option(
     "--queues",
