@@ -142,14 +142,20 @@ class JobFlow:
         # A child only seen late by the supervisor (a busy machine) is not overrunning.
         return math.inf if left < -self.window() else max(0.0, left)
 
+    def wait_behind(self, task: str) -> float:
+        """How long a job queued behind one of ``task`` would wait for it: its run time
+        as the task has shown, if under ``PREFETCH_RUN_LIMIT``; otherwise (or not seen
+        yet) infinite, for no job is queued behind it (see the module's docstring)."""
+        estimate = self._estimates.get(task, math.inf)
+        return estimate if estimate < PREFETCH_RUN_LIMIT else math.inf
+
     def takes_more(self, child: Child) -> bool:
         """Whether ``child`` may be handed a job now, by what it holds: nothing, or only
-        jobs of tasks that take under ``PREFETCH_RUN_LIMIT`` (see the module's docstring).
-        Its follower is claimed ahead all the same (see :meth:`room`), and waits in
-        ``ready`` for whichever child is free first."""
+        jobs a job may be queued behind (:meth:`wait_behind`). Its follower is claimed
+        ahead all the same (see :meth:`room`), and waits in ``ready`` for whichever
+        child is free first."""
         return all(
-            self._estimates.get(assignment.job.task, math.inf) < PREFETCH_RUN_LIMIT
-            for assignment in child.inflight
+            self.wait_behind(assignment.job.task) < math.inf for assignment in child.inflight
         )
 
     def takers(self, depth: int, now: float) -> dict[Child, tuple[int, float]]:
@@ -327,8 +333,7 @@ class JobFlow:
             sizes[child] = sizes.get(child, 0) + size
             room[child] -= 1
             # what it holds now runs for this long more before another job could begin
-            estimate = self._estimates.get(job.task, math.inf)
-            ahead[child] += estimate if estimate < PREFETCH_RUN_LIMIT else math.inf
+            ahead[child] += self.wait_behind(job.task)
             if not room[child] or ahead[child] > window:
                 del room[child]
         for child, jobs in batches.items():
