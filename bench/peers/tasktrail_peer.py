@@ -48,8 +48,8 @@ from bench.peers._procs import stop_groups
 from bench.peers.base import Latency, NotSupported, Peer
 
 #: The best settings measured on 2 cores (see bench/README.md, "tasktrail's settings"):
-#: reserve = RESERVE_PER_PROCESS x processes (tasktrail's default is 4 x processes: its
-#: claims then carry about one job per process, and no-op drains are 2-3x slower); poll
+#: reserve = RESERVE_PER_PROCESS x processes (tasktrail's default is 64 x processes; 4 x
+#: processes, the default before, made no-op drains 2-3x slower); poll
 #: interval in seconds (only a fallback: PostgreSQL wakes workers by LISTEN/NOTIFY, SQLite
 #: by a local socket; 0.05 and 0.2 s measured no better).
 RESERVE_PER_PROCESS = {"postgresql": 256, "sqlite": 64}

@@ -43,8 +43,9 @@ def setup_logging(level: int) -> None:
     type=int,
     envvar="TASKTRAIL_RESERVE",
     show_envvar=True,
-    help="Jobs held at once, running plus buffered (default: 4 x processes; for floods "
-    "of sub-millisecond jobs, 64-256 x processes drains about 3x faster).",
+    help="Most jobs held at once: running, queued in the children, buffered (default: "
+    "64 x processes). The worker buffers one job per process; only floods of jobs "
+    "shorter than a round trip fill the rest, as the children's queues.",
 )
 @click.option(
     "--queues",

@@ -12,6 +12,9 @@ __all__ = ["MAX_PROCESSES", "MAX_RESERVE", "WorkerConfig"]
 
 MAX_PROCESSES = 512
 MAX_RESERVE = 100_000
+#: The default reserve, per process: a ceiling high enough for children's queues of
+#: sub-millisecond jobs (depth), which the flow reaches only for those.
+DEFAULT_RESERVE_PER_PROCESS = 64
 
 
 def _check_name(name: Any) -> None:
@@ -32,8 +35,10 @@ class WorkerConfig:
 
     Attributes:
         processes: child processes forked (the bound on jobs running at once).
-        reserve: jobs held at once, running plus waiting in the local buffer
-            (default ``4 * processes``, as Celery's prefetch).
+        reserve: the most jobs held at once: running, queued in the children, and
+            buffered (default ``64 * processes``). The worker buffers one job per
+            process; more is held only as the children's queues of jobs shorter than
+            a round trip (see :mod:`.flow`).
         queues: the queues served; empty means every queue.
         name: the worker's name in history (default ``host:pid``).
         grace: seconds running jobs get to finish on shutdown before being killed.
@@ -95,4 +100,6 @@ class WorkerConfig:
 
     @property
     def reserve_limit(self) -> int:
-        return self.reserve if self.reserve is not None else 4 * self.processes
+        if self.reserve is None:
+            return DEFAULT_RESERVE_PER_PROCESS * self.processes
+        return self.reserve

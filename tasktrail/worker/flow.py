@@ -232,12 +232,13 @@ class JobFlow:
         # Claim in batches (one round trip for several jobs) unless a child waits.
         batch = max(1, self.config.reserve_limit // 4)
         if claiming and self.more_expected and free > 0 and (start_claimed > 0 or free >= batch):
-            claim = free
-            if depth > 1:
-                # Short jobs: the children's own queues are the prefetch. Buffering a
-                # whole reserve too would cost each buffered job a second state change
-                # (reserved, then started); keep a few, one per process.
-                claim = min(free, start_claimed + max(0, self.config.processes - len(self.buffer)))
+            # Besides the jobs to start, buffer one per process, not the whole reserve:
+            # short jobs have the children's own queues as their prefetch, and the
+            # follower of a long one is claimed as it is about to end (next_refill).
+            # More would hold jobs other workers could run, and cost each a second state
+            # change (reserved, then started). The reserve is the ceiling, which floods
+            # of short jobs reach through the children's queues (depth).
+            claim = min(free, start_claimed + max(0, self.config.processes - len(self.buffer)))
         start_claimed = min(start_claimed, claim)
         if not outcomes and not start and not claim:
             return

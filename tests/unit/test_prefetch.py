@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import tasktrail
+from tasktrail.backends.base import Exchange
 from tasktrail.job import HeldJob
 from tasktrail.worker.config import WorkerConfig
 from tasktrail.worker.flow import JobFlow
@@ -228,3 +229,38 @@ def test_how_many_short_jobs_a_child_holds_follows_what_a_job_costs_it(flow):
 def test_jobs_that_cost_nothing_measurable_still_give_a_bounded_depth(flow):
     flow._runtime, flow._overhead = 0.0, 0.0  # what smoothing towards zeros ends at
     assert flow.depth() == flow.config.reserve_limit // flow.config.processes
+
+
+class RecordingBackend:
+    """Stands in for the database: records what each exchange asked for, claims nothing."""
+
+    def __init__(self) -> None:
+        self.asked: list[dict[str, Any]] = []
+
+    def exchange(self, worker_id: int, **request: Any) -> Exchange:
+        self.asked.append(request)
+        return Exchange(rejected=[], started=[], reserved=[])
+
+
+def test_the_buffer_holds_one_job_per_process_whatever_the_reserve(flow):
+    # Jobs of a task not seen yet (depth 1) and a reserve of 64: each idle child gets a
+    # job started, and one per process more is buffered, not the rest of the reserve.
+    backend = RecordingBackend()
+    flow.backend = backend
+    flow._db = lambda what, call: call()
+    flow.exchange(1, claiming=True)
+    [asked] = backend.asked
+    assert (asked["claim"], asked["start_claimed"]) == (4, 2)
+
+    # Both children busy with long jobs and two jobs buffered: nothing more is claimed.
+    first, second = children(flow)
+    give(first, (1, "long"), started=time.monotonic())
+    give(second, (2, "long"), started=time.monotonic())
+    flow.buffer.extend([held(3, "long"), held(4, "long")])
+    flow.more_expected = True
+    flow.exchange(1, claiming=True)
+    assert len(backend.asked) == 1
+    # With one of them gone (handed to a child), the buffer is topped up by one.
+    flow.buffer.pop()
+    flow.exchange(1, claiming=True)
+    assert (backend.asked[-1]["claim"], backend.asked[-1]["start_claimed"]) == (1, 0)
