@@ -410,11 +410,15 @@ class PostgresBackend(Backend):
             if len(jobs) >= COPY_FROM:
                 with _atomic(conn):
                     return self._enqueue_copy(conn, jobs, now)
+            if len(jobs) == 1:
+                # the common call: the statement in the server's own $n form (no
+                # placeholder conversion per call, as for the worker's statements)
+                one = self._native["enqueue_one"]
+                with psycopg.RawCursor(conn, row_factory=tuple_row) as raw:
+                    inserted = raw.execute(one.text, one.values(_one_params(jobs[0], now)))
+                    return [Enqueued(job_id, True) for job_id, _ in inserted.fetchall()]
             with conn.cursor(row_factory=tuple_row) as cursor:
-                if len(jobs) == 1:
-                    inserted = cursor.execute(self._q["enqueue_one"], _one_params(jobs[0], now))
-                else:
-                    inserted = cursor.execute(self._q["enqueue"], self._insert_params(jobs, now))
+                inserted = cursor.execute(self._q["enqueue"], self._insert_params(jobs, now))
                 return [Enqueued(job_id, True) for job_id, _ in inserted.fetchall()]
         with _atomic(conn):
             return self._enqueue_unique(conn, jobs, now)
