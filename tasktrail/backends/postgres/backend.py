@@ -415,11 +415,12 @@ class PostgresBackend(Backend):
                 # placeholder conversion per call, as for the worker's statements)
                 one = self._native["enqueue_one"]
                 with psycopg.RawCursor(conn, row_factory=tuple_row) as raw:
-                    inserted = raw.execute(one.text, one.values(_one_params(jobs[0], now)))
-                    return [Enqueued(job_id, True) for job_id, _ in inserted.fetchall()]
-            with conn.cursor(row_factory=tuple_row) as cursor:
-                inserted = cursor.execute(self._q["enqueue"], self._insert_params(jobs, now))
-                return [Enqueued(job_id, True) for job_id, _ in inserted.fetchall()]
+                    rows = raw.execute(one.text, one.values(_one_params(jobs[0], now))).fetchall()
+            else:
+                with conn.cursor(row_factory=tuple_row) as cursor:
+                    params = self._insert_params(jobs, now)
+                    rows = cursor.execute(self._q["enqueue"], params).fetchall()
+            return [Enqueued(job_id, True) for job_id, _ in rows]
         with _atomic(conn):
             return self._enqueue_unique(conn, jobs, now)
 
