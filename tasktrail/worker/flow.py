@@ -229,7 +229,8 @@ class JobFlow:
         # (and their events come first in history), so those slots can be claimed now.
         free = self.config.reserve_limit - self.held() - len(start) + len(outcomes)
         claim = 0
-        # Claim in batches (one round trip for several jobs) unless a child waits.
+        # Claim for a child that waits; only top the buffer up while the reserve has room
+        # for a batch (a quarter of it), not for every slot an outcome frees.
         batch = max(1, self.config.reserve_limit // 4)
         if claiming and self.more_expected and free > 0 and (start_claimed > 0 or free >= batch):
             # Besides the jobs to start, buffer one per process, not the whole reserve:
