@@ -17,7 +17,11 @@ import socket
 import tempfile
 from pathlib import Path
 
-__all__ = ["WakeListener", "notify_all", "wake_directory"]
+__all__ = ["CANCEL", "JOBS", "WakeListener", "notify_all", "wake_directory"]
+
+#: What a wake-up says: jobs may be claimable, or a running job's cancellation was asked.
+JOBS = b"!"
+CANCEL = b"c"
 
 _MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes on Linux
 
@@ -46,15 +50,14 @@ class WakeListener:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def drain(self) -> int:
-        """Read every pending signal; return how many there were."""
-        count = 0
+    def drain(self) -> set[bytes]:
+        """Read every pending signal; return what they said (``JOBS``, ``CANCEL``)."""
+        said = set()
         while True:
             try:
-                self._sock.recv(64)
+                said.add(self._sock.recv(64))
             except (BlockingIOError, InterruptedError):
-                return count
-            count += 1
+                return said
 
     def close(self) -> None:
         self._sock.close()
@@ -62,8 +65,9 @@ class WakeListener:
             self.path.unlink()
 
 
-def notify_all(directory: Path) -> int:
-    """Send a wake-up to every worker socket in ``directory``; return how many got it.
+def notify_all(directory: Path, message: bytes = JOBS) -> int:
+    """Send a wake-up (``JOBS`` or ``CANCEL``) to every worker socket in ``directory``;
+    return how many got it.
 
     Never raises for a missing directory or a dead worker: a socket nobody listens on
     is removed, a full one means that worker is already awake.
@@ -80,7 +84,7 @@ def notify_all(directory: Path) -> int:
                 continue
             path = os.path.join(directory, name)
             try:
-                sock.sendto(b"!", path)
+                sock.sendto(message, path)
                 sent += 1
             except BlockingIOError:
                 sent += 1  # its buffer is full: it has wake-ups pending already

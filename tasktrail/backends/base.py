@@ -348,8 +348,11 @@ class Backend(ABC):
         """
         return None
 
-    def consume_wakeups(self) -> None:  # noqa: B027 - optional hook, default is a no-op
-        """Drain the wake-up descriptor after it became readable."""
+    def consume_wakeups(self) -> bool:
+        """Drain the wake-up descriptor after it became readable. True if one of the
+        wake-ups announced a cancel request (a job the worker runs may have to be
+        stopped); the others announce jobs."""
+        return False
 
     # -- reading ------------------------------------------------------------------
 

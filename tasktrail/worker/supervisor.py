@@ -188,11 +188,11 @@ class Supervisor:
             elif key.data == "signal":
                 self._signals.drain()
             elif key.data == "wake":
-                self.backend.consume_wakeups()
+                cancel = self.backend.consume_wakeups()
                 self._sync_wake_fd()
                 self.flow.wake()
-                # a cancel may be what woke us: look soon, but not on every enqueue
-                self._next_duties = min(self._next_duties, time.monotonic() + 0.05)
+                if cancel:  # look at the cancel requests now, not at the next duties
+                    self._next_duties = time.monotonic()
 
     # -- talking to the backend -------------------------------------------------------
 

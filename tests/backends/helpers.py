@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 import time
 import traceback
@@ -196,3 +197,14 @@ def _wait_for_children(pids: list[int], deadline_seconds: float) -> list[int]:
             break
         time.sleep(0.01)
     return [codes[pid] for pid in pids]
+
+
+def readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` becomes readable within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if ready:
+            return True
+        if time.monotonic() >= deadline:
+            return False

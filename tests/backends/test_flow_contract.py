@@ -37,6 +37,7 @@ from .helpers import (
     kinds,
     must_get,
     new_job,
+    readable,
     run_forked,
     start,
     succeeded,
@@ -253,6 +254,30 @@ def test_enqueues_of_a_unique_key_racing_with_its_job_ending(
             active.add(event.job_id)
         elif event.kind == "succeeded":
             active.discard(event.job_id)
+
+
+def test_a_worker_is_told_which_wake_ups_ask_for_a_cancel(backend: Backend, dsn: str) -> None:
+    """An enqueue wakes a worker for jobs; a cancel request of a job it runs wakes it
+    and says so, so that it looks at its cancel requests at once (and only then)."""
+    worker = backend.register_worker(worker_info(pid=os.getpid()), now=T0)
+    fd = backend.wakeup_fileno()
+    assert fd is not None
+    backend.consume_wakeups()
+    producer = open_backend(dsn)  # another process's connection, as a producer's
+    try:
+        [job_id] = enqueue(producer, [new_job()], now=T0)
+        assert readable(fd, 10), "no wake-up after an enqueue"
+        assert backend.consume_wakeups() is False
+        assert not readable(fd, 0)
+        start(backend, worker, job_id, at(1))
+
+        producer.cancel(job_id, now=at(2), by="test")
+        assert readable(fd, 10), "no wake-up after a cancel request"
+        assert backend.consume_wakeups() is True
+        assert backend.cancel_requests(worker) == [job_id]
+    finally:
+        producer.close()
+        backend.unregister_worker(worker, now=at(3))
 
 
 # -- per-object locks ----------------------------------------------------------------------

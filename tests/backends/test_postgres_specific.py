@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import socket
 import sqlite3
 import tempfile
@@ -40,6 +39,8 @@ except ImportError as exc:
     if os.environ.get("CI"):
         raise
     pytest.skip(f"the postgres extra is not installed ({exc})", allow_module_level=True)
+
+from .helpers import readable
 
 pytestmark = pytest.mark.postgres
 
@@ -167,17 +168,6 @@ def test_a_connection_that_is_not_psycopg_is_refused_clearly(apps: Apps, connect
 
 
 # -- LISTEN / NOTIFY ------------------------------------------------------------------------
-
-
-def readable(fd: int, timeout: float) -> bool:
-    """Whether ``fd`` becomes readable within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        if ready:
-            return True
-        if time.monotonic() >= deadline:
-            return False
 
 
 def test_a_registered_worker_is_woken_by_an_enqueue_from_another_connection(

@@ -681,19 +681,21 @@ class PostgresBackend(Backend):
             return None
         return self._listener.pgconn.socket
 
-    def consume_wakeups(self) -> None:
+    def consume_wakeups(self) -> bool:
         listener = self._listener
         if listener is None:
-            return
+            return False
+        cancel = False
         try:
             listener.pgconn.consume_input()
-            while listener.pgconn.notifies() is not None:
-                pass
+            while (notice := listener.pgconn.notifies()) is not None:
+                cancel = cancel or notice.extra == b"cancel"  # see request_cancel
         except psycopg.Error:
             # The server went away; listen again when it is back (poll meanwhile).
             self._stop_listening()
             with contextlib.suppress(BackendUnavailable):
                 self._listen()
+        return cancel
 
     # -- reading --------------------------------------------------------------------
 

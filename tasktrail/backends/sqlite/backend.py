@@ -23,7 +23,7 @@ from ...errors import BackendUnavailable, InvalidArguments, InvalidTransition, S
 from ...job import Enqueued, Event, HeldJob, Job, NewJob, Outcome, WorkerInfo, WorkerRecord
 from ...schedule import ScheduleDef, ScheduleRecord, Tick
 from .._sql import queries, read_sql
-from .._wake import WakeListener, notify_all, wake_directory
+from .._wake import CANCEL, WakeListener, notify_all, wake_directory
 from ..base import Backend, Exchange, JobFilter, PruneReport, RecoveredJob, TaskStats
 from ..common import raise_transition_error
 from ..records import held
@@ -272,7 +272,7 @@ class SqliteBackend(Backend):
                 _Q["insert_event"], rows.event_row(job_id, now, kind, row[0], None, detail)
             )
         if kind == "cancel_requested":
-            notify_all(self._wake_dir)
+            notify_all(self._wake_dir, CANCEL)
         return self._must_get(job_id)
 
     def cancel_requests(self, worker_id: int) -> list[int]:
@@ -446,9 +446,8 @@ class SqliteBackend(Backend):
     def wakeup_fileno(self) -> int | None:
         return self._listener.fileno() if self._listener is not None else None
 
-    def consume_wakeups(self) -> None:
-        if self._listener is not None:
-            self._listener.drain()
+    def consume_wakeups(self) -> bool:
+        return self._listener is not None and CANCEL in self._listener.drain()
 
     # -- reading --------------------------------------------------------------------
 
