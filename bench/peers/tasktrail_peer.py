@@ -330,12 +330,16 @@ class TasktrailPeer(Peer):
             try:
                 pool.start(1, self.reserve_per_process, self.poll_interval)
                 self._wait_ready(store, pool, processes=1)
+                before = self._commits(store)
                 start = time.perf_counter()
                 for index in range(count):
                     delay = start + index * interval - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
                     probe.enqueue(time.time())
+                time.sleep(0.1)  # the last probe ends within milliseconds
+                # the worker's transactions (and anything else on the server meanwhile)
+                worker_commits = self._commits(store) - before - count
                 _wait(lambda: not store.active(), pool, "the latency probes")
                 warnings = pool.warnings()
             finally:
@@ -349,6 +353,8 @@ class TasktrailPeer(Peer):
             delays = [json.loads(r) if isinstance(r, str) else float(r) for r, _ in rows]
             claim = self._db_latencies(store)
             self.detail = {"claim p50 ms (started_at - created_at)": claim}
+            if store.schema is not None:
+                self.detail["worker transactions per probe"] = round(worker_commits / count, 2)
             return latency_summary(delays)
 
     def sleep_jobs(self, count: int, seconds: float, processes: int) -> float:
@@ -750,6 +756,16 @@ class TasktrailPeer(Peer):
             "the worker's start",
         )
         time.sleep(0.5)
+
+    def _commits(self, store: _Store) -> int:
+        """Transactions committed in the PostgreSQL database so far (0 on SQLite)."""
+        if store.schema is None:
+            return 0
+        store.sql("SELECT pg_stat_clear_snapshot()")
+        rows = store.sql(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+        return int(rows[0][0])
 
     def _db_latencies(self, store: _Store) -> float | None:
         """Median of started_at - created_at (ms): enqueue to claim, as the database saw it."""
