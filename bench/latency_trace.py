@@ -160,8 +160,10 @@ def run(probes: int, interval: float) -> None:
         (float(at), tag) for at, tag in (line.split() for line in trace.read_text().splitlines())
     )
 
-    def first(tag: str, after: float) -> float:
-        return next(at for at, seen in marks if seen == tag and at >= after)
+    def first(tag: str, after: float | None) -> float | None:
+        if after is None:
+            return None
+        return next((at for at, seen in marks if seen == tag and at >= after), None)
 
     legs: dict[str, list[float]] = {
         name: []
@@ -176,11 +178,15 @@ def run(probes: int, interval: float) -> None:
         )
     }
     rows = list(legs.values())
+    unmatched = 0
     for job_id, before, after in sent[5:]:  # the first probes warm the worker up
         woke = first("wake", before)
         claim = first("claim", woke)
         exchanged = first("exchanged", claim)
         dispatched = first("dispatched", exchanged)
+        if woke is None or claim is None or exchanged is None or dispatched is None:
+            unmatched += 1  # claimed by a poll, not a wake-up: no path to time
+            continue
         began = before + float(results[job_id])
         for values, seconds in zip(
             rows,
@@ -189,7 +195,11 @@ def run(probes: int, interval: float) -> None:
             strict=True,
         ):  # fmt: skip
             values.append(seconds)
-    print(f"{probes} probes {interval * 1000:g} ms apart, one worker with one process")
+    timed = len(legs["total: enqueue call → task begins"])
+    print(
+        f"{probes} probes {interval * 1000:g} ms apart, one worker with one process; "
+        f"{timed} timed (the first 5 warm up; {unmatched} without a wake-up path)"
+    )
     print("\n| leg | p50 (ms) | p90 (ms) |\n|:---|---:|---:|")
     for name, values in legs.items():
         print(_row(name, values))
