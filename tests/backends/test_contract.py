@@ -11,6 +11,7 @@ import json
 import os
 import random
 import sqlite3
+import time
 from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -442,6 +443,15 @@ def test_claims_are_atomic_across_processes(backend: Backend, dsn: str, tmp_path
                     continue
                 if not jobs:
                     break
+                if not taken:
+                    # Hold the first batch until every process has one: then they all claim
+                    # at once. (Without this, the first to open its backend could drain
+                    # every job alone while SQLite's busy handler kept the others asleep.)
+                    (tmp_path / f"claimed-{index}").touch()
+                    deadline = time.monotonic() + 30
+                    while len(list(tmp_path.glob("claimed-*"))) < process_count:
+                        assert time.monotonic() < deadline, "the others claimed nothing"
+                        time.sleep(0.002)
                 taken.extend(job.id for job in jobs)
                 started = own.mark_started(worker, [job.id for job in jobs], now=at(2))
                 outcomes = [succeeded(job, at(3)) for job in started]
@@ -455,7 +465,7 @@ def test_claims_are_atomic_across_processes(backend: Backend, dsn: str, tmp_path
     taken = [job_id for claim in claims for job_id in claim["ids"]]
     assert len(taken) == len(set(taken)), "a job was handed to two workers"
     assert sorted(taken) == ids
-    assert sum(1 for claim in claims if claim["ids"]) >= 2, "no contention happened"
+    assert all(claim["ids"] for claim in claims), "a process claimed nothing"
     for claim in claims:
         for job_id in claim["ids"]:
             job = must_get(backend, job_id)
