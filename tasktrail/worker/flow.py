@@ -1,29 +1,34 @@
 """The worker's hot path: jobs from the database to the children, outcomes back.
 
-Jobs move ``buffer`` (reserved) → ``ready`` (started, not yet handed over) → a child's
-in-flight queue → an outcome in ``pending`` → recorded. Everything the database must
-hear about goes in one :meth:`Backend.exchange` per loop turn: the outcomes collected
-since the last one, the buffered jobs to start, and a claim for free reserve slots. The
-batch therefore grows with the load by itself: the longer a round trip takes, the more
-arrives for the next one.
+Jobs are claimed for a child (*planned*: started in the database, in that child's queue
+in the supervisor) → sent to the child → an outcome in ``pending`` → recorded.
+Everything the database must hear about goes in one :meth:`Backend.exchange` per loop
+turn: the outcomes collected since the last one, and a claim for the children that will
+begin a job within about a round trip. The batch therefore grows with the load by
+itself: the longer a round trip takes, the more arrives for the next one.
+
+A worker claims only what its children begin now, or within about a round trip, and
+buffers nothing beyond: a job held by a worker whose processes are busy is a job
+another worker, with a free process, cannot run. Each claimed job is started at once in
+the database for one child, whose pid its ``started`` event names.
 
 How many jobs a child may hold at once adapts to the jobs' run time and to what a job
 costs a child besides (its messages and JSON, which the children measure and report):
 several for jobs much shorter than a round trip, so the children never wait for the
-database. Those children's queues are then the worker's prefetch, and the buffer stays
-small: a buffered job costs a second state change (reserved, then started) that a job
-claimed straight into a child does not.
+database. Those children's queues are the worker's prefetch.
 
 A child is given its next job when the one it runs is expected to end within about a
 round trip, by the run times its task has shown in this worker: a job of a task not
 seen yet, or one running past what its task takes, gets nothing claimed for its child;
 a longer one gets its follower claimed just before it ends (the supervisor wakes up for
-that). The follower is queued in the child behind it only if that job is a moment's work
-(its task runs for under ``PREFETCH_RUN_LIMIT``); otherwise it waits in ``ready`` and
-goes to whichever child is free first. A child cannot give back a job it was handed
-until it is done with the one it runs, and any job can run long once: queued behind it,
-a job would wait for all of it while other children are free (holding its lock, if it
-has one).
+that). The follower is sent to the child behind it only if that job is a moment's work
+(its task runs for under ``PREFETCH_RUN_LIMIT``); otherwise it waits in the supervisor
+until the child is free. A child cannot give back a job it was sent until it is done
+with the one it runs, and any job can run long once: queued behind it, a job would wait
+for all of it while other children, or other workers, are free (holding its lock, if it
+has one). A planned job whose child has not begun it within :meth:`JobFlow.hold` (a
+second at most; less for a task known to be shorter) is given back to the queue
+(``interrupted``, its attempt given back) for whichever worker is free first.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ import logging
 import math
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,8 +44,13 @@ from ..clock import utcnow
 from ..job import HeldJob, Outcome
 from ..retry import RetryPolicy
 from .config import WorkerConfig
-from .outcomes import not_started, outcome_from_exit, outcome_from_message
-from .pool import PIPELINE_MESSAGE_LIMIT, Child, ChildPool
+from .outcomes import (
+    cancelled_before_start,
+    not_started,
+    outcome_from_exit,
+    outcome_from_message,
+)
+from .pool import PIPELINE_MESSAGE_LIMIT, Assignment, Child, ChildPool
 from .protocol import encode_message
 
 if TYPE_CHECKING:
@@ -63,11 +72,20 @@ _MIN_JOB_COST = 1e-6
 #: Longest run time (seconds, as a task has shown) of a job that may have another queued
 #: behind it in its child; see the module's docstring.
 PREFETCH_RUN_LIMIT = 0.01
+#: The longest a planned job waits in the supervisor for its child before it is given
+#: back (see JobFlow.hold): another worker may have a free process.
+HOLD_LIMIT = 1.0
+#: The least it waits, in seconds (besides two windows): giving a job back and claiming
+#: it again costs round trips, worth it only when the wait would be longer.
+HOLD_FLOOR = 0.05
+#: Why a planned job that waited too long is given back (its ``interrupted`` event).
+GIVEN_BACK = "not begun: its process stayed busy; given back for another worker"
 _SMOOTHING = 0.2
 
 
 class JobFlow:
-    """Buffer, ready queue and pending outcomes of one worker. See the module docstring."""
+    """The children's planned and sent jobs, and the pending outcomes, of one worker.
+    See the module docstring."""
 
     def __init__(
         self,
@@ -84,8 +102,6 @@ class JobFlow:
         self.config = config
         self._db = db
         self.name = name
-        self.buffer: deque[HeldJob] = deque()
-        self.ready: deque[HeldJob] = deque()
         # Outcomes not yet recorded, each with the id of the registration holding its job.
         self.pending: list[tuple[int, Outcome]] = []
         self.more_expected = True
@@ -100,33 +116,44 @@ class JobFlow:
     # -- accounting -----------------------------------------------------------------------
 
     def held(self) -> int:
-        """Jobs this worker holds in the database: buffered, started, running, or with an
+        """Jobs this worker holds in the database: planned, sent to a child, or with an
         outcome not yet recorded. Never more than ``reserve``."""
-        return len(self.buffer) + len(self.ready) + self.pool.inflight() + len(self.pending)
+        return self.pool.inflight() + len(self.pending)
 
     def idle(self) -> bool:
-        return not self.buffer and not self.ready and not self.pending and not self.pool.busy()
+        return not self.pending and not self.pool.busy()
 
     def depth(self) -> int:
         """How many jobs a child may hold at once: enough for two round trips (the one
         in flight and the next), so it never runs dry waiting for the database; bigger
-        batches also cost the database less per job."""
-        if self._runtime is None:
+        batches also cost the database less per job. One for jobs not that short: none
+        is queued behind them (:meth:`wait_behind`)."""
+        if self._runtime is None or self._runtime >= PREFETCH_RUN_LIMIT:
             return 1
         per_job = max(_MIN_JOB_COST, self._runtime + self._overhead)
         wanted = 1 + math.ceil(2 * self._rtt / per_job)
-        return max(1, min(wanted, self.config.reserve_limit // self.config.processes))
+        # (rounded up: the reserve, which the claim never exceeds, is shared by them all)
+        most = -(-self.config.reserve_limit // self.config.processes)
+        return max(1, min(wanted, most))
 
     def window(self) -> float:
         """How soon a child must be expected to begin a job for it to be given one now:
         about a round trip (the time the job takes to reach it)."""
         return max(0.002, 2 * self._rtt)
 
+    def hold(self, task: str) -> float:
+        """How long a job of ``task`` planned for a child may wait for it before it is
+        given back: the task's usual run time (a wait as long as the job itself is
+        worth handing to another worker), ``HOLD_LIMIT`` at most, and not less than
+        what giving it back and claiming it again costs."""
+        estimate = self._estimates.get(task, HOLD_LIMIT)
+        return max(HOLD_FLOOR, 2 * self.window(), min(HOLD_LIMIT, estimate))
+
     def ahead(self, child: Child, now: float) -> float:
-        """Seconds until ``child`` would begin a job handed to it now, by the run times
-        seen so far: 0 when it is idle; infinite when it runs or holds a job of a task not
-        seen yet, or when what it holds has run past what it was expected to take (it may
-        run long: a job given now could wait behind it for any time)."""
+        """Seconds until ``child`` would begin a job planned for it now, by the run times
+        seen so far: 0 when it holds nothing; infinite when it runs or holds a job of a
+        task not seen yet, or when what it runs has run past what it was expected to
+        take (it may run long: a job given now could wait behind it for any time)."""
         if not child.inflight:
             return 0.0
         head = child.inflight[0]
@@ -149,59 +176,84 @@ class JobFlow:
         estimate = self._estimates.get(task, math.inf)
         return estimate if estimate < PREFETCH_RUN_LIMIT else math.inf
 
-    def takes_more(self, child: Child) -> bool:
-        """Whether ``child`` may be handed a job now, by what it holds: nothing, or only
-        jobs a job may be queued behind (:meth:`wait_behind`). Its follower is claimed
-        ahead all the same (see :meth:`room`), and waits in ``ready`` for whichever
-        child is free first."""
-        return all(
-            self.wait_behind(assignment.job.task) < math.inf for assignment in child.inflight
-        )
-
-    def takers(self, depth: int, now: float) -> dict[Child, tuple[int, float]]:
-        """The children that may be handed a job now: how many each may take, and how
-        soon it would begin the first (see :meth:`takes_more` and :meth:`ahead`)."""
-        window = self.window()
-        found = {}
-        for child in self.pool.children.values():
-            capacity = child.capacity(depth)
-            if capacity > 0 and self.takes_more(child):
-                wait = self.ahead(child, now)
-                if wait <= window:
-                    found[child] = (capacity, wait)
+    def sendable(self, child: Child) -> list[Assignment]:
+        """The planned jobs of ``child`` that may be sent to it now: each one whose every
+        job ahead in its queue is a moment's work (:meth:`wait_behind`), or none."""
+        found: list[Assignment] = []
+        for assignment in child.inflight:
+            if not assignment.sent:
+                found.append(assignment)
+            if self.wait_behind(assignment.job.task) == math.inf:
+                break  # nothing goes behind it
         return found
 
     def can_dispatch(self) -> bool:
-        """Whether a job in ``ready`` would be handed to a child now."""
-        return bool(self.ready) and bool(self.takers(self.depth(), time.monotonic()))
+        """Whether a planned job would be sent to its child now."""
+        return any(self.sendable(child) for child in self.pool.children.values())
+
+    def slots(self, child: Child, depth: int) -> int:
+        """How many jobs may be claimed for ``child`` by count alone: up to ``depth`` in
+        its queue, or else one follower for what it runs (claimed when that is about to
+        end, see :meth:`plan`)."""
+        capacity = child.capacity(depth)
+        if not capacity and child.inflight and not child.unsent():
+            capacity = child.capacity(len(child.inflight) + 1)
+        return capacity
+
+    def plan(self, depth: int | None = None, now: float | None = None) -> list[Child]:
+        """The children to claim jobs for now, one entry per job, best job first: those
+        that will begin a job within about a round trip, each for as many as its queue
+        has room (see :meth:`depth`), taken in turns, soonest first."""
+        depth = self.depth() if depth is None else depth
+        now = time.monotonic() if now is None else now
+        window = self.window()
+        slots: dict[Child, int] = {}
+        order: list[tuple[float, int, Child]] = []
+        for child in self.pool.children.values():
+            capacity = self.slots(child, depth)
+            if capacity > 0 and (wait := self.ahead(child, now)) <= window:
+                slots[child] = capacity
+                order.append((wait, len(child.inflight), child))
+        order.sort(key=lambda item: item[:2])
+        planned: list[Child] = []
+        while slots:
+            for _, _, child in order:
+                if slots.get(child):
+                    planned.append(child)
+                    slots[child] -= 1
+                    if not slots[child]:
+                        del slots[child]
+        return planned
 
     def room(self, depth: int | None = None) -> int:
         """How many jobs the children may begin within about a round trip: the jobs to
-        start (claim straight into a process) now."""
-        depth = self.depth() if depth is None else depth
-        now = time.monotonic()
-        window = self.window()
-        return sum(
-            child.capacity(depth)
-            for child in self.pool.children.values()
-            if self.ahead(child, now) <= window
-        )
+        claim now."""
+        return len(self.plan(depth))
 
     def next_refill(self, now: float) -> float | None:
-        """When a busy child will be about to finish what it holds, so it can be given
-        its next job in time (the supervisor wakes up then); None if no child will be,
-        or there is nothing to give."""
-        if not (self.ready or self.buffer or self.more_expected):
+        """When a busy child will be about to finish what it holds, so that its next job
+        can be claimed in time (the supervisor wakes up then); None if no child will
+        be, or no job is expected."""
+        if not self.more_expected:
             return None
         depth = self.depth()
         window = self.window()
         soonest = None
         for child in self.pool.children.values():
-            if child.inflight and child.capacity(depth):
+            if child.inflight and self.slots(child, depth):
                 ahead = self.ahead(child, now)
                 if window < ahead < math.inf:
                     at = now + ahead - window
                     soonest = at if soonest is None else min(soonest, at)
+        return soonest
+
+    def next_expiry(self) -> float | None:
+        """When the first planned job that waits for its child is due to be given back."""
+        soonest = None
+        for child in self.pool.children.values():
+            for assignment in child.unsent():
+                at = assignment.planned_at + self.hold(assignment.job.task)
+                soonest = at if soonest is None else min(soonest, at)
         return soonest
 
     def wake(self) -> None:
@@ -211,37 +263,20 @@ class JobFlow:
     # -- the round trip -------------------------------------------------------------------
 
     def exchange(self, worker_id: int, claiming: bool) -> None:
-        """One turn with the database: record outcomes, start jobs, claim more."""
+        """One turn with the database: record outcomes, claim jobs for the children."""
         monotonic = time.monotonic()
         if monotonic >= self._next_poll:
             self.more_expected = True
             self._next_poll = monotonic + self.config.poll_interval
         self._flush_foreign(worker_id)
         outcomes = [outcome for holder, outcome in self.pending if holder == worker_id]
-        want = 0
-        depth = self.depth()
-        if claiming:
-            room = self.room(depth)
-            want = max(0, room - len(self.ready))
-        start = [self.buffer.popleft() for _ in range(min(want, len(self.buffer)))]
-        start_claimed = want - len(start)
-        # The outcomes sent now free their slots in the same transaction, before the claim
-        # (and their events come first in history), so those slots can be claimed now.
-        free = self.config.reserve_limit - self.held() - len(start) + len(outcomes)
-        claim = 0
-        # Claim for a child that waits; only top the buffer up while the reserve has room
-        # for a batch (a quarter of it), not for every slot an outcome frees.
-        batch = max(1, self.config.reserve_limit // 4)
-        if claiming and self.more_expected and free > 0 and (start_claimed > 0 or free >= batch):
-            # Besides the jobs to start, buffer one per process, not the whole reserve:
-            # short jobs have the children's own queues as their prefetch, and the
-            # follower of a long one is claimed as it is about to end (next_refill).
-            # More would hold jobs other workers could run, and cost each a second state
-            # change (reserved, then started). The reserve is the ceiling, which floods
-            # of short jobs reach through the children's queues (depth).
-            claim = min(free, start_claimed + max(0, self.config.processes - len(self.buffer)))
-        start_claimed = min(start_claimed, claim)
-        if not outcomes and not start and not claim:
+        plan: list[Child] = []
+        if claiming and self.more_expected:
+            # The outcomes sent now free their slots in the same transaction, before the
+            # claim (and their events come first in history), so those can be claimed now.
+            free = self.config.reserve_limit - self.held() + len(outcomes)
+            plan = self.plan(now=monotonic)[: max(0, free)]
+        if not outcomes and not plan:
             return
         began = time.monotonic()
         result = self._db(
@@ -249,18 +284,17 @@ class JobFlow:
             lambda: self.backend.exchange(
                 worker_id,
                 outcomes=outcomes,
-                start_ids=[job.id for job in start],
-                claim=claim,
-                start_claimed=start_claimed,
+                start_ids=(),
+                claim=len(plan),
+                start_claimed=len(plan),
                 queues=self.config.queues,
                 now=utcnow(),
             ),
         )
-        if result is None:  # unreachable: keep everything for the next turn
-            self.buffer.extendleft(reversed(start))
+        if result is None:  # unreachable: keep the outcomes for the next turn
             return
-        elapsed = time.monotonic() - began
-        self._rtt += _SMOOTHING * (elapsed - self._rtt)
+        ended = time.monotonic()
+        self._rtt += _SMOOTHING * (ended - began - self._rtt)
         if self._lock_freed and outcomes:
             # a job that waited for this lock may be claimable now, though nothing was
             # enqueued: look at the next turn instead of at the next poll
@@ -272,18 +306,10 @@ class JobFlow:
             log.warning(
                 "outcome of job %s was rejected: worker %s no longer holds it", job_id, worker_id
             )
-        started_ids = {job.id for job in result.started}
-        for job in start:
-            if job.id not in started_ids:
-                log.info("job %s was taken back before it started; skipping it", job.id)
-        self.ready.extend(result.started)
-        self.buffer.extend(result.reserved)
-        if claim:
-            asked = {job.id for job in start}
-            from_claim = len(result.reserved) + sum(
-                1 for job in result.started if job.id not in asked
-            )
-            self.more_expected = from_claim >= claim
+        for child, job in zip(plan, result.started, strict=False):
+            self.place(child, job, ended)
+        if plan:
+            self.more_expected = len(result.started) >= len(plan)
 
     def _flush_foreign(self, worker_id: int) -> None:
         """Record outcomes held under an earlier registration of this worker (one that was
@@ -306,56 +332,84 @@ class JobFlow:
     # -- the children -----------------------------------------------------------------------
 
     def dispatch(self) -> None:
-        """Hand started jobs to the children with the most room, one message per child
-        (no database involved)."""
-        if not self.ready:
-            return
-        window = self.window()
-        takers = self.takers(self.depth(), time.monotonic())
-        room = {child: capacity for child, (capacity, _) in takers.items()}
-        ahead = {child: wait for child, (_, wait) in takers.items()}
-        batches: dict[Child, list[HeldJob]] = {}
-        sizes: dict[Child, int] = {}
-        while self.ready and room:
-            job = self.ready[0]
-            size = len(job.args_json) + len(job.kwargs_json) + len(job.task) + 100
-            candidates = [
-                c for c in room
-                if sizes.get(c, 0) + size <= PIPELINE_MESSAGE_LIMIT
-                or not (c.inflight or batches.get(c))
-            ]  # fmt: skip
-            if not candidates:
-                break
-            # the child that would begin it first
-            child = min(
-                candidates, key=lambda c: (ahead[c], len(c.inflight) + len(batches.get(c, ())))
-            )
-            self.ready.popleft()
-            batches.setdefault(child, []).append(job)
-            sizes[child] = sizes.get(child, 0) + size
-            room[child] -= 1
-            # what it holds now runs for this long more before another job could begin
-            ahead[child] += self.wait_behind(job.task)
-            if not room[child] or ahead[child] > window:
-                del room[child]
-        for child, jobs in batches.items():
+        """Send each child the planned jobs it may take now, in one message per child (no
+        database involved)."""
+        for child in list(self.pool.children.values()):
+            assignments = self.sendable(child)
+            if not assignments:
+                continue
+            busy = child.assignment is not None
+            size = 0
+            batch: list[Assignment] = []
+            for assignment in assignments:
+                job = assignment.job
+                size += len(job.args_json) + len(job.kwargs_json) + len(job.task) + 100
+                # one job of any size may go to an idle child; a busy one reads its
+                # socket only between jobs, and the supervisor must never block on it
+                if (batch or busy) and size > PIPELINE_MESSAGE_LIMIT:
+                    break
+                batch.append(assignment)
             message = encode_message(
                 {
                     "jobs": [
                         {
-                            "job": job.id,
-                            "attempt": job.attempts,
-                            "task": job.task,
-                            "args": job.args_json,
-                            "kwargs": job.kwargs_json,
-                            "ref": [job.ref.type, job.ref.id] if job.ref else None,
+                            "job": a.job.id,
+                            "attempt": a.job.attempts,
+                            "task": a.job.task,
+                            "args": a.job.args_json,
+                            "kwargs": a.job.kwargs_json,
+                            "ref": [a.job.ref.type, a.job.ref.id] if a.job.ref else None,
                         }
-                        for job in jobs
+                        for a in batch
                     ]
                 }
             )
-            if not self.pool.assign(child, jobs, message):
-                log.warning("child %s died before it got jobs %s", child.pid, [j.id for j in jobs])
+            if not self.pool.send(child, batch, message):
+                log.warning(
+                    "child %s died before it got jobs %s", child.pid, [a.job.id for a in batch]
+                )
+
+    def place(self, child: Child, job: HeldJob, now: float) -> None:
+        """Plan ``job``, claimed for ``child``, in its queue: a moment's work goes before
+        the longer jobs planned for it (nothing can be sent behind those), the rest at
+        the end. Its place among that child's jobs is all that is left to decide: the
+        job's history names the child."""
+        at = len(child.inflight)
+        if self.wait_behind(job.task) < math.inf:
+            for index, assignment in enumerate(child.inflight):
+                if not assignment.sent and self.wait_behind(assignment.job.task) == math.inf:
+                    at = index
+                    break
+        self.pool.plan(child, [job], now)
+        if at < len(child.inflight) - 1:
+            child.inflight.insert(at, child.inflight.pop())
+
+    def give_back_late(self, now: float) -> None:
+        """Give back the planned jobs that have waited for their child longer than
+        :meth:`hold`: queued again at once (``interrupted``, attempt given back), for
+        whichever worker has a free process."""
+        stamp = None
+        for child in self.pool.children.values():
+            for assignment in child.unsent():
+                if now - assignment.planned_at >= self.hold(assignment.job.task):
+                    self.pool.unplan(child, assignment)
+                    stamp = stamp or utcnow()
+                    job = assignment.job
+                    log.info("job %s: %s (child %s)", job.id, GIVEN_BACK, child.pid)
+                    self.record(job, not_started(job, job.attempts, GIVEN_BACK, stamp))
+                    self.more_expected = True
+
+    def cancel_planned(self, job_id: int) -> bool:
+        """A cancel was asked for a job planned for a child and not sent: it ends here,
+        ``cancelled`` without having begun. False if no child holds it unsent."""
+        for child in self.pool.children.values():
+            for assignment in child.unsent():
+                if assignment.job.id == job_id:
+                    self.pool.unplan(child, assignment)
+                    job = assignment.job
+                    self.record(job, cancelled_before_start(job, job.attempts, utcnow()))
+                    return True
+        return False
 
     def policy(self, job: HeldJob) -> RetryPolicy:
         task = self.app.tasks.get(job.task)
@@ -423,23 +477,17 @@ class JobFlow:
         if job.lock_key is not None:
             self._lock_freed = True
 
-    def give_back(self, worker_id: int, reason: str) -> None:
-        """Stopping: release the buffer, and give back started jobs no child has begun."""
+    def give_back(self, reason: str) -> None:
+        """Stopping: give back the planned jobs no child has been sent."""
         now = utcnow()
-        while self.ready:
-            job = self.ready.popleft()
-            self.record(job, not_started(job, job.attempts, reason, now))
-        if self.buffer:
-            ids = [job.id for job in self.buffer]
-            self.buffer.clear()
-            # If the database is unreachable now, the jobs stay reserved by this worker and
-            # come back when it unregisters, or through lease recovery if it cannot.
-            self._db(
-                "releasing jobs",
-                lambda: self.backend.release(worker_id, ids, now=utcnow(), reason=reason),
-            )
+        for child in self.pool.children.values():
+            for assignment in child.unsent():
+                self.pool.unplan(child, assignment)
+                job = assignment.job
+                self.record(job, not_started(job, job.attempts, reason, now))
 
     def drop(self) -> None:
-        """Forget the jobs held: this worker was declared lost, others have them now."""
-        self.buffer.clear()
-        self.ready.clear()
+        """Forget the planned jobs: this worker was declared lost, others have them now."""
+        for child in self.pool.children.values():
+            for assignment in child.unsent():
+                self.pool.unplan(child, assignment)

@@ -18,6 +18,7 @@ from .child import MALFORMED_ERROR
 
 __all__ = [
     "StopReason",
+    "cancelled_before_start",
     "describe_exit",
     "malformed",
     "not_started",
@@ -86,14 +87,7 @@ def outcome_from_message(
     if message.get("reason") == "malformed":
         return malformed(job, attempt, now)
     if message.get("reason") == "cancelled":  # it never began: a cancel reached it first
-        return Outcome(
-            job.id,
-            attempt,
-            "cancelled",
-            now,
-            error=str(message.get("error")),
-            detail={"reason": "cancel requested before it started"},
-        )
+        return cancelled_before_start(job, attempt, now)
     detail: dict[str, Any] = {"runtime": runtime, "reason": message.get("reason", "error")}
     if message.get("traceback"):
         detail["traceback"] = message["traceback"]
@@ -105,6 +99,18 @@ def malformed(job: HeldJob | Job, attempt: int, now: datetime) -> Outcome:
     written by hand): it fails for good; its child found that out and ran nothing."""
     return Outcome(
         job.id, attempt, "failed", now, error=MALFORMED_ERROR, detail={"reason": "malformed"}
+    )
+
+
+def cancelled_before_start(job: HeldJob | Job, attempt: int, now: datetime) -> Outcome:
+    """The outcome of a job whose cancel reached its worker before any child began it."""
+    return Outcome(
+        job.id,
+        attempt,
+        "cancelled",
+        now,
+        error="cancelled before it started",
+        detail={"reason": "cancel requested before it started"},
     )
 
 

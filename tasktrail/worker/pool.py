@@ -5,6 +5,10 @@ the other and reports each outcome, so that with jobs much shorter than a databa
 round trip it never waits for the supervisor. The supervisor decides how deep that
 queue may be, and gives a busy child another job only when the one it runs is about to
 end (see :mod:`.flow`); the first job in the queue is the one running.
+
+The queue's tail may be *planned* and not yet sent: jobs claimed for this child (their
+history names its pid) that wait in the supervisor until the jobs ahead of them are
+short enough to queue behind, so that the supervisor can still give them back.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class Assignment:
     job: HeldJob
     started: float | None = None  # monotonic; None while it waits behind another job
     deadline: float | None = None  # monotonic; None: no timeout (or not started yet)
+    sent: bool = True  # False: planned for this child, still in the supervisor
+    planned_at: float = 0.0  # monotonic: when it was claimed for this child
 
     def begin(self, now: float) -> None:
         self.started = now
@@ -66,7 +72,12 @@ class Child:
     @property
     def assignment(self) -> Assignment | None:
         """The job it is running, if any."""
-        return self.inflight[0] if self.inflight else None
+        head = self.inflight[0] if self.inflight else None
+        return head if head is not None and head.sent else None
+
+    def unsent(self) -> list[Assignment]:
+        """Its planned jobs, not sent yet (the queue's tail)."""
+        return [assignment for assignment in self.inflight if not assignment.sent]
 
     @property
     def healthy(self) -> bool:
@@ -134,19 +145,31 @@ class ChildPool:
     def inflight(self) -> int:
         return sum(len(child.inflight) for child in self.children.values())
 
-    def assign(self, child: Child, jobs: list[HeldJob], message: bytes) -> bool:
-        """Hand ``jobs`` (``message``, encoded: one frame for all) to ``child``; False if
-        the child is gone.
-
-        The first job given to a child with nothing in flight starts now; the others
-        start when the ones before them are done.
-        """
-        idle = not child.inflight
-        child.inflight.extend(Assignment(job=job) for job in jobs)
-        if idle:
-            child.inflight[0].begin(time.monotonic())
+    def plan(self, child: Child, jobs: list[HeldJob], now: float) -> None:
+        """Queue ``jobs``, claimed for ``child``, at the end of its queue, not sent yet
+        (see :meth:`send`)."""
+        child.inflight.extend(Assignment(job=job, sent=False, planned_at=now) for job in jobs)
         if child.jobs_left is not None:
             child.jobs_left -= len(jobs)
+
+    def unplan(self, child: Child, assignment: Assignment) -> None:
+        """Take back a planned job that was not sent (it is given back or cancelled)."""
+        child.inflight.remove(assignment)
+        if child.jobs_left is not None:
+            child.jobs_left += 1
+
+    def send(self, child: Child, assignments: list[Assignment], message: bytes) -> bool:
+        """Send ``child`` its planned ``assignments`` (the first ones not sent, in order;
+        ``message``, encoded: one frame for all); False if the child is gone.
+
+        The first job of a child with nothing running starts now; the others start when
+        the ones before them are done.
+        """
+        idle = child.assignment is None
+        for assignment in assignments:
+            assignment.sent = True
+        if idle:
+            child.inflight[0].begin(time.monotonic())
         try:
             child.sock.sendall(message)
         except OSError:
@@ -155,9 +178,9 @@ class ChildPool:
         return True
 
     def complete_head(self, child: Child, now: float) -> Assignment:
-        """The running job is done: the next one in flight starts."""
+        """The running job is done: the next one in flight starts, if it was sent."""
         done = child.inflight.popleft()
-        if child.inflight:
+        if child.inflight and child.inflight[0].sent:
             child.inflight[0].begin(now)
         return done
 

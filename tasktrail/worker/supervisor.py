@@ -137,6 +137,7 @@ class Supervisor:
         if monotonic >= self._next_heartbeat:
             self._heartbeat()
         self.flow.dispatch()
+        self.flow.give_back_late(time.monotonic())
         self.flow.exchange(self.worker_id, claiming=not self.stopping)
         self.flow.dispatch()
         # Recovery and duties come after the claim, so a job a wake-up announced does
@@ -153,8 +154,6 @@ class Supervisor:
         return (
             self.stopping
             and not self.pool.busy()
-            and not self.flow.buffer
-            and not self.flow.ready
             and (
                 not self.flow.pending
                 or self.stop_now
@@ -173,6 +172,8 @@ class Supervisor:
             timeout = 0.0
         if not self.stopping and (refill := self.flow.next_refill(monotonic)) is not None:
             timeout = min(timeout, refill - monotonic)
+        if (expiry := self.flow.next_expiry()) is not None:
+            timeout = min(timeout, expiry - monotonic)
         for child in self.pool.children.values():
             head = child.assignment
             if head and head.deadline and child.stop_reason is None:
@@ -320,6 +321,9 @@ class Supervisor:
             "checking cancel requests", lambda: self.backend.cancel_requests(self.worker_id)
         )
         for job_id in requests or ():
+            if self.flow.cancel_planned(job_id):
+                log.warning("job %s: cancel requested before it was sent to a child", job_id)
+                continue
             child = holders.get(job_id)
             if child is None or child.stop_reason is not None:
                 continue
@@ -400,7 +404,7 @@ class Supervisor:
             return
         self.stopping = True
         self.grace_deadline = time.monotonic() + self.config.grace
-        self.flow.give_back(self.worker_id, "shutdown")
+        self.flow.give_back("shutdown")
 
     def _stop_immediately(self) -> None:
         self.stop()

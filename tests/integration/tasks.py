@@ -122,6 +122,24 @@ block = app.task(name="block")(_block)
 block_retried = app.task(name="block_retried", retries=2, **FAST_RETRY)(_block)
 
 
+@app.task(name="pause")
+def pause(path: str, seconds: float, gate: str | None = None) -> int:
+    """Announce the start (job, attempt, pid, wall time), run for ``seconds`` and, with
+    ``gate``, until that file exists; announce the end. One task for both, so that a
+    worker that has learned how long it takes sees a gated one run long."""
+    job_id, attempt = _attempt()
+    line = {"job": job_id, "attempt": attempt, "pid": os.getpid()}
+    append_line(path, {**line, "phase": "start", "wall": time.time()})
+    time.sleep(seconds)
+    deadline = time.monotonic() + GATE_TIMEOUT
+    while gate is not None and not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {gate} did not open within {GATE_TIMEOUT:g}s")
+        time.sleep(0.01)
+    append_line(path, {**line, "phase": "end", "wall": time.time()})
+    return job_id
+
+
 # -- failing tasks -----------------------------------------------------------------
 
 

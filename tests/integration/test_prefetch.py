@@ -55,30 +55,32 @@ def test_a_worker_at_the_default_reserve_leaves_long_jobs_to_the_next_worker(
     app, workers, record_file, gate
 ):
     """Eight long jobs queued before any worker: the first worker (two processes, the
-    default reserve of 128) takes two to run and buffers one per process; the other
-    four are left queued, and a second worker started later runs two of them at once."""
+    default reserve of 128) takes the two its processes run and buffers none; the other
+    six are left queued, and a second worker started later runs two of them at once."""
     handles = app.enqueue_many(tasks.block.prepare(record_file, str(gate)) for _ in range(8))
     first = workers.start(processes=PROCESSES)
     wait_for(
-        lambda: status_counts(app) == {"running": 2, "reserved": 2, "queued": 4},
-        "the first worker to hold two running and two buffered",
+        lambda: status_counts(app) == {"running": 2, "queued": 6},
+        "the first worker to hold the two its processes run",
         diagnose=workers.diagnose,
     )
     second = workers.start(processes=PROCESSES)
     second_id = second.wait_registered(app).id
     wait_for(
-        lambda: sum(1 for h in handles if app.job(h.id).worker_id == second_id) == 4,
-        "the second worker to take the four left",
+        lambda: sum(1 for h in handles if app.job(h.id).worker_id == second_id) == 2,
+        "the second worker to take two of the six left",
         diagnose=workers.diagnose,
     )
-    assert status_counts(app) == {"running": 4, "reserved": 4}
+    assert status_counts(app) == {"running": 4, "queued": 4}
     first_id = first.record(app).id
 
     gate.touch()
     wait_for(lambda: all_final(app), "the long jobs", diagnose=workers.diagnose)
     jobs = assert_valid_histories(app)
     assert Counter(job.status for job in jobs) == {"succeeded": 8}
-    assert Counter(job.worker_id for job in jobs) == {first_id: 4, second_id: 4}
+    # (who runs the last four, once the gate opens, is a race between the two)
+    ran = Counter(job.worker_id for job in jobs)
+    assert set(ran) == {first_id, second_id} and min(ran.values()) >= 2
 
 
 def test_a_child_reports_its_own_cost_only_for_jobs_it_did_not_wait_for():

@@ -20,54 +20,41 @@ def _started(record_file: str) -> list[dict]:
     return [line for line in tasks.read_lines(record_file) if line["phase"] == "start"]
 
 
-def _hold_two_running_two_buffered(app, workers, record_file, gate, **options):
+def _hold_two_running(app, workers, record_file, gate, **options):
     """Six blocked jobs; a worker with two processes and room for all six in its
-    reserve, which holds four: two running and one buffered per process."""
+    reserve, which holds two: the ones its processes run. It buffers none (the others
+    are left queued for any worker with a free process)."""
     handles = [tasks.block.enqueue(record_file, str(gate)) for _ in range(6)]
     worker = workers.start(processes=2, reserve=6, **options)
     wait_for(
-        lambda: status_counts(app) == {"running": 2, "reserved": 2, "queued": 2},
-        "two jobs running and two buffered",
+        lambda: status_counts(app) == {"running": 2, "queued": 4},
+        "two jobs running",
         diagnose=worker.diagnose,
     )
     wait_for(lambda: len(_started(record_file)) == 2, "both children to start their job")
-    assert status_counts(app) == {"running": 2, "reserved": 2, "queued": 2}
+    assert status_counts(app) == {"running": 2, "queued": 4}
     return worker, handles
 
 
-def test_sigterm_releases_buffered_jobs_and_lets_running_ones_finish(
-    app, workers, record_file, gate
-):
-    worker, handles = _hold_two_running_two_buffered(app, workers, record_file, gate, grace=30)
+def test_sigterm_lets_running_jobs_finish_and_claims_no_more(app, workers, record_file, gate):
+    worker, handles = _hold_two_running(app, workers, record_file, gate, grace=30)
 
     worker.signal(signal.SIGTERM)
-    wait_for(
-        lambda: status_counts(app) == {"running": 2, "queued": 4},
-        "the buffered jobs to be released",
-        diagnose=worker.diagnose,
-    )
+    wait_for(lambda: "stopping" in worker.log(), "the worker to begin stopping")
     assert worker.alive()  # still waiting for its running jobs, within --grace
     gate.touch()
     assert worker.wait() == 0, worker.diagnose()
 
     jobs = {handle.id: handle.get() for handle in handles}
     assert Counter(job.status for job in jobs.values()) == {"succeeded": 2, "queued": 4}
-    released = 0
     for handle in handles:
         job = jobs[handle.id]
         events = handle.events()
         if job.status == "succeeded":
             assert job.attempts == 1
             assert kinds(events)[-2:] == ["started", "succeeded"]
-        elif len(events) > 1:
-            # Released before it started: the attempt is not counted.
-            assert job.attempts == 0
-            assert kinds(events) == ["enqueued", "reserved", "released"]
-            assert events[-1].detail["reason"] == "shutdown"
-            released += 1
-        else:
+        else:  # never claimed: stopping, the worker took no more
             assert (job.attempts, kinds(events)) == (0, ["enqueued"])
-    assert released == 2
     assert worker.record(app).status == "stopped"
     assert worker.children() == []
     assert_valid_histories(app)
@@ -101,17 +88,14 @@ def test_jobs_running_past_the_grace_are_killed_and_requeued(app, workers, recor
 
 def test_a_second_sigint_stops_at_once_and_loses_nothing(app, workers, record_file, gate):
     # --grace is long: only the second signal can make the worker exit soon.
-    worker, handles = _hold_two_running_two_buffered(app, workers, record_file, gate, grace=600)
+    worker, handles = _hold_two_running(app, workers, record_file, gate, grace=600)
     children = worker.children()
     assert len(children) == 2
 
     # Ctrl-C in a terminal signals the whole process group: children ignore SIGINT.
     worker.signal_group(signal.SIGINT)
-    wait_for(
-        lambda: status_counts(app) == {"running": 2, "queued": 4},
-        "the buffered jobs to be released",
-        diagnose=worker.diagnose,
-    )
+    wait_for(lambda: "stopping" in worker.log(), "the worker to begin stopping")
+    assert status_counts(app) == {"running": 2, "queued": 4}
     assert worker.alive()
     assert all(process_alive(pid) for pid in children)
     worker.signal_group(signal.SIGINT)

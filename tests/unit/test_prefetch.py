@@ -19,7 +19,7 @@ import tasktrail
 from tasktrail.backends.base import Exchange
 from tasktrail.job import HeldJob
 from tasktrail.worker.config import WorkerConfig
-from tasktrail.worker.flow import JobFlow
+from tasktrail.worker.flow import GIVEN_BACK, HOLD_FLOOR, HOLD_LIMIT, JobFlow
 from tasktrail.worker.pool import Assignment, Child, ChildPool
 from tasktrail.worker.protocol import FrameReader
 
@@ -136,42 +136,81 @@ def test_a_job_past_its_expected_end_gets_nothing_behind_it(flow):
     assert flow.ahead(first, now=100.02) == math.inf
 
 
-def test_a_longer_jobs_follower_is_claimed_ahead_but_waits_for_a_free_child(flow):
+def test_a_longer_jobs_follower_is_claimed_ahead_but_waits_for_its_child_to_be_free(flow):
     # A 50 ms job may run long this time (a lock it waits for, a slow query): a job
     # queued behind it would wait for all of it, holding its own lock, while another
-    # child is free. Its follower is claimed as it is about to end, and handed to
-    # whichever child is free first.
+    # child is free. Its follower is claimed for it as it is about to end, and sent to it
+    # once it is free.
     flow._rtt = 0.5  # a window of a second: the test does not race the clock
     first, second = children(flow)
     learn(flow, "kpi", 0.05, times=3)
     about_to_end = time.monotonic() - 0.045
     give(first, (1, "kpi"), started=about_to_end)
     give(second, (2, "kpi"), started=about_to_end)
-    assert flow.room() >= 2  # claim their followers now...
-    assert not flow.takes_more(first) and not flow.takes_more(second)
-    flow.ready.append(held(3, "kpi"))
+    assert sorted(c.pid for c in flow.plan()) == [101, 102]  # claim their followers now...
+    flow.place(first, held(3, "kpi"), time.monotonic())
     assert not flow.can_dispatch()
-    flow.dispatch()  # ...but do not queue them behind the running jobs
-    assert [job.id for job in flow.ready] == [3]
-    assert [a.job.id for a in first.inflight] == [1]
-    assert [a.job.id for a in second.inflight] == [2]
-    second.inflight.clear()  # the second child's job ended first
+    flow.dispatch()  # ...but do not send them behind the running jobs
+    assert [(a.job.id, a.sent) for a in first.inflight] == [(1, True), (3, False)]
+    flow.pool.complete_head(first, time.monotonic())  # its job ended
     assert flow.can_dispatch()
     flow.dispatch()
-    assert [a.job.id for a in second.inflight] == [3]
-    assert not flow.ready
+    assert [(a.job.id, a.sent) for a in first.inflight] == [(3, True)]
+    assert first.assignment is not None and first.assignment.started is not None
+
+
+def test_a_follower_whose_child_stays_busy_is_given_back(flow):
+    # The job it was claimed behind runs long this time: after the task's usual run
+    # time (a second at most) the follower goes back to the queue, attempt given back,
+    # for any worker with a free process; nothing more is claimed for that child.
+    first, _ = children(flow)
+    learn(flow, "kpi", 0.3, times=3)
+    now = time.monotonic()
+    give(first, (1, "kpi"), started=now - 0.29)
+    flow.place(first, held(2, "kpi"), now)
+    assert flow.hold("kpi") == pytest.approx(0.3)
+    assert flow.next_expiry() == pytest.approx(now + 0.3)
+    flow.give_back_late(now + 0.29)
+    assert len(first.inflight) == 2 and not flow.pending
+    flow.give_back_late(now + 0.3)
+    assert [a.job.id for a in first.inflight] == [1]
+    [(_, outcome)] = flow.pending
+    assert (outcome.job_id, outcome.kind) == (2, "interrupted")
+    assert outcome.detail["reason"] == GIVEN_BACK
+    assert first not in flow.plan(now=now + 0.3)  # it overran: nothing behind it
+    assert flow.next_expiry() is None
+
+
+def test_how_long_a_planned_job_may_wait_for_its_child(flow):
+    learn(flow, "long", 30.0)
+    learn(flow, "short", 0.0001)
+    assert flow.hold("long") == HOLD_LIMIT
+    assert flow.hold("unknown") == HOLD_LIMIT
+    assert flow.hold("short") == HOLD_FLOOR  # giving it back would cost more
 
 
 def test_an_idle_child_gets_one_job_of_a_longer_task_not_two(flow):
     first, second = children(flow)
-    flow._rtt = 0.05  # a slow round trip (a busy machine): a window of 100 ms
+    flow._rtt = 0.001  # a window of 2 ms
     learn(flow, "kpi", 0.05, times=3)
-    give(second, (1, "kpi"), started=100.0)
-    flow.ready.extend([held(2, "kpi"), held(3, "kpi")])
+    give(second, (1, "kpi"), started=time.monotonic())
+    # none is queued behind a 50 ms job: one for the idle child, and none yet for the
+    # busy one (its follower comes as its job is about to end)
+    assert flow.depth() == 1
+    assert flow.plan() == [first]
+
+
+def test_short_jobs_claimed_for_a_child_go_before_a_long_one(flow):
+    first, _ = children(flow)
+    learn(flow, "short", 0.0001, times=3)
+    now = time.monotonic()
+    for job in (held(1, "long"), held(2, "short"), held(3, "short")):
+        flow.place(first, job, now)
+    assert [a.job.id for a in first.inflight] == [2, 3, 1]
     flow.dispatch()
-    assert [a.job.id for a in first.inflight] == [2]
-    assert [a.job.id for a in second.inflight] == [1]
-    assert [job.id for job in flow.ready] == [3]
+    assert all(a.sent for a in first.inflight)  # the long one last, behind short ones
+    [message] = FrameReader().feed(PEERS[first.pid].recv(1 << 16))
+    assert [job["job"] for job in message["jobs"]] == [2, 3, 1]
 
 
 def test_a_child_holds_several_short_jobs_and_waits_for_their_sum(flow):
@@ -181,21 +220,14 @@ def test_a_child_holds_several_short_jobs_and_waits_for_their_sum(flow):
     assert flow.ahead(first, now=100.0) == pytest.approx(0.005)
 
 
-def test_dispatch_puts_short_jobs_on_the_child_not_running_a_long_one(flow):
-    first, second = children(flow)
+def test_claims_go_to_the_children_in_turns_soonest_first(flow):
+    first, _ = children(flow)
     learn(flow, "short", 0.0001, times=3)
     assert flow.depth() > 4
-    flow.ready.extend([held(1, "long"), *(held(n, "short") for n in range(2, 6))])
-    flow.dispatch()
-    holding = sorted(
-        ([a.job.id for a in child.inflight] for child in (first, second)), key=lambda ids: ids[0]
-    )
-    assert holding == [[1], [2, 3, 4, 5]]
-    assert not flow.ready
-    # One message per child, naming what it holds.
-    for child in (first, second):
-        [message] = FrameReader().feed(PEERS[child.pid].recv(1 << 16))
-        assert [job["job"] for job in message["jobs"]] == [a.job.id for a in child.inflight]
+    give(first, (1, "short"), started=time.monotonic())
+    plan = flow.plan(depth=3)
+    # the idle child first, then in turns, each up to its room
+    assert [c.pid for c in plan] == [102, 101, 102, 101, 102]
 
 
 def finish(flow: JobFlow, child: Child, job_id: int, gap: float | None) -> None:
@@ -242,25 +274,55 @@ class RecordingBackend:
         return Exchange(rejected=[], started=[], reserved=[])
 
 
-def test_the_buffer_holds_one_job_per_process_whatever_the_reserve(flow):
+def test_a_worker_claims_only_what_its_children_begin_whatever_the_reserve(flow):
     # Jobs of a task not seen yet (depth 1) and a reserve of 64: each idle child gets a
-    # job started, and one per process more is buffered, not the rest of the reserve.
+    # job, started at once; nothing is buffered for later.
     backend = RecordingBackend()
     flow.backend = backend
     flow._db = lambda what, call: call()
     flow.exchange(1, claiming=True)
     [asked] = backend.asked
-    assert (asked["claim"], asked["start_claimed"]) == (4, 2)
+    assert (asked["claim"], asked["start_claimed"]) == (2, 2)
 
-    # Both children busy with long jobs and two jobs buffered: nothing more is claimed.
+    # Both children busy with long jobs: nothing more is claimed, however many slots
+    # the reserve has left.
     first, second = children(flow)
     give(first, (1, "long"), started=time.monotonic())
     give(second, (2, "long"), started=time.monotonic())
-    flow.buffer.extend([held(3, "long"), held(4, "long")])
     flow.more_expected = True
     flow.exchange(1, claiming=True)
     assert len(backend.asked) == 1
-    # With one of them gone (handed to a child), the buffer is topped up by one.
-    flow.buffer.pop()
-    flow.exchange(1, claiming=True)
-    assert (backend.asked[-1]["claim"], backend.asked[-1]["start_claimed"]) == (1, 0)
+
+
+def test_stopping_gives_back_planned_jobs_and_keeps_sent_ones(flow):
+    first, second = children(flow)
+    give(first, (1, "long"), started=time.monotonic())
+    flow.place(first, held(2, "long"), time.monotonic())
+    flow.place(second, held(3, "long"), time.monotonic())
+    flow.give_back("shutdown")
+    assert [a.job.id for a in first.inflight] == [1] and not second.inflight
+    assert sorted((o.job_id, o.kind, o.detail["reason"]) for _, o in flow.pending) == [
+        (2, "interrupted", "shutdown"),
+        (3, "interrupted", "shutdown"),
+    ]
+
+
+def test_a_cancel_of_a_planned_job_ends_it_in_the_supervisor(flow):
+    first, _ = children(flow)
+    give(first, (1, "long"), started=time.monotonic())
+    flow.place(first, held(2, "long"), time.monotonic())
+    assert not flow.cancel_planned(1)  # sent: its child is asked (see Supervisor._duties)
+    assert flow.cancel_planned(2)
+    [(_, outcome)] = flow.pending
+    assert (outcome.job_id, outcome.kind) == (2, "cancelled")
+    assert [a.job.id for a in first.inflight] == [1]
+
+
+def test_a_child_that_dies_gives_back_its_planned_jobs(flow):
+    first, _ = children(flow)
+    give(first, (1, "long"), started=time.monotonic())
+    flow.place(first, held(2, "long"), time.monotonic())
+    flow.on_exit(first, 9)  # killed by SIGKILL
+    kinds = {o.job_id: o.kind for _, o in flow.pending}
+    assert kinds == {1: "failed", 2: "interrupted"}
+    assert not first.inflight
