@@ -243,6 +243,8 @@ class HeldJob:
     timeout: float | None
     worker_id: int | None
     lock_key: str | None = None
+    #: The pid of the child process it was started for (its ``started`` event names it).
+    child_pid: int | None = None
 
     @property
     def args(self) -> Any:
@@ -255,7 +257,22 @@ class HeldJob:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One row of a job's history."""
+    """One row of a job's history.
+
+    Attributes:
+        id: the event's id; events of a job are in the order of their ids.
+        job_id: the job it is about.
+        at: when it happened (UTC).
+        kind: what happened, one of :data:`EVENT_KINDS`.
+        attempt: attempts the job had started when it happened.
+        worker_id: the worker (supervisor) that caused it, if any.
+        worker_name: that worker's name.
+        host: that worker's host.
+        pid: that worker's (the supervisor's) process id.
+        detail: what else is known: error, traceback, run time, who, why.
+        child_pid: the worker's child process that ran the job, on the events of an
+            attempt (``started``, and how it ended); ``None`` on the others.
+    """
 
     id: int
     job_id: int
@@ -267,6 +284,7 @@ class Event:
     host: str | None
     pid: int | None
     detail: dict[str, Any]
+    child_pid: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -279,6 +297,7 @@ class Event:
             "worker_name": self.worker_name,
             "host": self.host,
             "pid": self.pid,
+            "child_pid": self.child_pid,
             "detail": self.detail,
         }
 
@@ -351,6 +370,8 @@ class Outcome:
     error: str | None = None
     retry_at: datetime | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    #: The child process that ran the attempt (its events name it), if one did.
+    child_pid: int | None = None
 
     def detail_json(self) -> str:
         return json.dumps(self.detail, separators=(",", ":"))

@@ -313,6 +313,7 @@ class Backend(ABC):
         start_claimed: int,
         queues: Sequence[str],
         now: datetime,
+        child_pids: Sequence[int] = (),
     ) -> Exchange:
         """The worker's hot path in one transaction (one statement on PostgreSQL).
 
@@ -322,6 +323,10 @@ class Backend(ABC):
         reserved: their history shows ``started`` only), the rest stay reserved. Same
         fencing and events as the separate methods; all of it is committed together or
         not at all.
+
+        ``child_pids[n]`` is the child process the ``n``-th claimed job (best first) is
+        started for: its ``started`` event and the returned job (``HeldJob.child_pid``)
+        name it. An outcome's events name its ``Outcome.child_pid``.
         """
 
     @abstractmethod

@@ -44,9 +44,9 @@ def _json_from_text(text: str | None) -> Any:
 
 def held(row: Sequence[Any]) -> HeldJob:
     """A HeldJob from the columns ``id, task, queue, status, ref_type, ref_id, priority,
-    args, kwargs, attempts, max_attempts, timeout, worker_id, lock_key`` (the hot path's
-    RETURNING lists), the arguments as JSON text (both backends return them as text:
-    SQLite stores text, PostgreSQL casts ``::text``).
+    args, kwargs, attempts, max_attempts, timeout, worker_id, lock_key`` and, from a
+    claim, ``child_pid`` (the hot path's RETURNING lists), the arguments as JSON text
+    (both backends return them as text: SQLite stores text, PostgreSQL casts ``::text``).
 
     Anything but text there (a row written by hand in SQLite can hold a number or a
     blob) becomes text that is not JSON, so that job alone fails as malformed.
@@ -59,6 +59,7 @@ def held(row: Sequence[Any]) -> HeldJob:
         args if type(args) is str else "",
         kwargs if type(kwargs) is str else "",
         row[9], row[10], row[11], row[12], row[13],
+        row[14] if len(row) > 14 else None,
     )  # fmt: skip
 
 
@@ -113,6 +114,7 @@ class Columns:
             host=row[7],
             pid=row[8],
             detail=self.data(row[9]) or {},
+            child_pid=row[10],
         )
 
     def worker(self, row: Sequence[Any]) -> WorkerRecord:

@@ -138,6 +138,7 @@ def show_command(ctx: AppContext, job_id: int, as_json: bool) -> None:
             "worker": event.worker_name or "",
             "host": event.host or "",
             "pid": event.pid or "",
+            "child": event.child_pid or "",
             "detail": _event_summary(event),
         }
         for event in events
@@ -151,6 +152,7 @@ def show_command(ctx: AppContext, job_id: int, as_json: bool) -> None:
             ("worker", "worker"),
             ("host", "host"),
             ("pid", "pid"),
+            ("child", "child pid"),
             ("detail", "detail"),
         ],
         title="history",

@@ -180,6 +180,8 @@ class JobFlow:
         """The planned jobs of ``child`` that may be sent to it now: each one whose every
         job ahead in its queue is a moment's work (:meth:`wait_behind`), or none."""
         found: list[Assignment] = []
+        if not child.inflight or child.inflight[-1].sent:
+            return found  # nothing planned (planned jobs are the queue's tail)
         for assignment in child.inflight:
             if not assignment.sent:
                 found.append(assignment)
@@ -289,6 +291,7 @@ class JobFlow:
                 start_claimed=len(plan),
                 queues=self.config.queues,
                 now=utcnow(),
+                child_pids=[child.pid for child in plan],
             ),
         )
         if result is None:  # unreachable: keep the outcomes for the next turn
@@ -306,8 +309,14 @@ class JobFlow:
             log.warning(
                 "outcome of job %s was rejected: worker %s no longer holds it", job_id, worker_id
             )
-        for child, job in zip(plan, result.started, strict=False):
-            self.place(child, job, ended)
+        # each job goes to the child its history names (the backend says which)
+        planned_for = {child.pid: child for child in plan}
+        claimed: dict[Child, list[HeldJob]] = {}
+        for index, job in enumerate(result.started):
+            child = planned_for.get(job.child_pid or 0) or plan[index]
+            claimed.setdefault(child, []).append(job)
+        for child, jobs in claimed.items():
+            self.place(child, jobs, ended)
         if plan:
             self.more_expected = len(result.started) >= len(plan)
 
@@ -369,20 +378,18 @@ class JobFlow:
                     "child %s died before it got jobs %s", child.pid, [a.job.id for a in batch]
                 )
 
-    def place(self, child: Child, job: HeldJob, now: float) -> None:
-        """Plan ``job``, claimed for ``child``, in its queue: a moment's work goes before
-        the longer jobs planned for it (nothing can be sent behind those), the rest at
-        the end. Its place among that child's jobs is all that is left to decide: the
-        job's history names the child."""
-        at = len(child.inflight)
-        if self.wait_behind(job.task) < math.inf:
-            for index, assignment in enumerate(child.inflight):
-                if not assignment.sent and self.wait_behind(assignment.job.task) == math.inf:
-                    at = index
-                    break
-        self.pool.plan(child, [job], now)
-        if at < len(child.inflight) - 1:
-            child.inflight.insert(at, child.inflight.pop())
+    def place(self, child: Child, jobs: list[HeldJob], now: float) -> None:
+        """Plan ``jobs``, claimed for ``child``, in its queue: those that are a moment's
+        work go before the longer jobs planned for it (nothing can be sent behind those),
+        each kind in the order claimed. Its place among that child's jobs is all that is
+        left to decide: a job's history names its child."""
+        self.pool.plan(child, jobs, now)
+        tail: list[Assignment] = []
+        while child.inflight and not child.inflight[-1].sent:
+            tail.append(child.inflight.pop())
+        tail.reverse()
+        tail.sort(key=lambda assignment: self.wait_behind(assignment.job.task) == math.inf)
+        child.inflight.extend(tail)
 
     def give_back_late(self, now: float) -> None:
         """Give back the planned jobs that have waited for their child longer than
@@ -423,7 +430,7 @@ class JobFlow:
         self.pool.complete_head(child, time.monotonic())
         job = head.job
         outcome = outcome_from_message(
-            job, job.attempts, message, self.policy(job), utcnow(), self._rng
+            job, job.attempts, message, self.policy(job), utcnow(), self._rng, child.pid
         )
         if outcome.kind != "cancelled":
             runtime = float(message.get("runtime") or 0.0)
@@ -449,7 +456,7 @@ class JobFlow:
             runtime = time.monotonic() - (head.started or time.monotonic())
             outcome = outcome_from_exit(
                 job, job.attempts, wait_status, child.stop_reason, self.policy(job), now,
-                runtime, self._rng,
+                runtime, self._rng, child.pid,
             )  # fmt: skip
             if outcome is not None:
                 self.record(job, outcome)

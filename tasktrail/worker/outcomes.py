@@ -52,6 +52,7 @@ def _failure(
     policy: RetryPolicy,
     now: datetime,
     rng: random.Random | None,
+    child_pid: int | None,
 ) -> Outcome:
     retry_at = policy.next_run_at(attempt, job.max_attempts, now, rng)
     return Outcome(
@@ -62,6 +63,7 @@ def _failure(
         error=error,
         retry_at=retry_at,
         detail=detail,
+        child_pid=child_pid,
     )
 
 
@@ -72,8 +74,9 @@ def outcome_from_message(
     policy: RetryPolicy,
     now: datetime,
     rng: random.Random | None = None,
+    child_pid: int | None = None,
 ) -> Outcome:
-    """The outcome a child reported for ``job``."""
+    """The outcome the child ``child_pid`` reported for ``job``."""
     runtime = round(float(message.get("runtime") or 0.0), 6)
     if message.get("ok"):
         return Outcome(
@@ -83,22 +86,32 @@ def outcome_from_message(
             finished_at=now,
             result_json=message["result"],
             detail={"runtime": runtime},
+            child_pid=child_pid,
         )
     if message.get("reason") == "malformed":
-        return malformed(job, attempt, now)
+        return malformed(job, attempt, now, child_pid)
     if message.get("reason") == "cancelled":  # it never began: a cancel reached it first
         return cancelled_before_start(job, attempt, now)
     detail: dict[str, Any] = {"runtime": runtime, "reason": message.get("reason", "error")}
     if message.get("traceback"):
         detail["traceback"] = message["traceback"]
-    return _failure(job, attempt, "failed", str(message.get("error")), detail, policy, now, rng)
+    error = str(message.get("error"))
+    return _failure(job, attempt, "failed", error, detail, policy, now, rng, child_pid)
 
 
-def malformed(job: HeldJob | Job, attempt: int, now: datetime) -> Outcome:
+def malformed(
+    job: HeldJob | Job, attempt: int, now: datetime, child_pid: int | None = None
+) -> Outcome:
     """The outcome of a job whose stored arguments are not a JSON array and object (a row
     written by hand): it fails for good; its child found that out and ran nothing."""
     return Outcome(
-        job.id, attempt, "failed", now, error=MALFORMED_ERROR, detail={"reason": "malformed"}
+        job.id,
+        attempt,
+        "failed",
+        now,
+        error=MALFORMED_ERROR,
+        detail={"reason": "malformed"},
+        child_pid=child_pid,
     )
 
 
@@ -129,8 +142,10 @@ def outcome_from_exit(
     now: datetime,
     runtime: float,
     rng: random.Random | None = None,
+    child_pid: int | None = None,
 ) -> Outcome | None:
-    """The outcome for a job whose child process ended before reporting one.
+    """The outcome for a job whose child process (``child_pid``) ended before reporting
+    one.
 
     Returns ``None`` when nothing must be recorded (the worker abandoned the job).
     """
@@ -147,14 +162,21 @@ def outcome_from_exit(
             policy,
             now,
             rng,
+            child_pid,
         )
     if stop_reason == "shutdown":
         detail["reason"] = "worker shutdown"
-        return Outcome(job.id, attempt, "interrupted", now, detail=detail)
+        return Outcome(job.id, attempt, "interrupted", now, detail=detail, child_pid=child_pid)
     if stop_reason == "cancel":
         detail["reason"] = "cancel requested"
         return Outcome(
-            job.id, attempt, "cancelled", now, error="cancelled while running", detail=detail
+            job.id,
+            attempt,
+            "cancelled",
+            now,
+            error="cancelled while running",
+            detail=detail,
+            child_pid=child_pid,
         )
     if stop_reason == "abandon":
         return None
@@ -168,4 +190,5 @@ def outcome_from_exit(
         policy,
         now,
         rng,
+        child_pid,
     )

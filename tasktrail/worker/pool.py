@@ -76,8 +76,14 @@ class Child:
         return head if head is not None and head.sent else None
 
     def unsent(self) -> list[Assignment]:
-        """Its planned jobs, not sent yet (the queue's tail)."""
-        return [assignment for assignment in self.inflight if not assignment.sent]
+        """Its planned jobs, not sent yet: the queue's tail."""
+        found = []
+        for assignment in reversed(self.inflight):
+            if assignment.sent:
+                break
+            found.append(assignment)
+        found.reverse()
+        return found
 
     @property
     def healthy(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import sqlite3
 import sys
 import time
 import traceback
@@ -16,6 +17,7 @@ from typing import Any
 
 from tasktrail import payload
 from tasktrail.backends import Backend, JobFilter
+from tasktrail.config import SqliteDsn, parse_dsn
 from tasktrail.job import Job, NewJob, Outcome, Ref, WorkerInfo
 from tasktrail.lifecycle import check_history
 
@@ -197,6 +199,23 @@ def _wait_for_children(pids: list[int], deadline_seconds: float) -> list[int]:
             break
         time.sleep(0.01)
     return [codes[pid] for pid in pids]
+
+
+def query(dsn: str, statement: str) -> list[tuple[Any, ...]]:
+    """Rows of plain SQL on the backend's own tables and views, as a user would run it
+    (``psql`` with the schema on the search path, or ``sqlite3``)."""
+    parsed = parse_dsn(dsn)
+    if isinstance(parsed, SqliteDsn):
+        conn = sqlite3.connect(str(parsed.path))
+        try:
+            return conn.execute(statement).fetchall()
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(parsed.conninfo) as pg:
+        pg.execute(f'SET search_path TO "{parsed.schema}"')
+        return pg.execute(statement).fetchall()  # type: ignore[arg-type]
 
 
 def readable(fd: int, timeout: float) -> bool:

@@ -12,6 +12,7 @@ import os
 import random
 import sqlite3
 import time
+from dataclasses import replace
 from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from .helpers import (
     kinds,
     must_get,
     new_job,
+    query,
     run_forked,
     start,
     succeeded,
@@ -1178,6 +1180,60 @@ def test_list_events_are_in_order_with_worker_details(backend: Backend) -> None:
     assert [e.at for e in events] == [T0, at(1), at(1), at(2), at(2), at(3), at(3), at(4)]
     assert all(e.job_id == job_id for e in events)
     assert events[3].detail["error"] == "failed on attempt 1"
+
+
+def test_events_of_an_attempt_name_the_child_process_that_ran_it(
+    backend: Backend, dsn: str
+) -> None:
+    """A claim started for child processes names each one on its ``started`` event and on
+    the job it returns; the outcome's events name the child that reported it (a refused
+    outcome too); events no child caused name none."""
+    worker = backend.register_worker(worker_info(pid=11), now=T0)
+    first, second, third = enqueue(backend, [new_job(max_attempts=2) for _ in range(3)], now=T0)
+    exchanged = backend.exchange(
+        worker, outcomes=(), start_ids=(), claim=3, start_claimed=3, queues=(), now=at(1),
+        child_pids=[101, 102, 101],
+    )  # fmt: skip
+    assert [(job.id, job.child_pid) for job in exchanged.started] == [
+        (first, 101),
+        (second, 102),
+        (third, 101),
+    ]
+    by_id = {job.id: job for job in exchanged.started}
+    ok = replace(succeeded(must_get(backend, first), at(2)), child_pid=101)
+    bad = replace(failed(must_get(backend, second), at(2), retry_at=at(3)), child_pid=102)
+    backend.exchange(
+        worker, outcomes=[ok, bad], start_ids=(), claim=0, start_claimed=0, queues=(),
+        now=at(2),
+    )  # fmt: skip
+    late = replace(ok, child_pid=103)  # the same outcome again: refused by the fence
+    assert backend.finish(worker, [late], now=at(2.5)) == [first]
+
+    def pids(job_id: int) -> list[tuple[str, int | None, int | None]]:
+        return [(e.kind, e.pid, e.child_pid) for e in backend.list_events(job_id)]
+
+    assert pids(first) == [
+        ("enqueued", None, None),
+        ("started", 11, 101),
+        ("succeeded", 11, 101),
+        ("outcome_rejected", 11, 103),
+    ]
+    assert pids(second) == [
+        ("enqueued", None, None),
+        ("started", 11, 102),
+        ("failed", 11, 102),
+        ("retry_scheduled", 11, 102),
+    ]
+    assert [e.to_dict()["child_pid"] for e in backend.list_events(third)] == [None, 101]
+    # and in the SQL view of history
+    rows = query(dsn, "SELECT job_id, kind, pid, child_pid FROM job_history ORDER BY id")
+    assert [tuple(row[1:]) for row in rows if row[0] == first] == pids(first)
+    assert by_id[third].child_pid == 101
+    # Claimed without a child (reserved, then started by id): no child named.
+    [job_id] = enqueue(backend, [new_job()], now=at(2.8))  # (before the retry's run_at)
+    running = start(backend, worker, job_id, at(2.8))
+    assert running.status == "running"
+    assert pids(job_id) == [("enqueued", None, None), ("reserved", 11, None), ("started", 11, None)]
 
 
 # -- task_stats -------------------------------------------------------------------------

@@ -54,6 +54,7 @@ EVENT_KEYS = {"id", "job_id", "at", "kind", "attempt", "worker_id", "detail"} | 
     "worker_name",
     "host",
     "pid",
+    "child_pid",
 }
 WORKER_KEYS = {
     "id",
@@ -164,12 +165,17 @@ def test_enqueue_list_show_stats_and_workers_as_json(app, tt, workers):
     assert all(set(event) == EVENT_KEYS for event in shown["events"])
     assert shown["events"][-1]["worker_name"] == worker.name
     assert shown["events"][-1]["pid"] == worker.pid
+    # the child process that ran it, on its start and its end; none on its enqueue
+    child = shown["events"][-1]["child_pid"]
+    assert [e["child_pid"] for e in shown["events"]] == [None, child, child]
+    assert child not in (None, worker.pid)
     crashed = tt.json("show", str(failing["id"]))
     assert crashed["job"]["status"] == "failed"
     assert crashed["events"][-1]["detail"]["exit_code"] == 5
 
     text = tt.ok("show", str(first["id"]))
     assert "history" in text and "succeeded" in text and "website:42" in text
+    assert "child pid" in text and str(child) in text
 
     stats = {row["task"]: row for row in tt.json("stats")}
     assert all(set(row) == STATS_KEYS for row in stats.values())

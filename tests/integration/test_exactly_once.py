@@ -75,5 +75,10 @@ def test_two_workers_run_every_job_exactly_once_within_their_bounds(app, workers
         per_pid[line["pid"]].append((line["start"], line["end"]))
     assert all(max_overlap(spans) <= PROCESSES for spans in per_worker.values())
     assert all(max_overlap(spans) == 1 for spans in per_pid.values())
+    # History names the child process that ran each job, as the job itself saw it.
+    ran_in = {line["job"]: line["pid"] for line in lines}
+    for kind in ("started", "succeeded"):
+        named = {event.job_id: event.child_pid for event in events if event.kind == kind}
+        assert named == ran_in, kind
     # Both workers used every child: 2 x 2 processes, none replaced.
     assert len(per_pid) == 2 * PROCESSES

@@ -101,7 +101,7 @@ def test_job_without_ref_or_times() -> None:
 
 
 def test_event_to_dict() -> None:
-    event = Event(1, 7, T0, "started", 1, 3, "w", "host", 99, {"x": 1})
+    event = Event(1, 7, T0, "started", 1, 3, "w", "host", 99, {"x": 1}, child_pid=100)
     assert event.to_dict() == {
         "id": 1,
         "job_id": 7,
@@ -112,6 +112,7 @@ def test_event_to_dict() -> None:
         "worker_name": "w",
         "host": "host",
         "pid": 99,
+        "child_pid": 100,
         "detail": {"x": 1},
     }
 

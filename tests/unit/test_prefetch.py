@@ -148,7 +148,7 @@ def test_a_longer_jobs_follower_is_claimed_ahead_but_waits_for_its_child_to_be_f
     give(first, (1, "kpi"), started=about_to_end)
     give(second, (2, "kpi"), started=about_to_end)
     assert sorted(c.pid for c in flow.plan()) == [101, 102]  # claim their followers now...
-    flow.place(first, held(3, "kpi"), time.monotonic())
+    flow.place(first, [held(3, "kpi")], time.monotonic())
     assert not flow.can_dispatch()
     flow.dispatch()  # ...but do not send them behind the running jobs
     assert [(a.job.id, a.sent) for a in first.inflight] == [(1, True), (3, False)]
@@ -167,7 +167,7 @@ def test_a_follower_whose_child_stays_busy_is_given_back(flow):
     learn(flow, "kpi", 0.3, times=3)
     now = time.monotonic()
     give(first, (1, "kpi"), started=now - 0.29)
-    flow.place(first, held(2, "kpi"), now)
+    flow.place(first, [held(2, "kpi")], now)
     assert flow.hold("kpi") == pytest.approx(0.3)
     assert flow.next_expiry() == pytest.approx(now + 0.3)
     flow.give_back_late(now + 0.29)
@@ -204,8 +204,8 @@ def test_short_jobs_claimed_for_a_child_go_before_a_long_one(flow):
     first, _ = children(flow)
     learn(flow, "short", 0.0001, times=3)
     now = time.monotonic()
-    for job in (held(1, "long"), held(2, "short"), held(3, "short")):
-        flow.place(first, job, now)
+    flow.place(first, [held(1, "long"), held(2, "short")], now)
+    flow.place(first, [held(3, "short")], now)
     assert [a.job.id for a in first.inflight] == [2, 3, 1]
     flow.dispatch()
     assert all(a.sent for a in first.inflight)  # the long one last, behind short ones
@@ -297,8 +297,8 @@ def test_a_worker_claims_only_what_its_children_begin_whatever_the_reserve(flow)
 def test_stopping_gives_back_planned_jobs_and_keeps_sent_ones(flow):
     first, second = children(flow)
     give(first, (1, "long"), started=time.monotonic())
-    flow.place(first, held(2, "long"), time.monotonic())
-    flow.place(second, held(3, "long"), time.monotonic())
+    flow.place(first, [held(2, "long")], time.monotonic())
+    flow.place(second, [held(3, "long")], time.monotonic())
     flow.give_back("shutdown")
     assert [a.job.id for a in first.inflight] == [1] and not second.inflight
     assert sorted((o.job_id, o.kind, o.detail["reason"]) for _, o in flow.pending) == [
@@ -310,7 +310,7 @@ def test_stopping_gives_back_planned_jobs_and_keeps_sent_ones(flow):
 def test_a_cancel_of_a_planned_job_ends_it_in_the_supervisor(flow):
     first, _ = children(flow)
     give(first, (1, "long"), started=time.monotonic())
-    flow.place(first, held(2, "long"), time.monotonic())
+    flow.place(first, [held(2, "long")], time.monotonic())
     assert not flow.cancel_planned(1)  # sent: its child is asked (see Supervisor._duties)
     assert flow.cancel_planned(2)
     [(_, outcome)] = flow.pending
@@ -321,7 +321,7 @@ def test_a_cancel_of_a_planned_job_ends_it_in_the_supervisor(flow):
 def test_a_child_that_dies_gives_back_its_planned_jobs(flow):
     first, _ = children(flow)
     give(first, (1, "long"), started=time.monotonic())
-    flow.place(first, held(2, "long"), time.monotonic())
+    flow.place(first, [held(2, "long")], time.monotonic())
     flow.on_exit(first, 9)  # killed by SIGKILL
     kinds = {o.job_id: o.kind for _, o in flow.pending}
     assert kinds == {1: "failed", 2: "interrupted"}

@@ -144,6 +144,7 @@ def _add_outcome(
         "c_error": rows.text_without_nul(cancelling.error),
         "c_run_at": c_change.run_at.isoformat() if c_change.run_at else None,
         "c_extra_attempts": c_change.extra_attempts,
+        "child_pid": outcome.child_pid,
     }
     [(_, _, rejected_detail)] = outcome_events(outcome, False, worker_id, now)
     # Details travel as JSON text inside the document, so that a NUL escaped in them
@@ -163,6 +164,7 @@ def _add_outcome(
                 "detail": json.dumps(detail) if detail else None,
                 "which": which,
                 "ord": len(events),
+                "child_pid": outcome.child_pid,
             }
             events.append(json.dumps(event))
 
@@ -181,11 +183,12 @@ def _add_success(outcome: Outcome, worker_id: int, documents: list[str]) -> None
     else:
         detail = json.dumps(outcome.detail) if outcome.detail else None
         rejected = json.dumps({**outcome.detail, "outcome": "succeeded", "worker_id": worker_id})
+    child_pid = "null" if outcome.child_pid is None else int(outcome.child_pid)
     documents.append(
         _SUCCESS_DOCUMENT
         % (
             int(outcome.job_id), int(outcome.attempt), _json_text(outcome.result_json),
-            finished, _json_text(rejected), _json_text(detail),
+            finished, _json_text(rejected), _json_text(detail), child_pid,
         )
     )  # fmt: skip
 
@@ -204,7 +207,7 @@ _JOB_DOCUMENT = (
 #: success), and its one event rides on the document.
 _SUCCESS_DOCUMENT = (
     '{"job_id":%d,"attempt":%d,"result":%s,"status":"succeeded","ended_at":"%s",'
-    '"rejected_detail":%s,"event":"succeeded","event_detail":%s}'
+    '"rejected_detail":%s,"event":"succeeded","event_detail":%s,"child_pid":%s}'
 )
 
 
@@ -588,6 +591,7 @@ class PostgresBackend(Backend):
         start_claimed: int,
         queues: Sequence[str],
         now: datetime,
+        child_pids: Sequence[int] = (),
     ) -> Exchange:
         params = _outcome_params(outcomes, worker_id, now)
         params.update(
@@ -595,6 +599,7 @@ class PostgresBackend(Backend):
             start_ids=list(start_ids),
             claim=max(0, claim),
             start_claimed=max(0, start_claimed),
+            child_pids=list(child_pids),
             any_queue=not queues,
             queues=list(queues),
         )

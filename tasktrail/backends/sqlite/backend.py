@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -33,7 +34,7 @@ from . import reads, rows, schedules
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _Q = queries("sqlite")
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -356,6 +357,7 @@ class SqliteBackend(Backend):
         start_claimed: int,
         queues: Sequence[str],
         now: datetime,
+        child_pids: Sequence[int] = (),
     ) -> Exchange:
         now_text = rows.ts(now)
         if claim > 0 and not outcomes and not start_ids:
@@ -372,24 +374,40 @@ class SqliteBackend(Backend):
             reserved: list[HeldJob] = []
             if claim > 0 and conn.execute(_Q["worker_lease"], {"worker_id": worker_id}).fetchone():
                 ids = job_sql.candidates(conn, queues, claim, rows.ts(now))
-                run_now = self._claim(conn, worker_id, ids[:start_claimed], now, "started")
+                run_now = self._claim(
+                    conn, worker_id, ids[:start_claimed], now, "started", child_pids
+                )
                 reserved = self._claim(conn, worker_id, ids[start_claimed:], now, "reserved")
         return Exchange(rejected, started + run_now, reserved)
 
     @staticmethod
     def _claim(
-        conn: sqlite3.Connection, worker_id: int, ids: list[int], now: datetime, kind: str
+        conn: sqlite3.Connection,
+        worker_id: int,
+        ids: list[int],
+        now: datetime,
+        kind: str,
+        child_pids: Sequence[int] = (),
     ) -> list[HeldJob]:
-        """Claim the jobs ``ids`` (best first): ``reserved``, or ``started`` at once."""
+        """Claim the jobs ``ids`` (best first): ``reserved``, or ``started`` at once, the
+        ``n``-th for the child process ``child_pids[n]``."""
         if not ids:
             return []
         statement = _Q["claim_start" if kind == "started" else "claim"]
         params = {"ids": json.dumps(ids), "worker_id": worker_id, "now": rows.ts(now)}
         jobs = {row[0]: held(row) for row in conn.execute(statement, params).fetchall()}
-        claimed = [jobs[job_id] for job_id in ids if job_id in jobs]
+        pids = dict(zip(ids, child_pids, strict=False))
+        claimed = [
+            replace(jobs[job_id], child_pid=pids.get(job_id)) if job_id in pids else jobs[job_id]
+            for job_id in ids
+            if job_id in jobs
+        ]
         conn.executemany(
             _Q["insert_event"],
-            [rows.event_row(job.id, now, kind, job.attempts, worker_id) for job in claimed],
+            [
+                rows.event_row(job.id, now, kind, job.attempts, worker_id, None, job.child_pid)
+                for job in claimed
+            ],
         )
         return claimed
 

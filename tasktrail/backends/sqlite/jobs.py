@@ -129,7 +129,9 @@ def finish(
                 continue  # no such job: nothing to record it against
             rejected.append(outcome.job_id)
         events.extend(
-            rows.event_row(outcome.job_id, at, kind, outcome.attempt, worker_id, detail)
+            rows.event_row(
+                outcome.job_id, at, kind, outcome.attempt, worker_id, detail, outcome.child_pid
+            )
             for at, kind, detail in outcome_events(outcome, applied, worker_id, now)
         )
     conn.executemany(_Q["insert_event"], events)

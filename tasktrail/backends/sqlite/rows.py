@@ -27,6 +27,7 @@ def event_row(
     attempt: int,
     worker_id: int | None,
     detail: dict[str, Any] | None = None,
+    child_pid: int | None = None,
 ) -> dict[str, Any]:
     """Parameters of ``insert_event``."""
     return {
@@ -36,6 +37,7 @@ def event_row(
         "attempt": attempt,
         "worker_id": worker_id,
         "detail": json.dumps(detail, separators=(",", ":")) if detail else None,
+        "child_pid": child_pid,
     }
 
 

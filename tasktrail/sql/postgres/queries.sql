@@ -189,7 +189,8 @@ SELECT j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args
 FROM tasktrail.jobs j LEFT JOIN tasktrail.workers w ON w.id = j.worker_id;
 
 -- name: list_events
-SELECT e.id, e.job_id, e.at, e.kind, e.attempt, e.worker_id, w.name, w.host, w.pid, e.detail
+SELECT e.id, e.job_id, e.at, e.kind, e.attempt, e.worker_id, w.name, w.host, w.pid, e.detail,
+       e.child_pid
 FROM tasktrail.events e LEFT JOIN tasktrail.workers w ON w.id = e.worker_id
 WHERE e.job_id = %(job_id)s
 ORDER BY e.id;
@@ -320,7 +321,8 @@ WITH outcome AS (
          AS o(job_id bigint, attempt integer, result text, status text, ended_at timestamptz,
               error text, run_at timestamptz, extra_attempts integer, c_status text,
               c_ended_at timestamptz, c_error text, c_run_at timestamptz,
-              c_extra_attempts integer, rejected_detail text, event text, event_detail text)
+              c_extra_attempts integer, rejected_detail text, event text, event_detail text,
+              child_pid integer)
 ), applied AS (
     -- a job whose cancellation was asked meanwhile takes the c_ (cancelling) variant, if
     -- the outcome has one (a success has none: c_status is left out); `ended_at` is set
@@ -351,24 +353,25 @@ WITH outcome AS (
 ), outcome_events AS (
     -- the events of applied outcomes (tagged `both`, or by which variant applied), and
     -- one outcome_rejected per refused outcome of a job that exists
-    INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id, detail)
-    SELECT x.job_id, x.at, x.kind, x.attempt, %(worker_id)s, x.detail::json
+    INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id, detail, child_pid)
+    SELECT x.job_id, x.at, x.kind, x.attempt, %(worker_id)s, x.detail::json, x.child_pid
     FROM (
         -- an outcome with one event, the same whatever the variant (a success), carries
         -- it itself: `event` at `ended_at`
         SELECT o.job_id, o.ended_at AS at, o.event AS kind, o.attempt, o.event_detail AS detail,
-               -2 AS ord
+               -2 AS ord, o.child_pid
         FROM outcome o JOIN applied a ON a.id = o.job_id
         WHERE o.event IS NOT NULL
         UNION ALL
-        SELECT e.job_id, e.at, e.kind, e.attempt, e.detail, e.ord
+        SELECT e.job_id, e.at, e.kind, e.attempt, e.detail, e.ord, e.child_pid
         FROM json_to_recordset(%(events)s::json)
              AS e(job_id bigint, at timestamptz, kind text, attempt integer, detail text,
-                  which text, ord integer)
+                  which text, ord integer, child_pid integer)
         JOIN applied a ON a.id = e.job_id
         WHERE e.which IN ('both', CASE WHEN a.cancelling THEN 'cancelling' ELSE 'applied' END)
         UNION ALL
-        SELECT o.job_id, %(now)s, 'outcome_rejected', o.attempt, o.rejected_detail, -1
+        SELECT o.job_id, %(now)s, 'outcome_rejected', o.attempt, o.rejected_detail, -1,
+               o.child_pid
         FROM outcome o
         -- (LATERAL ... LIMIT 1: one primary-key look-up per outcome, never a hash join
         -- over every job, whatever the planner thinks of the table)
@@ -409,16 +412,22 @@ WITH outcome AS (
         finished_at = CASE WHEN c.rank <= %(start_claimed)s THEN NULL ELSE j.finished_at END
     FROM chosen c
     WHERE j.id = c.id AND j.id = ANY (ARRAY(SELECT id FROM chosen))
+    -- a job started at once is started for a child process: the worker names it
     RETURNING j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args,
-              j.kwargs, j.attempts, j.max_attempts, j.timeout, j.worker_id, j.lock_key, c.rank
+              j.kwargs, j.attempts, j.max_attempts, j.timeout, j.worker_id, j.lock_key, c.rank,
+              CASE WHEN c.rank <= %(start_claimed)s
+                   THEN (%(child_pids)s::integer[])[c.rank] END AS child_pid
 ), job_events AS (
-    INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id)
-    SELECT job_id, %(now)s, kind, attempt, %(worker_id)s
+    INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id, child_pid)
+    SELECT job_id, %(now)s, kind, attempt, %(worker_id)s, child_pid
     FROM (
         -- a job claimed straight into a process was never waiting reserved: one event
-        SELECT id AS job_id, 'started' AS kind, attempts AS attempt, 0 AS step FROM started
+        SELECT id AS job_id, 'started' AS kind, attempts AS attempt, 0 AS step,
+               NULL::integer AS child_pid
+        FROM started
         UNION ALL
-        SELECT id, CASE WHEN status = 'running' THEN 'started' ELSE 'reserved' END, attempts, 1
+        SELECT id, CASE WHEN status = 'running' THEN 'started' ELSE 'reserved' END, attempts, 1,
+               child_pid
         FROM claimed
     ) AS e
     -- after the outcomes' events: a slot a finished job frees is taken afterwards, also
@@ -427,16 +436,16 @@ WITH outcome AS (
     ORDER BY job_id, step
 ), result AS (
     SELECT 0 AS part, 0 AS rank, id, task, queue, status, ref_type, ref_id, priority, args,
-           kwargs, attempts, max_attempts, timeout, worker_id, lock_key
+           kwargs, attempts, max_attempts, timeout, worker_id, lock_key, NULL::integer AS child_pid
     FROM started
     UNION ALL
     SELECT 1, rank, id, task, queue, status, ref_type, ref_id, priority, args, kwargs,
-           attempts, max_attempts, timeout, worker_id, lock_key
+           attempts, max_attempts, timeout, worker_id, lock_key, child_pid
     FROM claimed
 )
 -- the jobs as the worker holds them (the columns records.held reads), arguments as text
 SELECT r.ids, x.id, x.task, x.queue, x.status, x.ref_type, x.ref_id, x.priority,
        x.args::text, x.kwargs::text, x.attempts, x.max_attempts, x.timeout, x.worker_id,
-       x.lock_key
+       x.lock_key, x.child_pid
 FROM rejected r LEFT JOIN result x ON true
 ORDER BY x.part, x.rank, x.id;

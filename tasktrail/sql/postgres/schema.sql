@@ -1,4 +1,4 @@
--- tasktrail schema for PostgreSQL: the complete current version (2).
+-- tasktrail schema for PostgreSQL: the complete current version (3).
 --
 -- Run it with `psql -f schema.sql`, or let `tasktrail migrate` apply the versioned files
 -- in migrations/ (the same result; a test compares the two catalogs). Every object lives
@@ -99,7 +99,8 @@ CREATE TABLE IF NOT EXISTS tasktrail.events (
     kind       text NOT NULL,
     attempt    integer NOT NULL,    -- attempts started when the event happened
     worker_id  bigint,              -- the worker that caused it, if any
-    detail     json                 -- error, traceback, run time, who, why
+    detail     json,                -- error, traceback, run time, who, why
+    child_pid  integer              -- the worker's child process that ran the attempt
 );
 CREATE INDEX IF NOT EXISTS events_job ON tasktrail.events (job_id, id);
 
@@ -253,7 +254,7 @@ $$;
 -- timeline `tasktrail show` prints.
 CREATE OR REPLACE VIEW tasktrail.job_history AS
 SELECT e.id, e.job_id, j.task, j.ref_type, j.ref_id, e.at, e.kind, e.attempt,
-       w.name AS worker_name, w.host, w.pid, e.detail
+       w.name AS worker_name, w.host, w.pid, e.detail, e.child_pid
 FROM tasktrail.events e
 JOIN tasktrail.jobs j ON j.id = e.job_id
 LEFT JOIN tasktrail.workers w ON w.id = e.worker_id;
@@ -283,5 +284,5 @@ FROM tasktrail.jobs
 WHERE finished_at IS NOT NULL
 GROUP BY task, date_trunc('hour', finished_at);
 
-INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control')
+INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid')
 ON CONFLICT (version) DO NOTHING;

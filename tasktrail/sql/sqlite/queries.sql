@@ -15,8 +15,8 @@ SELECT id FROM jobs
 WHERE unique_key = :unique_key AND status IN ('queued', 'reserved', 'running');
 
 -- name: insert_event
-INSERT INTO events (job_id, at, kind, attempt, worker_id, detail)
-VALUES (:job_id, :at, :kind, :attempt, :worker_id, :detail);
+INSERT INTO events (job_id, at, kind, attempt, worker_id, detail, child_pid)
+VALUES (:job_id, :at, :kind, :attempt, :worker_id, :detail, :child_pid);
 
 -- name: worker_lease
 SELECT lease_seconds FROM workers WHERE id = :worker_id AND status = 'running';
@@ -169,7 +169,8 @@ SELECT j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args
 FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id;
 
 -- name: list_events
-SELECT e.id, e.job_id, e.at, e.kind, e.attempt, e.worker_id, w.name, w.host, w.pid, e.detail
+SELECT e.id, e.job_id, e.at, e.kind, e.attempt, e.worker_id, w.name, w.host, w.pid, e.detail,
+       e.child_pid
 FROM events e LEFT JOIN workers w ON w.id = e.worker_id
 WHERE e.job_id = :job_id
 ORDER BY e.id;

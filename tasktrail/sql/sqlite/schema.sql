@@ -1,4 +1,4 @@
--- tasktrail schema for SQLite: the complete current version (2).
+-- tasktrail schema for SQLite: the complete current version (3).
 -- A database made by an older version is brought here by the files in migrations/.
 --
 -- The embedded default: one file on one host, shared by every worker and producer on it.
@@ -80,14 +80,15 @@ CREATE TABLE IF NOT EXISTS events (
     kind       TEXT NOT NULL,
     attempt    INTEGER NOT NULL,   -- attempts started when the event happened
     worker_id  INTEGER,            -- the worker that caused it, if any
-    detail     TEXT                -- JSON object: error, traceback, run time, who, why
+    detail     TEXT,               -- JSON object: error, traceback, run time, who, why
+    child_pid  INTEGER             -- the worker's child process that ran the attempt
 );
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, id);
 
 -- Every event with the worker's name, host and pid: the timeline `tasktrail show` prints.
 CREATE VIEW IF NOT EXISTS job_history AS
 SELECT e.id, e.job_id, j.task, j.ref_type, j.ref_id, e.at, e.kind, e.attempt,
-       w.name AS worker_name, w.host, w.pid, e.detail
+       w.name AS worker_name, w.host, w.pid, e.detail, e.child_pid
 FROM events e
 JOIN jobs j ON j.id = e.job_id
 LEFT JOIN workers w ON w.id = e.worker_id;
@@ -134,4 +135,5 @@ CREATE TABLE IF NOT EXISTS schedule_ticks (
 
 INSERT OR IGNORE INTO migrations (version, name, applied_at)
 VALUES (1, 'initial', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
-       (2, 'flow_control', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
+       (2, 'flow_control', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+       (3, 'child_pid', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
