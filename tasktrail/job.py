@@ -54,7 +54,10 @@ FINAL_STATUSES: Final = frozenset({SUCCEEDED, FAILED, CANCELLED})
 #   timeout          running -> the attempt was killed for running past its timeout
 #   lost             reserved/running -> the worker holding it died (lease expired)
 #   retry_scheduled  after failed/timeout/lost: queued again with a backoff run_at
-#   interrupted      running -> queued: killed by a worker shutdown, not the job's fault
+#   interrupted      running -> queued: killed by a worker shutdown, or never begun by
+#                    the process it was started for; not the job's fault
+#   deferred         running -> queued: its worker has no task of that name (a deploy in
+#                    progress): back later, attempt given back; failed after a grace
 #   cancel_requested running: a cancel was asked; its worker kills it, then `cancelled`
 #   cancelled        queued/reserved/running -> cancelled
 #   retried          failed/cancelled -> queued by a person (CLI or API)
@@ -70,6 +73,7 @@ EVENT_KINDS: Final = (
     "lost",
     "retry_scheduled",
     "interrupted",
+    "deferred",
     "cancel_requested",
     "cancelled",
     "retried",
@@ -349,7 +353,7 @@ class WorkerRecord:
         }
 
 
-OutcomeKind = Literal["succeeded", "failed", "timeout", "interrupted", "cancelled"]
+OutcomeKind = Literal["succeeded", "failed", "timeout", "interrupted", "deferred", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,7 +363,9 @@ class Outcome:
     ``kind`` names the event written for the end of the attempt. For ``failed`` and
     ``timeout``, ``retry_at`` set means the job goes back to ``queued`` at that time
     (a ``retry_scheduled`` event follows); ``None`` means the failure is final.
-    ``interrupted`` puts the job back to ``queued`` at once (worker shutdown).
+    ``interrupted`` puts the job back to ``queued`` at once (worker shutdown), and
+    ``deferred`` at ``retry_at`` (the worker has no such task); neither uses up an
+    attempt.
     """
 
     job_id: int

@@ -14,7 +14,10 @@ it on every job), and as the reference for what each event kind means. Pure; no 
     running   --succeeded->  succeeded
     running   --failed / timeout / lost-->  failed, then
     failed    --retry_scheduled-->  queued (attempts left) or stays failed (final)
-    running   --interrupted-->  queued     (worker shutdown killed it; not its fault)
+    running   --interrupted-->  queued     (worker shutdown killed it, or its process
+                                            never began it; not its fault)
+    running   --deferred--->  queued       (no task of that name in the worker: run_at is
+                                            a back-off; attempt given back)
     running   --cancel_requested-->  running (its worker is asked to kill it)
     running   --cancelled-->  cancelled
     failed, cancelled  --retried-->  queued (a person asked for another run)
@@ -42,6 +45,7 @@ TRANSITIONS: Final[dict[str, dict[str, str]]] = {
         "timeout": "failed",
         "lost": "failed",
         "interrupted": "queued",
+        "deferred": "queued",
         "cancel_requested": "running",
         "cancelled": "cancelled",
     },

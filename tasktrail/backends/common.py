@@ -21,6 +21,7 @@ __all__ = [
     "new_job_columns",
     "outcome_events",
     "raise_transition_error",
+    "requeues_now",
     "transition",
 ]
 
@@ -96,6 +97,9 @@ def transition(outcome: Outcome) -> Transition:
     if outcome.kind == "interrupted":
         # A shutdown killed it: not the job's fault, so it does not use up a retry.
         return Transition("queued", outcome.finished_at, 1)
+    if outcome.kind == "deferred":
+        # No worker that took it knew its task yet: later, without using up a retry.
+        return Transition("queued", outcome.retry_at or outcome.finished_at, 1)
     if outcome.kind == "cancelled":
         return Transition("cancelled", None, 0)
     raise ValueError(f"unknown outcome kind {outcome.kind!r}")
@@ -110,10 +114,17 @@ def after_cancel_request(outcome: Outcome) -> Outcome:
     """
     if outcome.kind in ("failed", "timeout") and outcome.retry_at is not None:
         return replace(outcome, retry_at=None)
-    if outcome.kind == "interrupted":
+    if outcome.kind in ("interrupted", "deferred"):
         detail = {**outcome.detail, "reason": "cancel requested"}
         return replace(outcome, kind="cancelled", error="cancelled while running", detail=detail)
     return outcome
+
+
+def requeues_now(outcome: Outcome, now: datetime) -> bool:
+    """Whether ``outcome`` puts its job back in the queue to run at once: other workers
+    should be woken for it."""
+    change = transition(outcome)
+    return change.status == "queued" and change.run_at is not None and change.run_at <= now
 
 
 def raise_transition_error(job_id: int, status: str | None, verb: str) -> NoReturn:

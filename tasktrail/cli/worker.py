@@ -43,9 +43,10 @@ def setup_logging(level: int) -> None:
     type=int,
     envvar="TASKTRAIL_RESERVE",
     show_envvar=True,
-    help="Most jobs held at once: running, queued in the children, buffered (default: "
-    "64 x processes). The worker buffers one job per process; only floods of jobs "
-    "shorter than a round trip fill the rest, as the children's queues.",
+    help="Most jobs held at once: running and queued in the children (default: "
+    "64 x processes). The worker claims only what its processes begin now or within a "
+    "round trip; only floods of jobs shorter than a round trip fill the rest, as the "
+    "children's queues.",
 )
 @click.option(
     "--queues",
@@ -105,6 +106,16 @@ def setup_logging(level: int) -> None:
 @click.option(
     "--burst", is_flag=True, help="Exit once the queues hold no queued, reserved or running job."
 )
+@click.option(
+    "--unknown-task-grace",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    envvar="TASKTRAIL_UNKNOWN_TASK_GRACE",
+    show_envvar=True,
+    help="Seconds a job of a task this worker does not have (not deployed here yet) is put "
+    "back for later, without using an attempt, before it fails.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log every job.")
 @click.option("--quiet", is_flag=True, help="Log warnings and errors only.")
 def worker_command(
@@ -119,13 +130,15 @@ def worker_command(
     lease_seconds: float,
     poll_interval: float,
     burst: bool,
+    unknown_task_grace: float,
     verbose: bool,
     quiet: bool,
 ) -> None:
     """Run a worker: reserve jobs and run them in forked processes (needs --app).
 
-    SIGTERM or SIGINT stops it gracefully: unstarted jobs are released at once, running
-    ones get --grace seconds, then are killed and requeued. A second signal stops at once.
+    SIGTERM or SIGINT stops it gracefully: it claims no more, jobs not begun are given back
+    at once, running ones get --grace seconds, then are killed and requeued. A second
+    signal stops at once.
     """
     setup_logging(logging.WARNING if quiet else logging.INFO)
     if not verbose and not quiet:
@@ -140,6 +153,7 @@ def worker_command(
         "poll_interval": poll_interval,
         "burst": burst,
         "reserve": reserve,
+        "unknown_task_grace": unknown_task_grace,
     }
     if processes is not None:
         options["processes"] = processes

@@ -47,6 +47,9 @@ class WorkerConfig:
         lease_seconds: a worker that has not heartbeated for this long is lost.
         poll_interval: longest wait between looks at the queue when idle.
         burst: exit once the queues hold no queued, reserved or running job.
+        unknown_task_grace: seconds a job of a task this worker does not know (its code
+            not deployed here yet) is put back, with a back-off and without using up an
+            attempt, before it fails; counted from the first time a worker put it back.
     """
 
     processes: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -59,6 +62,7 @@ class WorkerConfig:
     lease_seconds: float = 30.0
     poll_interval: float = 1.0
     burst: bool = False
+    unknown_task_grace: float = 3600.0
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, maximum: int = 1_000_000) -> None:
@@ -87,12 +91,14 @@ class WorkerConfig:
         positive("lease_seconds", self.lease_seconds, 0.5)
         positive("poll_interval", self.poll_interval)
         positive("kill_grace", self.kill_grace)
-        if (
-            isinstance(self.grace, bool)
-            or not isinstance(self.grace, int | float)
-            or not 0 <= self.grace < 10 * 365 * 86400
-        ):
-            raise ConfigurationError(f"grace must be 0 or more seconds, got {self.grace!r}")
+        for name in ("grace", "unknown_task_grace"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 <= value < 10 * 365 * 86400
+            ):
+                raise ConfigurationError(f"{name} must be 0 or more seconds, got {value!r}")
         if isinstance(self.queues, str):
             raise ConfigurationError("queues must be a sequence of names, not one string")
         if self.name is not None:

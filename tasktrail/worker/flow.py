@@ -38,10 +38,11 @@ import math
 import random
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..clock import utcnow
-from ..job import HeldJob, Outcome
+from ..job import Event, HeldJob, Outcome
 from ..retry import RetryPolicy
 from .config import WorkerConfig
 from .outcomes import (
@@ -80,6 +81,10 @@ HOLD_LIMIT = 1.0
 HOLD_FLOOR = 0.05
 #: Why a planned job that waited too long is given back (its ``interrupted`` event).
 GIVEN_BACK = "not begun: its process stayed busy; given back for another worker"
+#: A job of a task the worker does not know is put back this long after its first
+#: ``deferred``, twice as long after each next one, up to the most (seconds).
+UNKNOWN_TASK_DELAY = 5.0
+UNKNOWN_TASK_MAX_DELAY = 300.0
 _SMOOTHING = 0.2
 
 
@@ -312,13 +317,58 @@ class JobFlow:
         # each job goes to the child its history names (the backend says which)
         planned_for = {child.pid: child for child in plan}
         claimed: dict[Child, list[HeldJob]] = {}
+        unknown: list[HeldJob] = []
         for index, job in enumerate(result.started):
+            if job.task not in self.app.tasks:
+                unknown.append(job)
+                continue
             child = planned_for.get(job.child_pid or 0) or plan[index]
             claimed.setdefault(child, []).append(job)
         for child, jobs in claimed.items():
             self.place(child, jobs, ended)
+        if unknown:
+            self.defer(unknown)
         if plan:
             self.more_expected = len(result.started) >= len(plan)
+
+    def defer(self, jobs: list[HeldJob]) -> None:
+        """Jobs of tasks this worker does not know (their code is not deployed here yet,
+        or no longer): back to the queue with a back-off and their attempt given back
+        (``deferred``), for a worker that knows the task; failed (``unknown_task``) once
+        ``unknown_task_grace`` has passed since the first time a worker put it back.
+        (How many times it was, and since when, is read from its history: a rare path.)"""
+        grace = self.config.unknown_task_grace
+        for job in jobs:
+
+            def read(job_id: int = job.id) -> list[Event]:
+                return self.backend.list_events(job_id)
+
+            history = self._db("reading history", read)
+            now = utcnow()
+            before = [event for event in history or () if event.kind == "deferred"]
+            since = before[0].at if before else now
+            if (now - since).total_seconds() >= grace:
+                error = (
+                    f"unknown task {job.task!r}: no worker that took the job had it for "
+                    f"{grace:g}s (since {since.isoformat()})"
+                )
+                outcome = Outcome(
+                    job.id, job.attempts, "failed", now, error=error,
+                    detail={"reason": "unknown_task", "task": job.task},
+                )  # fmt: skip
+            else:
+                delay = min(UNKNOWN_TASK_MAX_DELAY, UNKNOWN_TASK_DELAY * 2 ** len(before))
+                run_at = now + timedelta(seconds=delay)
+                outcome = Outcome(
+                    job.id, job.attempts, "deferred", now,
+                    error=f"unknown task {job.task!r} in worker {self.name}",
+                    retry_at=run_at,
+                    detail={
+                        "reason": "unknown_task", "task": job.task, "run_at": run_at.isoformat(),
+                        "fails_after": (since + timedelta(seconds=grace)).isoformat(),
+                    },
+                )  # fmt: skip
+            self.record(job, outcome)
 
     def _flush_foreign(self, worker_id: int) -> None:
         """Record outcomes held under an earlier registration of this worker (one that was

@@ -280,6 +280,76 @@ def test_a_worker_is_told_which_wake_ups_ask_for_a_cancel(backend: Backend, dsn:
         backend.unregister_worker(worker, now=at(3))
 
 
+def test_a_job_given_back_to_run_now_wakes_the_other_workers(backend: Backend, dsn: str) -> None:
+    """A worker that gives a started job back (its process never began it, or it is
+    stopping) wakes the idle workers, as an enqueue does: one of them may have a free
+    process. An attempt put back for later (a retry) wakes nobody."""
+    idle = open_backend(dsn)  # another worker's connection
+    try:
+        other = idle.register_worker(worker_info("idle", pid=os.getpid()), now=T0)
+        fd = idle.wakeup_fileno()
+        assert fd is not None
+        worker = backend.register_worker(worker_info("busy"), now=T0)
+        first, second = enqueue(backend, [new_job(max_attempts=2), new_job()], now=T0)
+        busy = backend.exchange(
+            worker, outcomes=(), start_ids=(), claim=2, start_claimed=2, queues=(), now=at(1)
+        ).started
+        assert readable(fd, 10)  # (the enqueue)
+        idle.consume_wakeups()
+        assert not readable(fd, 0.2)
+        by_id = {job.id: job for job in busy}
+        later = failed(must_get(backend, first), at(2), retry_at=at(60))
+        backend.finish(worker, [later], now=at(2))
+        assert not readable(fd, 0.2), "a retry for later woke a worker"
+        given_back = Outcome(
+            second, by_id[second].attempts, "interrupted", at(3), detail={"reason": "test"}
+        )
+        backend.finish(worker, [given_back], now=at(3))
+        assert readable(fd, 10), "no wake-up for a job given back"
+        assert idle.consume_wakeups() is False
+        [taken] = idle.exchange(
+            other, outcomes=(), start_ids=(), claim=1, start_claimed=1, queues=(), now=at(4)
+        ).started
+        assert taken.id == second
+    finally:
+        idle.close()
+
+
+def test_a_deferred_job_goes_back_for_later_without_using_an_attempt(backend: Backend) -> None:
+    """``deferred`` (the worker has no such task): queued again at the back-off's
+    ``run_at``, its attempt given back, the event says why; a cancel asked meanwhile
+    ends it instead."""
+    worker = backend.register_worker(worker_info(), now=T0)
+    first, second = enqueue(backend, [new_job("not.deployed"), new_job("not.deployed")], now=T0)
+    started = backend.exchange(
+        worker, outcomes=(), start_ids=(), claim=2, start_claimed=2, queues=(), now=at(1)
+    ).started
+    by_id = {job.id: job for job in started}
+    backend.cancel(second, now=at(1.5), by="test")
+    outcomes = [
+        Outcome(
+            job_id,
+            by_id[job_id].attempts,
+            "deferred",
+            at(2),
+            error="unknown task",
+            retry_at=at(7),
+            detail={"reason": "unknown_task", "run_at": at(7).isoformat()},
+        )
+        for job_id in (first, second)
+    ]
+    assert backend.finish(worker, outcomes, now=at(2)) == []
+    job = must_get(backend, first)
+    assert (job.status, job.attempts, job.max_attempts, job.run_at) == ("queued", 1, 2, at(7))
+    [event] = [e for e in backend.list_events(first) if e.kind == "deferred"]
+    assert (event.attempt, event.detail["reason"], event.at) == (1, "unknown_task", at(2))
+    assert must_get(backend, second).status == "cancelled"
+    # Not claimable before its time, then claimed again.
+    assert backend.reserve(worker, [], 1, now=at(6)) == []
+    [again] = backend.reserve(worker, [], 1, now=at(7))
+    assert again.id == first
+
+
 # -- per-object locks ----------------------------------------------------------------------
 
 

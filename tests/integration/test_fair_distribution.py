@@ -8,6 +8,7 @@ second (less for a task known to be shorter), for whichever worker is free first
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 
 import pytest
@@ -108,4 +109,41 @@ def test_a_job_claimed_behind_one_that_runs_long_goes_to_a_free_worker(
 
     gate.touch()
     wait_for(lambda: all_final(app), "the stuck job", diagnose=workers.diagnose)
+    assert_valid_histories(app)
+
+
+def test_a_job_whose_task_a_worker_lacks_waits_for_one_that_has_it(app, workers):
+    """A rolling deploy: the job's task is new, and the first worker to take it runs the
+    older code, without it. It puts the job back for later (``deferred``, the attempt
+    given back) instead of failing it; the new worker runs it."""
+    job = tasks.add.enqueue(2, 3)
+    old = workers.start(app_spec="tests.integration.flow_tasks:app", processes=1)
+    wait_for(lambda: "deferred" in kinds(job.events()), "the job put back", diagnose=old.diagnose)
+    old.signal(signal.SIGTERM)  # the deploy replaces it
+    assert old.wait() == 0, old.diagnose()
+    waiting = job.get()
+    assert (waiting.status, waiting.attempts, waiting.max_attempts) == ("queued", 1, 2)
+    deferred = next(e for e in job.events() if e.kind == "deferred")
+    assert deferred.detail["reason"] == "unknown_task" and deferred.detail["task"] == "add"
+    assert (waiting.run_at - deferred.at).total_seconds() == pytest.approx(5.0, abs=0.5)
+
+    new = workers.start(processes=1)
+    new_id = new.wait_registered(app).id
+    wait_for(lambda: job.get().status == "succeeded", "the new worker to run it", timeout=30)
+    done = job.get()
+    assert (done.result, done.worker_id) == (5, new_id)
+    assert kinds(job.events()) == ["enqueued", "started", "deferred", "started", "succeeded"]
+    assert_valid_histories(app)
+
+
+def test_a_job_whose_task_stays_unknown_fails_after_the_grace(app, workers):
+    job = tasks.add.enqueue(2, 3)
+    old = workers.start(
+        app_spec="tests.integration.flow_tasks:app", processes=1, unknown_task_grace=0
+    )
+    wait_for(lambda: job.get().status == "failed", "the job to fail", diagnose=old.diagnose)
+    failed = job.get()
+    assert "unknown task 'add'" in (failed.error or "")
+    assert kinds(job.events()) == ["enqueued", "started", "failed"]
+    assert job.events()[-1].detail["reason"] == "unknown_task"
     assert_valid_histories(app)

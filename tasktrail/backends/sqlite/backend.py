@@ -26,7 +26,7 @@ from ...schedule import ScheduleDef, ScheduleRecord, Tick
 from .._sql import queries, read_sql
 from .._wake import CANCEL, WakeListener, notify_all, wake_directory
 from ..base import Backend, Exchange, JobFilter, PruneReport, RecoveredJob, TaskStats
-from ..common import raise_transition_error
+from ..common import raise_transition_error, requeues_now
 from ..records import held
 from ..ticks import fire_due
 from . import jobs as job_sql
@@ -378,6 +378,8 @@ class SqliteBackend(Backend):
                     conn, worker_id, ids[:start_claimed], now, "started", child_pids
                 )
                 reserved = self._claim(conn, worker_id, ids[start_claimed:], now, "reserved")
+        if any(requeues_now(outcome, now) for outcome in outcomes):
+            notify_all(self._wake_dir)  # jobs given back to run now: wake idle workers
         return Exchange(rejected, started + run_now, reserved)
 
     @staticmethod

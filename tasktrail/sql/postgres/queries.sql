@@ -349,7 +349,12 @@ WITH outcome AS (
     FROM outcome o
     WHERE j.id = o.job_id AND j.status = 'running' AND j.worker_id = %(worker_id)s
       AND j.attempts = o.attempt
-    RETURNING j.id, j.cancel_requested_at IS NOT NULL AS cancelling
+    RETURNING j.id, j.cancel_requested_at IS NOT NULL AS cancelling, j.status, j.run_at, j.queue
+), requeued AS (
+    -- jobs given back to run now (a worker stopping, a process that never began one):
+    -- wake the idle workers of their queues, as an enqueue does
+    SELECT pg_notify('tasktrail', q.queue)
+    FROM (SELECT DISTINCT queue FROM applied WHERE status = 'queued' AND run_at <= %(now)s) AS q
 ), outcome_events AS (
     -- the events of applied outcomes (tagged `both`, or by which variant applied), and
     -- one outcome_rejected per refused outcome of a job that exists
@@ -447,5 +452,5 @@ WITH outcome AS (
 SELECT r.ids, x.id, x.task, x.queue, x.status, x.ref_type, x.ref_id, x.priority,
        x.args::text, x.kwargs::text, x.attempts, x.max_attempts, x.timeout, x.worker_id,
        x.lock_key, x.child_pid
-FROM rejected r LEFT JOIN result x ON true
+FROM rejected r CROSS JOIN (SELECT count(*) FROM requeued) AS woken LEFT JOIN result x ON true
 ORDER BY x.part, x.rank, x.id;
