@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
+import os
+import shutil
 import signal
 import sqlite3
 import subprocess
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 import tasktrail
+from tasktrail import mapping
+from tasktrail.backends._wake import wake_directory
+from tasktrail.errors import ConfigurationError
+from tasktrail.mapping import MapRun
 from tests.integration import map_tasks
 
 from .conftest import REPO_ROOT, tasktrail_command
@@ -61,6 +70,88 @@ def test_a_timeout_kills_an_item_and_the_run_goes_on(app: tasktrail.App) -> None
     assert results[1].ok
 
 
+def files_in(directory: Path) -> set[str]:
+    return {path.name for path in directory.iterdir()}
+
+
+@pytest.fixture
+def short_directory() -> Iterator[Path]:
+    """A directory with a path short enough for the wake-up sockets to sit beside the
+    state (under a long one, such as pytest's, they go to the temporary directory)."""
+    directory = Path(tempfile.mkdtemp(prefix="tt-", dir="/tmp"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory)
+
+
+@pytest.mark.parametrize("wake_beside_state", [True, False])
+def test_a_complete_map_leaves_only_its_state(
+    app: tasktrail.App, tmp_path: Path, short_directory: Path, wake_beside_state: bool
+) -> None:
+    directory = short_directory if wake_beside_state else tmp_path
+    state = directory / ("state.db" if wake_beside_state else "s" * 60 + ".db")
+    assert (wake_directory(state).parent == directory) == wake_beside_state
+    before = files_in(directory)
+    results = list(app.map(map_tasks.double, range(5), processes=2, state=state))
+    assert [r.result for r in results] == [0, 2, 4, 6, 8]
+    assert files_in(directory) - before == {state.name}  # no .lock, -wake, -wal or -shm
+    assert not wake_directory(state).exists()
+    again = list(app.map(map_tasks.double, range(5), processes=2, state=state))
+    assert [r.attempts for r in again] == [1] * 5  # the state kept every outcome
+
+
+def test_a_map_stopped_part_way_keeps_its_lock_and_carries_on(
+    app: tasktrail.App, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.db"
+    results = app.map(
+        map_tasks.slower_first, [(n, 20) for n in range(20)], processes=2, state=state
+    )
+    assert next(results).index == 0
+    results.close()  # the caller stopped reading: the run did not finish
+    assert Path(f"{state}.lock").exists()
+    rest = list(app.map(map_tasks.slower_first, [(n, 20) for n in range(20)], state=state))
+    assert [r.index for r in rest] == list(range(20))
+    assert files_in(tmp_path) == {"state.db"}
+
+
+def test_a_finished_run_leaves_a_lock_file_that_is_not_its_own(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    lock = Path(f"{state}.lock")
+    with MapRun(map_tasks.double, state=state, processes=1) as first:
+        assert [r.result for r in first.results(first.submit([1, 2]))] == [2, 4]
+        lock.unlink()  # removed by hand while it ran: the next run makes and locks another
+        with MapRun(map_tasks.double, state=state):
+            first.close()  # complete: it removes its files, but that lock is not its own
+            assert lock.exists()
+            with pytest.raises(ConfigurationError, match="another map run is using"):
+                MapRun(map_tasks.double, state=state).__enter__()
+
+
+def test_a_lock_file_removed_before_it_was_locked_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state.db"
+    lock_file_removed = False
+    real_flock = fcntl.flock
+
+    def flock_after_a_finished_run_removed_the_file(fd: int, operation: int) -> None:
+        # As a run finishing between this run's open and its lock would do.
+        nonlocal lock_file_removed
+        if not lock_file_removed:
+            lock_file_removed = True
+            os.unlink(f"{state}.lock")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(mapping.fcntl, "flock", flock_after_a_finished_run_removed_the_file)
+    with MapRun(map_tasks.double, state=state):
+        assert lock_file_removed
+        # The lock it holds is on the file at the path, so another run is refused.
+        with pytest.raises(ConfigurationError, match="another map run is using"):
+            MapRun(map_tasks.double, state=state).__enter__()
+
+
 def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -103,6 +194,8 @@ def test_csv_in_csv_out(tmp_path: Path) -> None:
         "ConnectionError: http://site3/broken: connection refused",
     )
     assert all(row["attempts"] == "1" and float(row["runtime"]) > 0 for row in out)
+    assert files_in(tmp_path) == {"urls.csv", "logos.csv", "logos.csv.state.db"}
+    assert not wake_directory(tmp_path / "logos.csv.state.db").exists()
 
 
 def test_json_lines_in_and_out(tmp_path: Path) -> None:
@@ -140,6 +233,8 @@ def test_a_run_killed_with_sigkill_carries_on_and_redoes_nothing_finished(tmp_pa
         }
     assert 10 <= len(finished) < 60
     assert not out.exists()  # the output appears only when the run is complete
+    assert Path(f"{state}.lock").exists()
+    assert any(path.suffix == ".sock" for path in wake_directory(state).iterdir())
 
     second = run_map(
         "tests.integration.map_tasks:record", str(tmp_path / "in.csv"), "-o", str(out), "-p", "3"
@@ -153,6 +248,9 @@ def test_a_run_killed_with_sigkill_carries_on_and_redoes_nothing_finished(tmp_pa
     ran = Counter(int(line.split()[0]) for line in runs.read_text().splitlines())
     assert set(ran) == set(range(60))
     assert all(ran[n] == 1 for n in finished)
+    # The killed run's lock file and wake-up socket went with the complete run's.
+    assert files_in(tmp_path) == {"in.csv", "runs.txt", "out.csv", "out.csv.state.db"}
+    assert not wake_directory(state).exists()
 
 
 def test_retry_failed_reruns_only_the_failures(tmp_path: Path) -> None:
