@@ -253,23 +253,21 @@ def test_a_run_killed_with_sigkill_carries_on_and_redoes_nothing_finished(tmp_pa
     assert not wake_directory(state).exists()
 
 
-def test_retry_failed_reruns_only_the_failures(tmp_path: Path) -> None:
-    marker = tmp_path / "marker"
-    write_csv(tmp_path / "in.csv", [{"n": str(n), "marker": str(marker)} for n in range(4)])
-    out = tmp_path / "out.csv"
-    args = (
-        "tests.integration.map_tasks:fail_until_marked",
-        str(tmp_path / "in.csv"),
-        "-o",
-        str(out),
+def test_an_interrupted_run_keeps_its_state_and_writes_no_output(tmp_path: Path) -> None:
+    runs = tmp_path / "runs.txt"
+    write_csv(tmp_path / "in.csv", [{"n": str(n), "path": str(runs)} for n in range(60)])
+    args = ["tests.integration.map_tasks:record", str(tmp_path / "in.csv"), "-o", str(tmp_path / "out.csv"), "--failed-out", str(tmp_path / "failed.csv"), "-p", "2"]  # fmt: skip
+    first = subprocess.Popen(
+        [tasktrail_command(), "map", *args], cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True
     )
-    assert "4 rows: 0 succeeded, 4 failed" in run_map(*args).stderr
-    again = run_map(*args)  # nothing is redone without --retry-failed
-    assert "4 rows: 0 succeeded, 4 failed" in again.stderr
-    marker.touch()
-    retried = run_map(*args, "--retry-failed")
-    assert retried.returncode == 0 and "4 rows: 4 succeeded, 0 failed" in retried.stderr
-    assert started_per_item(tmp_path / "out.csv.state.db") == {n: 2 for n in range(4)}
+    wait_for(lambda: runs.exists() and len(runs.read_text().splitlines()) >= 5, "items to run")
+    first.send_signal(signal.SIGINT)  # Ctrl-C
+    _, stderr = first.communicate(timeout=30)
+    assert first.returncode == 1 and "interrupted; run the same command again" in stderr
+    assert files_in(tmp_path) == {"in.csv", "runs.txt", "out.csv.state.db", "out.csv.state.db.lock"}
+    second = run_map(*args)
+    assert second.returncode == 0 and "60 rows: 60 succeeded, 0 failed" in second.stderr
+    assert files_in(tmp_path) == {"in.csv", "runs.txt", "out.csv", "failed.csv", "out.csv.state.db"}
 
 
 @pytest.mark.parametrize(
