@@ -10,6 +10,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -333,3 +334,22 @@ def test_a_second_run_on_the_same_state_is_refused(tmp_path: Path) -> None:
     finally:
         first.kill()
         first.wait(10)
+
+
+def test_the_example_writes_only_into_its_directory(tmp_path: Path) -> None:
+    where_run, directory = tmp_path / "cwd", tmp_path / "logos-example"
+    where_run.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "logos.py"), str(directory)],
+        check=False,
+        cwd=where_run,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "200 websites in" in done.stdout
+    assert files_in(where_run) == set()  # run from a checkout, `git status` stays clean
+    assert files_in(directory) == {"users.csv", "users.csv.state.db", "logos"}
+    assert not wake_directory(directory / "users.csv.state.db").exists()
+    assert len(files_in(directory / "logos")) > 150
