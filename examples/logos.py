@@ -1,6 +1,6 @@
-"""The micro-task example: fetch the company logo of each user in a CSV, in parallel.
+r"""The micro-task example: fetch the company logo of each user in a CSV, in parallel.
 
-    python examples/logos.py
+    python examples/logos.py [DIRECTORY]
 
 Offline: it starts a small local web server that plays 200 companies' websites (a few
 are broken, a few slow), writes `users.csv` (username, website), then runs
@@ -8,10 +8,16 @@ are broken, a few slow), writes `users.csv` (username, website), then runs
     for result in app.map(fetch_logo, rows, processes=8, timeout=2, state=...): ...
 
 which fetches each front page, finds its logo, downloads it into `logos/`, and records
-every row's outcome in a SQLite state file. Run it again: finished rows are not redone
-(interrupt it with Ctrl-C in the middle to see it carry on). The same from the shell:
+every row's outcome in a SQLite state file, `users.csv.state.db`. All three are written
+in DIRECTORY (default: `tasktrail-logos` in the system's temporary directory), nowhere
+else. Run it again: finished rows are not redone (interrupt it with Ctrl-C in the middle
+to see it carry on). The same from the shell, in DIRECTORY, with the failed rows written
+out, then run again once their cause is fixed (logos go to `./logos`):
 
-    tasktrail map examples.logos:fetch_logo users.csv -o logos.csv --processes 8
+    export PYTHONPATH=/path/to/tasktrail  # where examples.logos imports from
+    tasktrail map examples.logos:fetch_logo users.csv -o logos.csv --failed-out failed.csv
+    tasktrail map examples.logos:fetch_logo users.csv -o logos.csv --failed-out failed.csv \
+        --retry-failed
 
 (from the shell there is no local server: point FAKE_DOMAIN's rows at real websites).
 """
@@ -22,6 +28,7 @@ import csv
 import http.server
 import re
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -31,10 +38,11 @@ from typing import Any
 import tasktrail
 
 COMPANIES = 200
-HERE = Path.cwd()
-LOGOS = HERE / "logos"
-#: The companies' websites are played by a local server; its address is set by main()
-#: before the map starts (the worker's processes are forked, so they inherit it).
+DEFAULT_DIRECTORY = Path(tempfile.gettempdir()) / "tasktrail-logos"
+#: Where the logos go, and the companies' websites, played by a local server: main()
+#: sets both before the map starts (the worker's processes are forked, so they inherit
+#: them).
+LOGOS = Path("logos")
 FAKE_DOMAIN = "http://companies.example"
 LOCAL_SERVER = ""
 
@@ -52,7 +60,7 @@ def fetch_logo(username: str, website: str) -> dict[str, Any]:
     LOGOS.mkdir(exist_ok=True)
     target = LOGOS / f"{username}.png"
     target.write_bytes(image)
-    return {"file": str(target.relative_to(HERE)), "bytes": len(image)}
+    return {"file": str(target), "bytes": len(image)}
 
 
 class FakeWebsites(http.server.BaseHTTPRequestHandler):
@@ -93,29 +101,36 @@ class QuietServer(http.server.ThreadingHTTPServer):
         pass  # a client that timed out and went away: nothing to report
 
 
-def main() -> int:
-    global LOCAL_SERVER
-    server = QuietServer(("127.0.0.1", 0), FakeWebsites)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    LOCAL_SERVER = f"http://127.0.0.1:{server.server_address[1]}"
-    with open("users.csv", "w", newline="") as handle:
+def write_users(path: Path) -> list[dict[str, str]]:
+    """Write the input CSV, one user per company, and return its rows as read back."""
+    with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["username", "website"])
         writer.writerows([f"user{n}", f"{FAKE_DOMAIN}/site/{n}/"] for n in range(COMPANIES))
-    with open("users.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def main(directory: Path) -> int:
+    global LOCAL_SERVER, LOGOS
+    directory.mkdir(parents=True, exist_ok=True)
+    LOGOS = directory / "logos"
+    server = QuietServer(("127.0.0.1", 0), FakeWebsites)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    LOCAL_SERVER = f"http://127.0.0.1:{server.server_address[1]}"
+    rows = write_users(directory / "users.csv")
 
     # The state file keeps every row's outcome: run this again and finished rows are
     # not redone. (The app's own database is not used: a map needs no server.)
     app = tasktrail.App()
-    state = HERE / "users.csv.state.db"
+    state = directory / "users.csv.state.db"
     started = time.monotonic()
     failed = []
     for result in app.map(fetch_logo, rows, processes=8, timeout=2, state=state):
         if not result.ok:
             failed.append(result)
     elapsed = time.monotonic() - started
-    print(f"{len(rows)} websites in {elapsed:.1f}s: {len(rows) - len(failed)} logos in logos/,")
+    print(f"{len(rows)} websites in {elapsed:.1f}s: {len(rows) - len(failed)} logos in {LOGOS},")
     print(f"{len(failed)} failed, each with its reason:")
     for result in failed[:6]:
         print(f"  {result.item['username']}: {result.error}")
@@ -125,4 +140,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIRECTORY))

@@ -5,6 +5,11 @@ is a job (``ref=("item", index)``), run by the usual forking worker, with its hi
 So a run can be interrupted (Ctrl-C, ``kill -9``) and started again with the same state:
 finished items are never redone, and items that a killed run was holding are run again.
 
+Beside the state a run keeps a lock file (``STATE.lock``: one run per state at a time)
+and its worker's wake-up directory. A run that finished every item removes both; the
+state stays (it holds every item's outcome, for ``retry_failed`` and for reruns). An
+interrupted run leaves them, and the next run on the state takes them over.
+
 The worker runs in a forked process; the caller's process reads outcomes from the state
 file as they are recorded and yields them, in input order unless ``ordered=False``.
 """
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .app import App
+from .backends._wake import notify_all, wake_directory
 from .backends.base import JobFilter
 from .clock import utcnow
 from .errors import ConfigurationError, InvalidArguments, TasktrailError
@@ -109,6 +115,8 @@ class MapRun:
         except (ValueError, TypeError) as exc:
             raise InvalidArguments(f"cannot map {name}: {exc}") from exc
         self._lock: int | None = None
+        #: Every item has its final outcome: the run's lock and wake-up files can go.
+        self._complete = False
 
     # -- the run --------------------------------------------------------------------------
 
@@ -120,13 +128,23 @@ class MapRun:
         self.close()
 
     def close(self) -> None:
+        """Close the state; after a complete run, remove its lock and wake-up files."""
         self.app.close()
         if self._lock is not None:
+            if self._complete:
+                # Still holding the lock: no other run can be starting a worker here.
+                _remove_wake_directory(wake_directory(self.state))
+                if self._holds_lock_file(self._lock):
+                    os.unlink(self._lock_path)
             os.close(self._lock)
             self._lock = None
         if self._temporary is not None:
             self._temporary.cleanup()
             self._temporary = None
+
+    @property
+    def _lock_path(self) -> str:
+        return f"{self.state}.lock"
 
     def _take_lock(self) -> None:
         if not self.state.parent.is_dir():
@@ -134,18 +152,33 @@ class MapRun:
                 f"cannot keep map state in {self.state}: directory {self.state.parent} "
                 "does not exist"
             )
-        try:
-            fd = os.open(f"{self.state}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        except OSError as exc:
-            raise ConfigurationError(f"cannot keep map state in {self.state}: {exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        while True:
+            try:
+                fd = os.open(self._lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+            except OSError as exc:
+                raise ConfigurationError(f"cannot keep map state in {self.state}: {exc}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise ConfigurationError(
+                    f"another map run is using {self.state}; wait for it or use another --state"
+                ) from None
+            if self._holds_lock_file(fd):
+                self._lock = fd
+                return
+            # A run that finished removed the file between our open and our lock: the
+            # lock we hold is on a file no other run will open. Lock the one at the path.
             os.close(fd)
-            raise ConfigurationError(
-                f"another map run is using {self.state}; wait for it or use another --state"
-            ) from None
-        self._lock = fd
+
+    def _holds_lock_file(self, fd: int) -> bool:
+        """Whether ``fd`` is the file at the lock's path (not one removed since)."""
+        try:
+            at_path = os.stat(self._lock_path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
 
     def submit(self, items: Iterable[Any]) -> int:
         """Store the items not stored yet (a resumed run adds nothing it has); return the
@@ -251,6 +284,7 @@ class MapRun:
                     f"run again with the same state ({self.state}) to carry on"
                 )
             time.sleep(_POLL)
+        self._complete = True
 
     def _item_result(self, index: int, job: Job) -> ItemResult:
         runtime = None
@@ -267,6 +301,18 @@ class MapRun:
             attempts=job.attempts,
             runtime=runtime,
         )
+
+
+def _remove_wake_directory(directory: Path) -> None:
+    """Remove a state's wake-up directory unless a live worker listens there.
+
+    A worker removes its own socket when it stops; one killed (an interrupted run's)
+    leaves it behind. Waking every socket removes those nobody listens on, so the
+    directory is then empty unless a live worker (not a map run's) uses this state.
+    """
+    notify_all(directory)
+    with contextlib.suppress(OSError):  # not empty (a live worker), or not there
+        directory.rmdir()
 
 
 def _die_with_parent() -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,7 +20,9 @@ from ..task import Task
 from ..worker import WorkerConfig
 from . import cli
 
+#: The columns after the input's in the output, and in the ``--failed-out`` file.
 RESULT_COLUMNS = ("status", "result", "error", "attempts", "runtime")
+FAILED_COLUMNS = ("error", "attempts", "index")
 
 
 def load_function(spec: str) -> Callable[..., Any]:
@@ -89,33 +92,79 @@ def _cell(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def outcome_values(result: ItemResult) -> dict[str, Any]:
+    """An item's columns in the output (``RESULT_COLUMNS``)."""
+    return {
+        "status": result.status,
+        "result": result.result,
+        "error": result.error,
+        "attempts": result.attempts,
+        "runtime": round(result.runtime, 6) if result.runtime is not None else None,
+    }
+
+
+def failure_values(result: ItemResult) -> dict[str, Any]:
+    """A failed item's columns in the ``--failed-out`` file (``FAILED_COLUMNS``)."""
+    return {"error": result.error, "attempts": result.attempts, "index": result.index}
+
+
+class RowWriter:
+    """Writes items in the input's format, each followed by the given columns.
+
+    CSV: the header, then per item its input columns and the values. JSON lines: per
+    item one object, ``{"input": item, **values}``.
+    """
+
+    def __init__(
+        self, out: TextIO, kind: str, header: list[str] | None, columns: Sequence[str]
+    ) -> None:
+        self._out = out
+        self._header = header or []
+        self._columns = columns
+        self._csv = csv.writer(out) if kind == "csv" else None
+        if self._csv is not None:
+            self._csv.writerow([*self._header, *columns])
+
+    def write(self, item: Any, values: dict[str, Any]) -> None:
+        if self._csv is None:
+            self._out.write(json.dumps({"input": item, **values}, ensure_ascii=False) + "\n")
+            return
+        row = item if isinstance(item, dict) else {}
+        self._csv.writerow(
+            [row.get(name, "") for name in self._header]
+            + [_cell(values[name]) for name in self._columns]
+        )
+
+
+@contextlib.contextmanager
+def complete_file(path: Path | None) -> Iterator[TextIO]:
+    """A file written as ``PATH.partial`` and renamed to ``path`` only if the block ends
+    without an error, so ``path`` is never a half-written file; stdout for ``None``."""
+    if path is None:
+        yield sys.stdout
+        return
+    partial = Path(f"{path}.partial")
+    with contextlib.ExitStack() as cleanup:
+        # A run that stopped part-way leaves no .partial: the next run writes it anew.
+        cleanup.callback(partial.unlink, missing_ok=True)
+        with open(partial, "w", newline="", encoding="utf-8") as out:
+            yield out
+        os.replace(partial, path)
+
+
 def write_results(
-    out: TextIO, kind: str, header: list[str] | None, results: Iterator[ItemResult]
-) -> Iterator[ItemResult]:
-    """Write each result as it comes (and pass it on, for the progress display)."""
-    writer = None
-    if kind == "csv":
-        columns = [*(header or []), *RESULT_COLUMNS]
-        writer = csv.writer(out)
-        writer.writerow(columns)
+    results: Iterable[ItemResult],
+    output: RowWriter,
+    failed: RowWriter | None,
+    progress: _Progress,
+) -> None:
+    """Write each result as it comes: every item to ``output``, a failed one also to
+    ``failed``."""
     for result in results:
-        runtime = round(result.runtime, 6) if result.runtime is not None else None
-        outcome = {
-            "status": result.status,
-            "result": result.result,
-            "error": result.error,
-            "attempts": result.attempts,
-            "runtime": runtime,
-        }
-        if writer is not None:
-            row = result.item if isinstance(result.item, dict) else {}
-            writer.writerow(
-                [row.get(name, "") for name in header or []]
-                + [_cell(outcome[name]) for name in RESULT_COLUMNS]
-            )
-        else:
-            out.write(json.dumps({"input": result.item, **outcome}, ensure_ascii=False) + "\n")
-        yield result
+        output.write(result.item, outcome_values(result))
+        if failed is not None and not result.ok:
+            failed.write(result.item, failure_values(result))
+        progress.advance(result)
 
 
 class _Progress:
@@ -174,6 +223,33 @@ class _Progress:
         self._progress.update(self._task, advance=1, failed=self.failed, rate=rate)
 
 
+def check_writable(path: Path) -> None:
+    directory = path.absolute().parent
+    if not directory.is_dir() or not os.access(directory, os.W_OK):
+        raise ConfigurationError(f"cannot write {path}: {directory} is not a writable directory")
+
+
+def check_distinct_files(files: dict[str, Path | None]) -> None:
+    """Refuse two of the command's files being one: writing one would destroy the other."""
+    seen: dict[Path, str] = {}
+    for role, path in files.items():
+        if path is None:
+            continue
+        resolved = path.resolve()
+        if resolved in seen:
+            raise ConfigurationError(f"{role} and {seen[resolved]} are the same file ({path})")
+        seen[resolved] = role
+
+
+def check_failed_columns(path: Path, header: list[str] | None) -> None:
+    clash = [name for name in FAILED_COLUMNS if name in (header or [])]
+    if clash:
+        raise InvalidArguments(
+            f"{path} has a column named {clash[0]!r}, which --failed-out adds itself "
+            f"({', '.join(FAILED_COLUMNS)}); rename that column"
+        )
+
+
 @cli.command("map")
 @click.argument("function")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
@@ -183,6 +259,14 @@ class _Progress:
     "output",
     type=click.Path(path_type=Path),
     help="Write one row per input row here (default: stdout).",
+)
+@click.option(
+    "--failed-out",
+    "failed_out",
+    metavar="FILE",
+    type=click.Path(path_type=Path),
+    help="Also write the rows that failed here, in the input's format, each with its "
+    "error, attempts and index (0-based position in INPUT).",
 )
 @click.option(
     "--format",
@@ -198,12 +282,17 @@ class _Progress:
     type=click.Path(path_type=Path),
     help="The run's state file (default: OUTPUT.state.db, or INPUT.state.db).",
 )
-@click.option("--retry-failed", is_flag=True, help="Run the items that failed before again.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Run again the rows that failed in earlier runs on this state (same INPUT).",
+)
 @click.option("--unordered", is_flag=True, help="Write results as they finish, not in input order.")
 def map_command(
     function: str,
     input_path: Path,
     output: Path | None,
+    failed_out: Path | None,
     kind: str | None,
     processes: int | None,
     timeout: float | None,
@@ -217,48 +306,54 @@ def map_command(
     A CSV row (with a header) becomes keyword arguments; a JSON line an object (keyword
     arguments), an array (positional ones) or one value. Interrupt it and run the same
     command again: it carries on, never redoing a finished row.
+
+    Failed rows stay failed in the state: --failed-out FILE lists them with their errors
+    (each complete run rewrites FILE: no rows when none failed), and --retry-failed added
+    to the same command runs only them again.
     """  # fmt: skip
     kind = kind or ("jsonl" if input_path.suffix.lower() in (".jsonl", ".ndjson") else "csv")
     func = load_function(function)
     if processes is not None:
         WorkerConfig(processes=processes)  # refuses 0, which MapRun reads as "CPU count"
+    check_distinct_files({"INPUT": input_path, "--output": output, "--failed-out": failed_out})
     items, header = read_items(input_path, kind)
-    if output is not None:
-        directory = output.absolute().parent
-        if not directory.is_dir() or not os.access(directory, os.W_OK):
-            raise ConfigurationError(
-                f"cannot write {output}: {directory} is not a writable directory"
-            )
+    for written in (output, failed_out):
+        if written is not None:
+            check_writable(written)
+    if failed_out is not None:
+        check_failed_columns(input_path, header)
     state = state or Path(f"{output or input_path}.state.db")
     run = MapRun(func, processes=processes, timeout=timeout, retries=retries, state=state)
     with run:
         run.resume()
+        total = run.submit(items)  # first: it refuses a state that holds another input
         if retry_failed:
             run.retry_failed()
-        total = run.submit(items)
         done = len(
             run.app.jobs(
                 task=run.task.name, status=("succeeded", "failed", "cancelled"), limit=None
             )
         )
-        partial = Path(f"{output}.partial") if output else None
         progress = _Progress(total, done)
         try:
-            out = open(partial, "w", newline="", encoding="utf-8") if partial else sys.stdout  # noqa: SIM115
-            with progress:
-                for result in write_results(
-                    out, kind, header, run.results(total, ordered=not unordered)
-                ):
-                    progress.advance(result)
-            if partial is not None:
-                out.close()
-                os.replace(partial, output)  # type: ignore[arg-type]
+            with contextlib.ExitStack() as files, progress:
+                rows = RowWriter(
+                    files.enter_context(complete_file(output)), kind, header, RESULT_COLUMNS
+                )
+                failed_rows = None
+                if failed_out is not None:
+                    failed_file = files.enter_context(complete_file(failed_out))
+                    failed_rows = RowWriter(failed_file, kind, header, FAILED_COLUMNS)
+                write_results(
+                    run.results(total, ordered=not unordered), rows, failed_rows, progress
+                )
         except KeyboardInterrupt:
             raise click.ClickException(
                 f"interrupted; run the same command again to carry on (state: {state})"
             ) from None
-    click.echo(
-        f"{total} rows: {total - progress.failed} succeeded, {progress.failed} failed"
-        + (f"; written to {output}" if output else ""),
-        err=True,
-    )
+    summary = f"{total} rows: {total - progress.failed} succeeded, {progress.failed} failed"
+    if output is not None:
+        summary += f"; written to {output}"
+    if failed_out is not None:
+        summary += f"; failed rows in {failed_out}"
+    click.echo(summary, err=True)

@@ -38,8 +38,8 @@ def record(n: str, path: str) -> int:
     return int(n)
 
 
-def fail_until_marked(n: str, marker: str) -> int:
-    """Fails while the file ``marker`` does not exist."""
-    if not os.path.exists(marker):
-        raise RuntimeError("not yet")
+def fail_odd_until_marked(n: str, marker: str, **other_columns: str) -> int:
+    """Odd numbers fail while the file ``marker`` does not exist."""
+    if int(n) % 2 and not os.path.exists(marker):
+        raise RuntimeError(f"{n} is odd")
     return int(n)
