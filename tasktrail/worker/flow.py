@@ -448,7 +448,8 @@ class JobFlow:
         stamp = None
         for child in self.pool.children.values():
             for assignment in child.unsent():
-                if now - assignment.planned_at >= self.hold(assignment.job.task):
+                # the same sum as next_expiry(): woken at that time, it is due
+                if now >= assignment.planned_at + self.hold(assignment.job.task):
                     self.pool.unplan(child, assignment)
                     stamp = stamp or utcnow()
                     job = assignment.job
