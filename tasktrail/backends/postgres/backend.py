@@ -41,12 +41,21 @@ from ...job import (
     Job,
     NewJob,
     Outcome,
+    QueueState,
     WorkerInfo,
     WorkerRecord,
 )
 from ...schedule import ScheduleDef, ScheduleRecord, Tick
 from .._sql import read_sql
-from ..base import Backend, Exchange, JobFilter, PruneReport, RecoveredJob, TaskStats
+from ..base import (
+    Backend,
+    Exchange,
+    JobFilter,
+    PruneReport,
+    RecoveredJob,
+    TaskStats,
+    WorkerControl,
+)
 from ..common import (
     LOST_ERROR_TEMPLATE,
     after_cancel_request,
