@@ -15,7 +15,7 @@ from .backends import Backend, JobFilter, TaskStats, open_backend
 from .clock import to_utc, utcnow
 from .config import parse_dsn, redact_dsn, resolve_dsn
 from .errors import InvalidArguments, JobNotFound, UnknownTask
-from .job import STATUSES, Event, Job, NewJob, Ref, WorkerRecord
+from .job import STATUSES, Event, Job, NewJob, QueueState, Ref, WorkerRecord
 from .schedule import (
     ScheduleDef,
     ScheduleRecord,
@@ -24,7 +24,7 @@ from .schedule import (
     validate_catch_up,
     validate_schedule_name,
 )
-from .task import Task, check_ref_text, is_utf8, retry_policy
+from .task import Task, check_ref_text, is_utf8, retry_policy, validate_name
 
 if TYPE_CHECKING:
     from .mapping import ItemResult
@@ -478,6 +478,35 @@ class App:
         self, *, include_stopped: bool = False, limit: int | None = 100
     ) -> list[WorkerRecord]:
         return self.backend.list_workers(include_stopped=include_stopped, limit=_limit(limit))
+
+    def scale_worker(self, name: str, processes: int) -> int:
+        """Ask the running worker(s) named ``name`` to run ``processes`` child processes
+        (on any host: the request goes through the database, and they apply it within
+        a second; shrinking lets running jobs finish). Returns how many workers were
+        asked; 0 if none of that name is running."""
+        from .worker.config import MAX_PROCESSES
+
+        if isinstance(processes, bool) or not isinstance(processes, int):
+            raise InvalidArguments(f"processes must be an integer, got {processes!r}")
+        if not 1 <= processes <= MAX_PROCESSES:
+            raise InvalidArguments(f"processes must be from 1 to {MAX_PROCESSES}, got {processes}")
+        return self.backend.request_processes(name, processes, now=utcnow())
+
+    def pause_queue(self, name: str) -> None:
+        """Stop every worker claiming from queue ``name`` (within a second; the jobs
+        running finish). Recorded with who asked; :meth:`resume_queue` undoes it."""
+        validate_name(name, "queue name")
+        self.backend.set_queue_paused(name, True, by=whoami(), now=utcnow())
+
+    def resume_queue(self, name: str) -> None:
+        """Let workers claim from queue ``name`` again."""
+        validate_name(name, "queue name")
+        self.backend.set_queue_paused(name, False, by=whoami(), now=utcnow())
+
+    def queues(self) -> list[QueueState]:
+        """Every queue with active jobs or a pause record: paused or not (by whom, when),
+        jobs queued, and jobs reserved or running."""
+        return self.backend.list_queues()
 
     def stats(self, window: timedelta = timedelta(hours=1)) -> list[TaskStats]:
         """Per-task statistics over the last ``window``."""

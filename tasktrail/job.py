@@ -26,6 +26,7 @@ __all__ = [
     "JobStatus",
     "NewJob",
     "Outcome",
+    "QueueState",
     "Ref",
     "WorkerInfo",
     "WorkerRecord",
@@ -317,11 +318,18 @@ class WorkerInfo:
     reserve: int
     queues: tuple[str, ...]
     lease_seconds: float
+    #: ``(min, max)``: it scales its processes itself within this range.
+    autoscale: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerRecord:
-    """A row of the ``workers`` registry."""
+    """A row of the ``workers`` registry.
+
+    ``processes`` and ``reserve`` are what it runs now; ``requested_processes`` a count
+    it was asked to scale to (``tasktrail workers scale``) and has not applied yet;
+    ``autoscale_min`` and ``autoscale_max`` the range it scales itself in, if any.
+    """
 
     id: int
     name: str
@@ -335,6 +343,9 @@ class WorkerRecord:
     heartbeat_at: datetime
     expires_at: datetime
     stopped_at: datetime | None
+    requested_processes: int | None = None
+    autoscale_min: int | None = None
+    autoscale_max: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -350,6 +361,32 @@ class WorkerRecord:
             "heartbeat_at": _iso(self.heartbeat_at),
             "expires_at": _iso(self.expires_at),
             "stopped_at": _iso(self.stopped_at),
+            "requested_processes": self.requested_processes,
+            "autoscale_min": self.autoscale_min,
+            "autoscale_max": self.autoscale_max,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """A queue as ``tasktrail queues list`` shows it: paused or not (and by whom), and
+    its depth: jobs queued, and jobs reserved or running."""
+
+    name: str
+    paused: bool
+    changed_at: datetime | None
+    changed_by: str | None
+    queued: int
+    running: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "paused": self.paused,
+            "changed_at": _iso(self.changed_at),
+            "changed_by": self.changed_by,
+            "queued": self.queued,
+            "running": self.running,
         }
 
 

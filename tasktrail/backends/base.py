@@ -26,7 +26,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import BackendUnavailable
-from ..job import Enqueued, Event, HeldJob, Job, NewJob, Outcome, WorkerInfo, WorkerRecord
+from ..job import (
+    Enqueued,
+    Event,
+    HeldJob,
+    Job,
+    NewJob,
+    Outcome,
+    QueueState,
+    WorkerInfo,
+    WorkerRecord,
+)
 from ..schedule import ScheduleDef, ScheduleRecord, Tick
 
 __all__ = [
@@ -36,6 +46,7 @@ __all__ = [
     "PruneReport",
     "RecoveredJob",
     "TaskStats",
+    "WorkerControl",
 ]
 
 
@@ -98,6 +109,14 @@ class Exchange:
     rejected: list[int]  # outcomes refused by the fence (recorded as outcome_rejected)
     started: list[HeldJob]  # now running in the worker's hands: start_ids first, then claimed
     reserved: list[HeldJob]  # newly claimed jobs left reserved (the worker's buffer)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerControl:
+    """What a running worker is asked to do (:meth:`Backend.worker_control`)."""
+
+    requested_processes: int | None  # scale to this many processes (None: as it is)
+    paused_queues: frozenset[str]  # claim nothing from these
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +365,46 @@ class Backend(ABC):
         touched, however long its jobs run.
         """
 
+    # -- controlling workers and queues ------------------------------------------
+
+    @abstractmethod
+    def worker_control(self, worker_id: int) -> WorkerControl:
+        """What the worker is asked to do now: a process count requested for it by
+        :meth:`request_processes`, and the queues paused fleet-wide. One cheap read (a
+        worker makes it once a second)."""
+
+    @abstractmethod
+    def update_worker_processes(
+        self, worker_id: int, *, processes: int, reserve: int, now: datetime
+    ) -> None:
+        """Record the worker's process count and reserve as they are now; a pending
+        request for that count is done (its ``requested_processes`` is cleared)."""
+
+    @abstractmethod
+    def request_processes(self, name: str, processes: int, *, now: datetime) -> int:
+        """Ask the running workers named ``name`` to scale to ``processes`` children,
+        and wake them; return how many were asked (0: no running worker of that name)."""
+
+    @abstractmethod
+    def queued_queues(self) -> list[str]:
+        """The names of the queues that hold queued jobs, in order. Read without
+        scanning the backlog (one index probe per queue)."""
+
+    @abstractmethod
+    def has_backlog(self, queues: Sequence[str], *, now: datetime) -> bool:
+        """Whether jobs due by ``now`` are queued in ``queues`` (empty: any queue)."""
+
+    @abstractmethod
+    def set_queue_paused(self, name: str, paused: bool, *, by: str, now: datetime) -> None:
+        """Pause or resume a queue for every worker, recording who and when, and wake
+        the workers: within a second none claims from a paused queue (its running
+        jobs finish)."""
+
+    @abstractmethod
+    def list_queues(self) -> list[QueueState]:
+        """Every queue with active jobs or a pause record, by name: paused or not, and
+        its depth. Counts read the indexes of active jobs only."""
+
     def wakeup_fileno(self) -> int | None:
         """A file descriptor that becomes readable when jobs may have been enqueued.
 
@@ -356,7 +415,8 @@ class Backend(ABC):
     def consume_wakeups(self) -> bool:
         """Drain the wake-up descriptor after it became readable. True if one of the
         wake-ups announced a cancel request (a job the worker runs may have to be
-        stopped); the others announce jobs."""
+        stopped) or a control request (a scale, a paused queue): the worker looks at
+        them at once. The others announce jobs."""
         return False
 
     # -- reading ------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..job import Event, HeldJob, Job, Ref, WorkerRecord
+from ..job import Event, HeldJob, Job, QueueState, Ref, WorkerRecord
 from ..schedule import ScheduleDef, ScheduleRecord, Tick, spec_from_columns
 
 __all__ = ["AS_IS", "FROM_TEXT", "Columns", "Malformed", "held"]
@@ -131,6 +131,20 @@ class Columns:
             heartbeat_at=self.time(row[9]),
             expires_at=self.time(row[10]),
             stopped_at=self.time(row[11]),
+            requested_processes=row[12],
+            autoscale_min=row[13],
+            autoscale_max=row[14],
+        )
+
+    def queue(self, row: Sequence[Any]) -> QueueState:
+        """A QueueState from the columns of ``list_queues``."""
+        return QueueState(
+            name=row[0],
+            paused=bool(row[1]),
+            changed_at=self.time(row[2]),
+            changed_by=row[3],
+            queued=int(row[4]),
+            running=int(row[5]),
         )
 
     def schedule(self, row: Sequence[Any]) -> ScheduleRecord:

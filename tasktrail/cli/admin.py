@@ -1,4 +1,4 @@
-"""Commands about the system: ``stats``, ``workers``, ``schema``."""
+"""Commands about the system: ``stats``, ``schema``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ..clock import parse_duration, utcnow
 from ..config import parse_dsn, resolve_dsn
 from ..errors import InvalidArguments
 from . import AppContext, cli, common_options, json_option, parse_window
-from .output import echo_json, print_table, short_time
+from .output import echo_json, print_table
 
 
 def _seconds(value: float | None) -> str:
@@ -67,48 +67,6 @@ def stats_command(ctx: AppContext, window: str, as_json: bool) -> None:
             ("throughput", "throughput"),
         ],
         title=f"tasks, last {window}",
-    )
-
-
-@cli.command("workers")
-@common_options
-@click.option("--all", "include_stopped", is_flag=True, help="Include stopped and lost workers.")
-@click.option("--limit", type=int, default=50, show_default=True, help="0 for all.")
-@json_option
-def workers_command(ctx: AppContext, include_stopped: bool, limit: int, as_json: bool) -> None:
-    """Registered worker clients (running ones unless --all)."""
-    if limit < 0:
-        # Like ``jobs --limit -1``: one line on stderr, not a usage screen.
-        raise InvalidArguments(f"--limit must be 0 (all) or more, got {limit}")
-    workers = ctx.app().workers(include_stopped=include_stopped, limit=limit or None)
-    if as_json:
-        echo_json([worker.to_dict() for worker in workers])
-        return
-    rows = [
-        {
-            **worker.to_dict(),
-            "queues": ",".join(worker.queues) or "all",
-            "started_at": short_time(worker.started_at),
-            "heartbeat_at": short_time(worker.heartbeat_at),
-            "stopped_at": short_time(worker.stopped_at),
-        }
-        for worker in workers
-    ]
-    print_table(
-        rows,
-        [
-            ("id", "id"),
-            ("name", "name"),
-            ("host", "host"),
-            ("pid", "pid"),
-            ("processes", "processes"),
-            ("reserve", "reserve"),
-            ("queues", "queues"),
-            ("status", "status"),
-            ("started_at", "started (UTC)"),
-            ("heartbeat_at", "heartbeat (UTC)"),
-            ("stopped_at", "stopped (UTC)"),
-        ],
     )
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import Any
 
 import click
 
+from ..errors import InvalidArguments
 from ..worker import WorkerConfig
 from . import AppContext, cli, common_options
 
@@ -25,6 +27,18 @@ def setup_logging(level: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def _autoscale_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition(",")
+    try:
+        if not sep:
+            raise ValueError
+        return int(low), int(high)
+    except ValueError:
+        raise InvalidArguments(
+            f"--autoscale must be MIN,MAX (two whole numbers, e.g. 2,8), got {text!r}"
+        ) from None
 
 
 @cli.command("worker")
@@ -116,6 +130,24 @@ def setup_logging(level: int) -> None:
     help="Seconds a job of a task this worker does not have (not deployed here yet) is put "
     "back for later, without using an attempt, before it fails.",
 )
+@click.option(
+    "--autoscale",
+    metavar="MIN,MAX",
+    envvar="TASKTRAIL_AUTOSCALE",
+    show_envvar=True,
+    help="Scale the processes between MIN and MAX by itself: one more each second while "
+    "all are busy and jobs wait, one fewer when one has been idle for --autoscale-idle "
+    "seconds. Starts with --processes (default: MIN).",
+)
+@click.option(
+    "--autoscale-idle",
+    type=float,
+    default=10.0,
+    show_default=True,
+    envvar="TASKTRAIL_AUTOSCALE_IDLE",
+    show_envvar=True,
+    help="Seconds a process stays idle before --autoscale retires it.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log every job.")
 @click.option("--quiet", is_flag=True, help="Log warnings and errors only.")
 def worker_command(
@@ -131,6 +163,8 @@ def worker_command(
     poll_interval: float,
     burst: bool,
     unknown_task_grace: float,
+    autoscale: str | None,
+    autoscale_idle: float,
     verbose: bool,
     quiet: bool,
 ) -> None:
@@ -138,12 +172,13 @@ def worker_command(
 
     SIGTERM or SIGINT stops it gracefully: it claims no more, jobs not begun are given back
     at once, running ones get --grace seconds, then are killed and requeued. A second
-    signal stops at once.
+    signal stops at once. SIGTTIN adds a process, SIGTTOU retires one (it finishes its
+    job first); so does `tasktrail workers scale NAME N`, from any host.
     """
     setup_logging(logging.WARNING if quiet else logging.INFO)
     if not verbose and not quiet:
         logging.getLogger("tasktrail.worker.jobs").setLevel(logging.WARNING)
-    options = {
+    options: dict[str, Any] = {
         "queues": tuple(q.strip() for q in queues.split(",") if q.strip()),
         "name": name,
         "grace": grace,
@@ -154,9 +189,15 @@ def worker_command(
         "burst": burst,
         "reserve": reserve,
         "unknown_task_grace": unknown_task_grace,
+        "autoscale_idle": autoscale_idle,
     }
+    if autoscale is not None:
+        low, high = _autoscale_range(autoscale)
+        options["autoscale"] = (low, high)
+        if processes is None:
+            processes = low
     if processes is not None:
         options["processes"] = processes
-    config = WorkerConfig(**options)  # type: ignore[arg-type]
+    config = WorkerConfig(**options)
     app = ctx.app(need_tasks=True)
     sys.exit(app.run_worker(config))

@@ -50,6 +50,13 @@ class WorkerConfig:
         unknown_task_grace: seconds a job of a task this worker does not know (its code
             not deployed here yet) is put back, with a back-off and without using up an
             attempt, before it fails; counted from the first time a worker put it back.
+        autoscale: ``(min, max)``: the worker scales its processes itself, one more each
+            second while all are busy and jobs wait, one fewer when one has been idle
+            for ``autoscale_idle`` seconds; it starts with ``processes`` brought into the
+            range. ``None``: the count changes only when asked (``tasktrail workers
+            scale``, SIGTTIN and SIGTTOU).
+        autoscale_idle: seconds a process of an autoscaling worker stays idle before it
+            is retired.
     """
 
     processes: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -63,6 +70,8 @@ class WorkerConfig:
     poll_interval: float = 1.0
     burst: bool = False
     unknown_task_grace: float = 3600.0
+    autoscale: tuple[int, int] | None = None
+    autoscale_idle: float = 10.0
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, maximum: int = 1_000_000) -> None:
@@ -91,6 +100,7 @@ class WorkerConfig:
         positive("lease_seconds", self.lease_seconds, 0.5)
         positive("poll_interval", self.poll_interval)
         positive("kill_grace", self.kill_grace)
+        positive("autoscale_idle", self.autoscale_idle)
         for name in ("grace", "unknown_task_grace"):
             value = getattr(self, name)
             if (
@@ -99,6 +109,18 @@ class WorkerConfig:
                 or not 0 <= value < 10 * 365 * 86400
             ):
                 raise ConfigurationError(f"{name} must be 0 or more seconds, got {value!r}")
+        if self.autoscale is not None:
+            if not isinstance(self.autoscale, tuple) or len(self.autoscale) != 2:
+                raise ConfigurationError(
+                    f"autoscale must be a pair (min, max), got {self.autoscale!r}"
+                )
+            low, high = self.autoscale
+            positive_int("autoscale min", low, MAX_PROCESSES)
+            positive_int("autoscale max", high, MAX_PROCESSES)
+            if low > high:
+                raise ConfigurationError(
+                    f"autoscale min must not be more than max, got {low},{high}"
+                )
         if isinstance(self.queues, str):
             raise ConfigurationError("queues must be a sequence of names, not one string")
         if self.name is not None:
@@ -106,6 +128,22 @@ class WorkerConfig:
 
     @property
     def reserve_limit(self) -> int:
+        return self.reserve_for(self.processes)
+
+    @property
+    def initial_processes(self) -> int:
+        """The processes it starts with: ``processes``, within the autoscale range."""
+        if self.autoscale is None:
+            return self.processes
+        low, high = self.autoscale
+        return max(low, min(high, self.processes))
+
+    def reserve_for(self, processes: int) -> int:
+        """The reserve while running ``processes``: the default per process, or the
+        configured reserve scaled in proportion (a worker that was given 2 processes
+        and a reserve of 4 holds 6 with 3)."""
         if self.reserve is None:
-            return DEFAULT_RESERVE_PER_PROCESS * self.processes
-        return self.reserve
+            return DEFAULT_RESERVE_PER_PROCESS * processes
+        if processes == self.processes:
+            return self.reserve
+        return max(1, min(MAX_RESERVE, round(self.reserve * processes / self.processes)))

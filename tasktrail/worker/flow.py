@@ -37,7 +37,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -117,6 +117,12 @@ class JobFlow:
         self._estimates: dict[str, float] = {}  # seconds per job of each task, smoothed
         self._lock_freed = False
         self._rng = random.Random()
+        # What it runs and claims from now: the supervisor changes them as the worker is
+        # scaled, and as queues are paused and resumed.
+        self.processes = config.initial_processes
+        self.reserve_limit = config.reserve_for(self.processes)
+        self.queues: tuple[str, ...] = config.queues  # empty: every queue
+        self.claimable = True  # False: every queue it serves is paused
 
     # -- accounting -----------------------------------------------------------------------
 
@@ -138,7 +144,7 @@ class JobFlow:
         per_job = max(_MIN_JOB_COST, self._runtime + self._overhead)
         wanted = 1 + math.ceil(2 * self._rtt / per_job)
         # (rounded up: the reserve, which the claim never exceeds, is shared by them all)
-        most = -(-self.config.reserve_limit // self.config.processes)
+        most = -(-self.reserve_limit // self.processes)
         return max(1, min(wanted, most))
 
     def window(self) -> float:
@@ -278,10 +284,10 @@ class JobFlow:
         self._flush_foreign(worker_id)
         outcomes = [outcome for holder, outcome in self.pending if holder == worker_id]
         plan: list[Child] = []
-        if claiming and self.more_expected:
+        if claiming and self.more_expected and self.claimable:
             # The outcomes sent now free their slots in the same transaction, before the
             # claim (and their events come first in history), so those can be claimed now.
-            free = self.config.reserve_limit - self.held() + len(outcomes)
+            free = self.reserve_limit - self.held() + len(outcomes)
             plan = self.plan(now=monotonic)[: max(0, free)]
         if not outcomes and not plan:
             return
@@ -294,7 +300,7 @@ class JobFlow:
                 start_ids=(),
                 claim=len(plan),
                 start_claimed=len(plan),
-                queues=self.config.queues,
+                queues=self.queues,
                 now=utcnow(),
                 child_pids=[child.pid for child in plan],
             ),
@@ -535,10 +541,11 @@ class JobFlow:
         if job.lock_key is not None:
             self._lock_freed = True
 
-    def give_back(self, reason: str) -> None:
-        """Stopping: give back the planned jobs no child has been sent."""
+    def give_back(self, reason: str, children: Iterable[Child] | None = None) -> None:
+        """Give back the planned jobs no child has been sent (of ``children``, or of
+        all: the worker is stopping)."""
         now = utcnow()
-        for child in self.pool.children.values():
+        for child in self.pool.children.values() if children is None else children:
             for assignment in child.unsent():
                 self.pool.unplan(child, assignment)
                 job = assignment.job

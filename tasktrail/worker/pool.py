@@ -68,6 +68,10 @@ class Child:
     #: Jobs it will still take before it exits by itself (--max-tasks-per-child);
     #: ``None``: no limit.
     jobs_left: int | None = None
+    #: Being retired (the worker scaled down): it takes no new job, and its socket is
+    #: closed once it is idle, so it exits.
+    retiring: bool = False
+    idle_since: float | None = None  # monotonic, seen by the autoscaler
 
     @property
     def assignment(self) -> Assignment | None:
@@ -93,7 +97,7 @@ class Child:
         """How many more jobs it may hold, by count alone: ``depth`` at most, and never
         past its last job (``--max-tasks-per-child``). Whether a busy child should take
         one now is the flow's decision (it knows how long jobs run)."""
-        if not self.healthy:
+        if not self.healthy or self.retiring:
             return 0
         room = depth - len(self.inflight)
         if self.jobs_left is not None:
@@ -265,10 +269,14 @@ class ChildPool:
     def forget(self, child: Child) -> None:
         child.sock.close()
 
+    def close(self, child: Child) -> None:
+        """Close an idle child's socket: it reads EOF and exits."""
+        self._stop_watching(child)
+        with contextlib.suppress(OSError):
+            child.sock.shutdown(socket.SHUT_RDWR)
+
     def close_idle(self) -> None:
         """Close the sockets of idle children: they read EOF and exit."""
         for child in list(self.children.values()):
             if not child.inflight:
-                self._stop_watching(child)
-                with contextlib.suppress(OSError):
-                    child.sock.shutdown(socket.SHUT_RDWR)
+                self.close(child)

@@ -12,13 +12,16 @@ import signal
 from types import FrameType
 from typing import Any
 
-__all__ = ["SignalInbox"]
+__all__ = ["STOPPING", "SignalInbox"]
 
-WATCHED = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+#: The signals that stop the worker (a second one: at once).
+STOPPING = (signal.SIGTERM, signal.SIGINT)
+#: SIGTTIN and SIGTTOU ask for one process more or fewer, as gunicorn's do.
+WATCHED = (*STOPPING, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU)
 
 
 class SignalInbox:
-    """Collects SIGTERM, SIGINT and SIGCHLD for the supervisor loop."""
+    """Collects the ``WATCHED`` signals for the supervisor loop."""
 
     def __init__(self) -> None:
         self._received: list[int] = []

@@ -5,6 +5,13 @@ children and their outcomes back (:mod:`.flow`), never holding more than ``reser
 enforces timeouts, replaces children that die, heartbeats its lease, recovers the jobs
 of workers whose lease expired, fires due schedules, kills jobs whose cancellation was
 asked, and shuts down without losing a job.
+
+Its process count can change while it runs: asked through the database (``tasktrail
+workers scale``, read once a second and at once on a wake-up), by SIGTTIN / SIGTTOU
+(one more / one fewer), or by itself within ``--autoscale MIN,MAX``. A child retired
+by a scale-down takes no new job, gives back those planned for it, and exits once idle:
+what it runs finishes. Queues paused fleet-wide (``tasktrail queues pause``) are left
+out of its claims from the next second on.
 """
 
 from __future__ import annotations
@@ -20,14 +27,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from ..backends.base import JobFilter
+from ..backends.base import JobFilter, WorkerControl
 from ..clock import utcnow
 from ..errors import BackendUnavailable
 from ..job import ACTIVE_STATUSES, WorkerInfo
-from .config import WorkerConfig
+from .config import MAX_PROCESSES, WorkerConfig
 from .flow import JobFlow
 from .pool import Child, ChildPool
-from .signals import SignalInbox
+from .signals import STOPPING, SignalInbox
 
 if TYPE_CHECKING:
     from ..app import App
@@ -37,6 +44,8 @@ __all__ = ["Supervisor", "WorkerConfig"]
 
 T = TypeVar("T")
 log = logging.getLogger("tasktrail.worker")
+#: Why a job planned for a child that is being retired goes back (``interrupted``).
+RETIRED = "not begun: its process was retired (the worker scaled down)"
 
 
 class Supervisor:
@@ -67,6 +76,8 @@ class Supervisor:
         self._db_retry_at = 0.0
         self._db_failures = 0
         self._wake_fd: int | None = None
+        self._paused: frozenset[str] = frozenset()  # queues paused fleet-wide
+        self._control_due = False  # a wake-up announced a control request
 
     # -- the loop -------------------------------------------------------------------
 
@@ -81,13 +92,17 @@ class Supervisor:
                 return 0
             if self.app.periodics:
                 self.app.schedules.sync()
+            autoscale = self.config.autoscale
             log.info(
-                "worker %s (id %s) started: %d processes, reserve %d, queues %s, %s",
-                self.name, self.worker_id, self.config.processes, self.config.reserve_limit,
-                ",".join(self.config.queues) or "all", self.backend.url,
+                "worker %s (id %s) started: %d processes%s, reserve %d, queues %s, %s",
+                self.name, self.worker_id, self.flow.processes,
+                f" (autoscale {autoscale[0]}-{autoscale[1]})" if autoscale else "",
+                self.flow.reserve_limit, ",".join(self.config.queues) or "all",
+                self.backend.url,
             )  # fmt: skip
-            for _ in range(self.config.processes):
+            for _ in range(self.flow.processes):
                 self.pool.spawn()
+            self._control()  # before the first claim: none from a paused queue
             while not self._finished():
                 self._step()
                 self._wait()
@@ -125,19 +140,24 @@ class Supervisor:
             for key, _ in self._selector.select(left):
                 if key.data == "signal":
                     self._signals.drain()
-            if any(signum != signal.SIGCHLD for signum in self._signals.pending()):
+            if any(signum in STOPPING for signum in self._signals.pending()):
                 return True
         return False
 
     def _step(self) -> None:
         self._handle_signals()
         self._reap()
+        for child in self.pool.children.values():
+            if child.retiring and not child.inflight and not child.eof:
+                self.pool.close(child)  # retired and done: it exits
         self._enforce_deadlines()
         monotonic = time.monotonic()
         if monotonic >= self._next_heartbeat:
             self._heartbeat()
         self.flow.dispatch()
         self.flow.give_back_late(time.monotonic())
+        if self._control_due and not self.stopping:
+            self._control()  # a queue paused a moment ago: not in this claim
         self.flow.exchange(self.worker_id, claiming=not self.stopping)
         self.flow.dispatch()
         # Recovery and duties come after the claim, so a job a wake-up announced does
@@ -192,8 +212,9 @@ class Supervisor:
                 cancel = self.backend.consume_wakeups()
                 self._sync_wake_fd()
                 self.flow.wake()
-                if cancel:  # look at the cancel requests now, not at the next duties
+                if cancel:  # look at the cancel and control requests now
                     self._next_duties = time.monotonic()
+                    self._control_due = True
 
     # -- talking to the backend -------------------------------------------------------
 
@@ -230,10 +251,11 @@ class Supervisor:
             name=self.name,
             host=socket.gethostname(),
             pid=os.getpid(),
-            processes=self.config.processes,
-            reserve=self.config.reserve_limit,
+            processes=self.flow.processes,
+            reserve=self.flow.reserve_limit,
             queues=self.config.queues,
             lease_seconds=self.config.lease_seconds,
+            autoscale=self.config.autoscale,
         )
         self.worker_id = self.backend.register_worker(info, now=utcnow())
         self._next_heartbeat = time.monotonic() + self.config.lease_seconds / 3
@@ -294,11 +316,14 @@ class Supervisor:
         return bool(recovered)
 
     def _duties(self, monotonic: float) -> bool:
-        """Every second: fire due schedules, and stop jobs whose cancellation was asked.
-        True if a schedule fired (a job to claim now)."""
+        """Every second: apply what it was asked (a process count, paused queues), fire
+        due schedules, and stop jobs whose cancellation was asked. True if a schedule
+        fired (a job to claim now)."""
         self._next_duties = monotonic + 1.0
         ticks = None
         if not self.stopping:
+            self._control()
+            self._autoscale(monotonic)
             ticks = self._db(
                 "firing schedules",
                 lambda: self.backend.fire_due_schedules(
@@ -344,10 +369,15 @@ class Supervisor:
                 self.flow.on_message(child, message)
             if child.inflight:
                 self.flow.on_exit(child, status)
-            elif child.stop_reason is None and not self.stopping and child.jobs_left != 0:
+            elif (
+                child.stop_reason is None
+                and not child.retiring
+                and not self.stopping
+                and child.jobs_left != 0
+            ):
                 log.warning("idle child %s exited unexpectedly", child.pid)
             self.pool.forget(child)
-            if not self.stopping:
+            if not self.stopping and len(self._serving()) < self.flow.processes:
                 self.pool.spawn()
 
     def _enforce_deadlines(self) -> None:
@@ -372,6 +402,119 @@ class Supervisor:
                 if child.stop_reason is None:
                     self.pool.terminate(child, "shutdown", monotonic + self.config.kill_grace)
 
+    # -- scaling, and paused queues ------------------------------------------------------
+
+    def _serving(self) -> list[Child]:
+        """The children not being retired."""
+        return [child for child in self.pool.children.values() if not child.retiring]
+
+    def scale(self, processes: int, why: str) -> None:
+        """Run ``processes`` children from now on: fork the missing ones, or retire the
+        idle ones first, then those holding the fewest jobs (they finish what they run);
+        the reserve follows. Recorded in the workers registry."""
+        processes = max(1, min(MAX_PROCESSES, processes))
+        before = self.flow.processes
+        self.flow.processes = processes
+        self.flow.reserve_limit = self.config.reserve_for(processes)
+        serving = self._serving()
+        if processes > len(serving):
+            # keep one still finishing its jobs rather than fork another
+            for child in self.pool.children.values():
+                if child.retiring and not child.eof and len(serving) < processes:
+                    child.retiring = False
+                    serving.append(child)
+            for _ in range(processes - len(serving)):
+                self.pool.spawn()
+        elif processes < len(serving):
+            serving.sort(key=lambda child: (len(child.inflight), child.pid))
+            retired = serving[: len(serving) - processes]
+            for child in retired:
+                child.retiring = True
+            self.flow.give_back(RETIRED, retired)
+        if processes != before:
+            log.info(
+                "worker %s: %d -> %d processes, reserve %d (%s)",
+                self.name, before, processes, self.flow.reserve_limit, why,
+            )  # fmt: skip
+        self._db(
+            "recording the process count",
+            lambda: self.backend.update_worker_processes(
+                self.worker_id, processes=processes, reserve=self.flow.reserve_limit,
+                now=utcnow(),
+            ),
+        )  # fmt: skip
+
+    def _control(self) -> None:
+        """Read what the worker is asked (once a second, and at once on a control
+        wake-up) and apply it."""
+        self._control_due = False
+        control = self._db("reading control requests", self._read_control)
+        if control is None:
+            return
+        wanted = control.requested_processes
+        if wanted is not None:
+            self.scale(wanted, "asked through the database")
+        if control.paused_queues != self._paused:
+            for queue in sorted(control.paused_queues - self._paused):
+                log.info("queue %s paused: no more jobs are claimed from it", queue)
+            for queue in sorted(self._paused - control.paused_queues):
+                log.info("queue %s resumed", queue)
+            self._paused = control.paused_queues
+            self.flow.wake()
+        self._choose_queues()
+
+    def _read_control(self) -> WorkerControl:
+        return self.backend.worker_control(self.worker_id)
+
+    def _choose_queues(self) -> None:
+        """The queues to claim from: those served, less the paused ones. A worker of
+        every queue, while some are paused, names the others that hold jobs (read
+        again each second)."""
+        paused = self._paused
+        if self.config.queues:
+            queues = tuple(queue for queue in self.config.queues if queue not in paused)
+        elif paused:
+            found = self._db("listing queues", self.backend.queued_queues)
+            if found is None:
+                return
+            queues = tuple(queue for queue in found if queue not in paused)
+        else:
+            self.flow.queues, self.flow.claimable = (), True
+            return
+        self.flow.queues, self.flow.claimable = queues, bool(queues)
+
+    def _autoscale(self, monotonic: float) -> None:
+        """One more process while all are busy and jobs wait; one fewer when one has
+        been idle for ``autoscale_idle`` seconds; within the ``--autoscale`` range."""
+        if self.config.autoscale is None:
+            return
+        low, high = self.config.autoscale
+        serving = self._serving()
+        for child in serving:
+            if child.inflight:
+                child.idle_since = None
+            elif child.idle_since is None:
+                child.idle_since = monotonic
+        processes = self.flow.processes
+        if processes < high and all(child.inflight for child in serving):
+            if not self.flow.claimable:
+                return
+            queues = self.flow.queues
+            waiting = self._db(
+                "looking for waiting jobs",
+                lambda: self.backend.has_backlog(queues, now=utcnow()),
+            )
+            if waiting:
+                self.scale(processes + 1, "autoscale: every process busy, jobs waiting")
+        elif processes > low:
+            idle_for = self.config.autoscale_idle
+            idle = [
+                child for child in serving
+                if child.idle_since is not None and monotonic - child.idle_since >= idle_for
+            ]  # fmt: skip
+            if idle:
+                self.scale(processes - 1, f"autoscale: a process idle for {idle_for:g}s")
+
     # -- signals and shutdown -----------------------------------------------------------
 
     def _install_signals(self) -> None:
@@ -387,6 +530,12 @@ class Supervisor:
     def _handle_signals(self) -> None:
         for signum in self._signals.pending():
             if signum == signal.SIGCHLD:
+                continue
+            if signum in (signal.SIGTTIN, signal.SIGTTOU):
+                if not self.stopping:
+                    step = 1 if signum == signal.SIGTTIN else -1
+                    name = signal.Signals(signum).name
+                    self.scale(self.flow.processes + step, name)
                 continue
             if self.stopping:
                 log.warning("second %s: stopping now", signal.Signals(signum).name)

@@ -69,6 +69,9 @@ WORKER_KEYS = {
     "heartbeat_at",
     "expires_at",
     "stopped_at",
+    "requested_processes",
+    "autoscale_min",
+    "autoscale_max",
 }
 STATS_KEYS = {
     "task",

@@ -210,6 +210,7 @@ EXPECTED = {
         "schedules": {"SELECT", "INSERT", "UPDATE", "DELETE"},
         "schedule_ticks": READ,
         "workers": READ,
+        "queues": READ,
         "migrations": READ,
         **VIEWS,
     },
@@ -221,6 +222,7 @@ EXPECTED = {
         "schedules": {"SELECT", "INSERT", "UPDATE", "DELETE"},
         "schedule_ticks": {"SELECT", "INSERT", "UPDATE"},
         "workers": {"SELECT", "INSERT", "UPDATE"},
+        "queues": {"SELECT", "INSERT", "UPDATE"},  # tasktrail queues pause / resume
         "migrations": READ,
         **VIEWS,
         "claimable_jobs()": {"EXECUTE"},

@@ -41,12 +41,21 @@ from ...job import (
     Job,
     NewJob,
     Outcome,
+    QueueState,
     WorkerInfo,
     WorkerRecord,
 )
 from ...schedule import ScheduleDef, ScheduleRecord, Tick
 from .._sql import read_sql
-from ..base import Backend, Exchange, JobFilter, PruneReport, RecoveredJob, TaskStats
+from ..base import (
+    Backend,
+    Exchange,
+    JobFilter,
+    PruneReport,
+    RecoveredJob,
+    TaskStats,
+    WorkerControl,
+)
 from ..common import (
     LOST_ERROR_TEMPLATE,
     after_cancel_request,
@@ -561,6 +570,8 @@ class PostgresBackend(Backend):
                 "queues": list(info.queues),
                 "lease_seconds": info.lease_seconds,
                 "now": now,
+                "autoscale_min": info.autoscale[0] if info.autoscale else None,
+                "autoscale_max": info.autoscale[1] if info.autoscale else None,
             },
         )
         self._listen()
@@ -694,7 +705,9 @@ class PostgresBackend(Backend):
         try:
             listener.pgconn.consume_input()
             while (notice := listener.pgconn.notifies()) is not None:
-                cancel = cancel or notice.extra == b"cancel"  # see request_cancel
+                # a cancel (request_cancel) or a control request (request_processes,
+                # set_queue_paused): the worker looks at once
+                cancel = cancel or notice.extra in (b"cancel", b"control")
         except psycopg.Error:
             # The server went away; listen again when it is back (poll meanwhile).
             self._stop_listening()
@@ -725,6 +738,39 @@ class PostgresBackend(Backend):
     ) -> list[WorkerRecord]:
         found = self._fetch("list_workers", {"include_stopped": include_stopped, "limit": limit})
         return [rows.worker(row) for row in found]
+
+    # -- controlling workers and queues ---------------------------------------------
+
+    def worker_control(self, worker_id: int) -> WorkerControl:
+        found = self._fetch("worker_control", {"worker_id": worker_id})
+        if not found:
+            return WorkerControl(None, frozenset())
+        requested, paused = found[0]
+        return WorkerControl(requested, frozenset(paused or ()))
+
+    def update_worker_processes(
+        self, worker_id: int, *, processes: int, reserve: int, now: datetime
+    ) -> None:
+        self._fetch(
+            "update_worker_processes",
+            {"worker_id": worker_id, "processes": processes, "reserve": reserve},
+        )
+
+    def request_processes(self, name: str, processes: int, *, now: datetime) -> int:
+        return len(self._fetch("request_processes", {"name": name, "processes": processes}))
+
+    def queued_queues(self) -> list[str]:
+        return [row[0] for row in self._fetch("queued_queues", {})]
+
+    def has_backlog(self, queues: Sequence[str], *, now: datetime) -> bool:
+        params = {"now": now, "any_queue": not queues, "queues": list(queues)}
+        return bool(self._fetch("has_backlog", params)[0][0])
+
+    def set_queue_paused(self, name: str, paused: bool, *, by: str, now: datetime) -> None:
+        self._fetch("set_queue_paused", {"name": name, "paused": paused, "by": by, "now": now})
+
+    def list_queues(self) -> list[QueueState]:
+        return [rows.queue(row) for row in self._fetch("list_queues", {})]
 
     def task_stats(self, *, since: datetime, now: datetime) -> list[TaskStats]:
         with self._connection() as conn:

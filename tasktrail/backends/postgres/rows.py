@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from ..records import AS_IS
 
-__all__ = ["event", "job", "schedule", "text_without_nul", "tick", "worker"]
+__all__ = ["event", "job", "queue", "schedule", "text_without_nul", "tick", "worker"]
 
 job = AS_IS.job
 event = AS_IS.event
 worker = AS_IS.worker
+queue = AS_IS.queue
 schedule = AS_IS.schedule
 tick = AS_IS.tick
 

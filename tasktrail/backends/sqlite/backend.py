@@ -21,11 +21,29 @@ from typing import Any
 
 from ...config import SqliteDsn
 from ...errors import BackendUnavailable, InvalidArguments, InvalidTransition, SchemaError
-from ...job import Enqueued, Event, HeldJob, Job, NewJob, Outcome, WorkerInfo, WorkerRecord
+from ...job import (
+    Enqueued,
+    Event,
+    HeldJob,
+    Job,
+    NewJob,
+    Outcome,
+    QueueState,
+    WorkerInfo,
+    WorkerRecord,
+)
 from ...schedule import ScheduleDef, ScheduleRecord, Tick
 from .._sql import queries, read_sql
 from .._wake import CANCEL, WakeListener, notify_all, wake_directory
-from ..base import Backend, Exchange, JobFilter, PruneReport, RecoveredJob, TaskStats
+from ..base import (
+    Backend,
+    Exchange,
+    JobFilter,
+    PruneReport,
+    RecoveredJob,
+    TaskStats,
+    WorkerControl,
+)
 from ..common import raise_transition_error, requeues_now
 from ..records import held
 from ..ticks import fire_due
@@ -34,7 +52,7 @@ from . import reads, rows, schedules
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _Q = queries("sqlite")
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -314,6 +332,8 @@ class SqliteBackend(Backend):
                     "lease_seconds": info.lease_seconds,
                     "now": rows.ts(now),
                     "expires_at": rows.ts(now + timedelta(seconds=info.lease_seconds)),
+                    "autoscale_min": info.autoscale[0] if info.autoscale else None,
+                    "autoscale_max": info.autoscale[1] if info.autoscale else None,
                 },
             ).fetchone()
         worker_id = int(row[0])
@@ -493,6 +513,52 @@ class SqliteBackend(Backend):
     ) -> list[WorkerRecord]:
         with self._reading() as conn:
             return reads.list_workers(conn, include_stopped, limit)
+
+    # -- controlling workers and queues ---------------------------------------------
+
+    def worker_control(self, worker_id: int) -> WorkerControl:
+        with self._reading() as conn:
+            found = conn.execute(_Q["worker_control"], {"worker_id": worker_id}).fetchone()
+        if found is None:
+            return WorkerControl(None, frozenset())
+        return WorkerControl(found[0], frozenset(json.loads(found[1] or "[]")))
+
+    def update_worker_processes(
+        self, worker_id: int, *, processes: int, reserve: int, now: datetime
+    ) -> None:
+        with self._write() as conn:
+            conn.execute(
+                _Q["update_worker_processes"],
+                {"worker_id": worker_id, "processes": processes, "reserve": reserve},
+            )
+
+    def request_processes(self, name: str, processes: int, *, now: datetime) -> int:
+        with self._write() as conn:
+            asked = conn.execute(
+                _Q["request_processes"], {"name": name, "processes": processes}
+            ).fetchall()
+        if asked:
+            notify_all(self._wake_dir, CANCEL)  # the workers look at control requests now
+        return len(asked)
+
+    def queued_queues(self) -> list[str]:
+        with self._reading() as conn:
+            return [row[0] for row in conn.execute(_Q["queued_queues"])]
+
+    def has_backlog(self, queues: Sequence[str], *, now: datetime) -> bool:
+        params = {"now": rows.ts(now), "any_queue": not queues, "queues": json.dumps(list(queues))}
+        with self._reading() as conn:
+            return bool(conn.execute(_Q["has_backlog"], params).fetchone()[0])
+
+    def set_queue_paused(self, name: str, paused: bool, *, by: str, now: datetime) -> None:
+        params = {"name": name, "paused": paused, "by": by, "now": rows.ts(now)}
+        with self._write() as conn:
+            conn.execute(_Q["set_queue_paused"], params)
+        notify_all(self._wake_dir, CANCEL)  # the workers look at control requests now
+
+    def list_queues(self) -> list[QueueState]:
+        with self._reading() as conn:
+            return [rows.queue(row) for row in conn.execute(_Q["list_queues"])]
 
     def task_stats(self, *, since: datetime, now: datetime) -> list[TaskStats]:
         with self._reading() as conn:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..records import FROM_TEXT
 
-__all__ = ["event_row", "job", "schedule", "tick", "ts", "worker"]
+__all__ = ["event_row", "job", "queue", "schedule", "tick", "ts", "worker"]
 
 
 def ts(value: datetime) -> str:
@@ -44,5 +44,6 @@ def event_row(
 job = FROM_TEXT.job
 event = FROM_TEXT.event
 worker = FROM_TEXT.worker
+queue = FROM_TEXT.queue
 schedule = FROM_TEXT.schedule
 tick = FROM_TEXT.tick

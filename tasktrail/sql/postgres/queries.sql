@@ -91,10 +91,12 @@ SELECT pg_notify('tasktrail', q) FROM unnest(%(queues)s::text[]) AS q;
 
 -- name: register_worker
 INSERT INTO tasktrail.workers (name, host, pid, processes, reserve, queues, lease_seconds,
-                               status, started_at, heartbeat_at, expires_at)
+                               status, started_at, heartbeat_at, expires_at, autoscale_min,
+                               autoscale_max)
 VALUES (%(name)s, %(host)s, %(pid)s, %(processes)s, %(reserve)s, %(queues)s::text[],
         %(lease_seconds)s, 'running', %(now)s, %(now)s,
-        %(now)s + %(lease_seconds)s * interval '1 second')
+        %(now)s + %(lease_seconds)s * interval '1 second', %(autoscale_min)s,
+        %(autoscale_max)s)
 RETURNING id;
 
 -- name: heartbeat
@@ -197,7 +199,7 @@ ORDER BY e.id;
 
 -- name: list_workers
 SELECT id, name, host, pid, processes, reserve, queues, status, started_at, heartbeat_at,
-       expires_at, stopped_at
+       expires_at, stopped_at, requested_processes, autoscale_min, autoscale_max
 FROM tasktrail.workers
 WHERE %(include_stopped)s OR status = 'running'
 ORDER BY id DESC
@@ -454,3 +456,77 @@ SELECT r.ids, x.id, x.task, x.queue, x.status, x.ref_type, x.ref_id, x.priority,
        x.lock_key, x.child_pid
 FROM rejected r CROSS JOIN (SELECT count(*) FROM requeued) AS woken LEFT JOIN result x ON true
 ORDER BY x.part, x.rank, x.id;
+
+-- Control of running workers and of queues -------------------------------------------
+
+-- What a worker is asked to do, read once a second: a process count to scale to, and
+-- the queues paused fleet-wide.
+-- name: worker_control
+SELECT w.requested_processes,
+       ARRAY(SELECT q.name FROM tasktrail.queues q WHERE q.paused ORDER BY q.name)
+FROM tasktrail.workers w
+WHERE w.id = %(worker_id)s;
+
+-- A worker's process count as it is now; a request for that count has been applied.
+-- name: update_worker_processes
+UPDATE tasktrail.workers
+SET processes = %(processes)s, reserve = %(reserve)s,
+    requested_processes = CASE WHEN requested_processes = %(processes)s THEN NULL
+                               ELSE requested_processes END
+WHERE id = %(worker_id)s
+RETURNING id;
+
+-- name: request_processes
+WITH asked AS (
+    UPDATE tasktrail.workers SET requested_processes = %(processes)s
+    WHERE name = %(name)s AND status = 'running'
+    RETURNING id
+)
+SELECT id, pg_notify('tasktrail', 'control') FROM asked;
+
+-- The queues that have queued jobs, by skipping through the claim index one queue at a
+-- time (a loose index scan: as many probes as queues, whatever the backlog).
+-- name: queued_queues
+WITH RECURSIVE found (queue) AS (
+    (SELECT queue FROM tasktrail.jobs WHERE status = 'queued' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM tasktrail.jobs j
+            WHERE j.status = 'queued' AND j.queue > f.queue ORDER BY j.queue LIMIT 1)
+    FROM found f WHERE f.queue IS NOT NULL
+)
+SELECT queue FROM found WHERE queue IS NOT NULL;
+
+-- Whether jobs are waiting to be claimed (due, queued) in the given queues (or any).
+-- name: has_backlog
+SELECT EXISTS (
+    SELECT 1 FROM tasktrail.jobs
+    WHERE status = 'queued' AND run_at <= %(now)s
+      AND (%(any_queue)s OR queue = ANY (%(queues)s::text[]))
+);
+
+-- name: set_queue_paused
+INSERT INTO tasktrail.queues (name, paused, changed_at, changed_by)
+VALUES (%(name)s, %(paused)s, %(now)s, %(by)s)
+ON CONFLICT (name) DO UPDATE
+SET paused = EXCLUDED.paused, changed_at = EXCLUDED.changed_at, changed_by = EXCLUDED.changed_by
+RETURNING name, pg_notify('tasktrail', 'control');
+
+-- Every queue with active jobs or a pause record: its state and depth. Each count reads
+-- one of the partial indexes of active jobs, never the finished ones.
+-- name: list_queues
+WITH queued AS (
+    SELECT queue, count(*) AS n FROM tasktrail.jobs WHERE status = 'queued' GROUP BY queue
+), held AS (
+    SELECT queue, count(*) AS n FROM tasktrail.jobs
+    WHERE status IN ('reserved', 'running') GROUP BY queue
+), names AS (
+    SELECT queue AS name FROM queued UNION SELECT queue FROM held
+    UNION SELECT name FROM tasktrail.queues
+)
+SELECT n.name, coalesce(q.paused, false), q.changed_at, q.changed_by,
+       coalesce(d.n, 0), coalesce(h.n, 0)
+FROM names n
+LEFT JOIN tasktrail.queues q ON q.name = n.name
+LEFT JOIN queued d ON d.queue = n.name
+LEFT JOIN held h ON h.queue = n.name
+ORDER BY n.name;

@@ -93,6 +93,7 @@ BEGIN
         'INSERT, UPDATE ON tasktrail.workers TO tasktrail_worker',
         'INSERT, UPDATE, DELETE ON tasktrail.schedules TO tasktrail_worker',
         'INSERT, UPDATE ON tasktrail.schedule_ticks TO tasktrail_worker',
+        'INSERT, UPDATE ON tasktrail.queues TO tasktrail_worker',
         'INSERT ON tasktrail.jobs TO tasktrail_producer',
         'INSERT ON tasktrail.events TO tasktrail_producer',
         'INSERT, UPDATE, DELETE ON tasktrail.schedules TO tasktrail_producer'

@@ -1,4 +1,4 @@
--- tasktrail schema for PostgreSQL: the complete current version (3).
+-- tasktrail schema for PostgreSQL: the complete current version (4).
 --
 -- Run it with `psql -f schema.sql`, or let `tasktrail migrate` apply the versioned files
 -- in migrations/ (the same result; a test compares the two catalogs). Every object lives
@@ -31,7 +31,10 @@ CREATE TABLE IF NOT EXISTS tasktrail.workers (
     started_at     timestamptz NOT NULL,
     heartbeat_at   timestamptz NOT NULL,
     expires_at     timestamptz NOT NULL,
-    stopped_at     timestamptz
+    stopped_at     timestamptz,
+    requested_processes integer,                   -- `workers scale`, until applied
+    autoscale_min  integer,                        -- it scales itself in this range
+    autoscale_max  integer
 );
 CREATE INDEX IF NOT EXISTS workers_running_expiry ON tasktrail.workers (expires_at)
     WHERE status = 'running';
@@ -142,6 +145,15 @@ CREATE TABLE IF NOT EXISTS tasktrail.schedule_ticks (
     recorded_at  timestamptz NOT NULL,
     worker_id    bigint,
     PRIMARY KEY (schedule, due_at)
+);
+
+-- Queues paused or resumed by a person (`tasktrail queues pause`); a queue with no row
+-- here is running. No worker claims from a paused queue.
+CREATE TABLE IF NOT EXISTS tasktrail.queues (
+    name        text PRIMARY KEY,
+    paused      boolean NOT NULL DEFAULT false,
+    changed_at  timestamptz NOT NULL,
+    changed_by  text NOT NULL
 );
 
 -- Wake idle workers (LISTEN tasktrail) when jobs are inserted, whoever inserts them.
@@ -284,5 +296,5 @@ FROM tasktrail.jobs
 WHERE finished_at IS NOT NULL
 GROUP BY task, date_trunc('hour', finished_at);
 
-INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid')
+INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control')
 ON CONFLICT (version) DO NOTHING;

@@ -92,9 +92,9 @@ RETURNING id, attempts;
 
 -- name: register_worker
 INSERT INTO workers (name, host, pid, processes, reserve, queues, lease_seconds, status,
-                     started_at, heartbeat_at, expires_at)
+                     started_at, heartbeat_at, expires_at, autoscale_min, autoscale_max)
 VALUES (:name, :host, :pid, :processes, :reserve, :queues, :lease_seconds, 'running',
-        :now, :now, :expires_at)
+        :now, :now, :expires_at, :autoscale_min, :autoscale_max)
 RETURNING id;
 
 -- name: heartbeat
@@ -177,7 +177,7 @@ ORDER BY e.id;
 
 -- name: list_workers
 SELECT id, name, host, pid, processes, reserve, queues, status, started_at, heartbeat_at,
-       expires_at, stopped_at
+       expires_at, stopped_at, requested_processes, autoscale_min, autoscale_max
 FROM workers
 WHERE :include_stopped OR status = 'running'
 ORDER BY id DESC
@@ -259,3 +259,60 @@ SELECT schedule, due_at, outcome, job_id, reason, recorded_at, worker_id
 FROM schedule_ticks WHERE schedule = :schedule
 ORDER BY due_at DESC
 LIMIT :limit;
+
+-- Control of running workers and of queues -------------------------------------------
+
+-- What a worker is asked to do, read once a second: a process count to scale to, and
+-- the queues paused fleet-wide (a JSON array).
+-- name: worker_control
+SELECT requested_processes,
+       (SELECT json_group_array(name) FROM (SELECT name FROM queues WHERE paused ORDER BY name))
+FROM workers
+WHERE id = :worker_id;
+
+-- A worker's process count as it is now; a request for that count has been applied.
+-- name: update_worker_processes
+UPDATE workers
+SET processes = :processes, reserve = :reserve,
+    requested_processes = CASE WHEN requested_processes = :processes THEN NULL
+                               ELSE requested_processes END
+WHERE id = :worker_id;
+
+-- name: request_processes
+UPDATE workers SET requested_processes = :processes
+WHERE name = :name AND status = 'running'
+RETURNING id;
+
+-- name: queued_queues
+SELECT DISTINCT queue FROM jobs INDEXED BY jobs_claim_by_queue WHERE status = 'queued'
+ORDER BY queue;
+
+-- name: has_backlog
+SELECT EXISTS (
+    SELECT 1 FROM jobs
+    WHERE status = 'queued' AND run_at <= :now
+      AND (:any_queue OR queue IN (SELECT value FROM json_each(:queues)))
+);
+
+-- name: set_queue_paused
+INSERT INTO queues (name, paused, changed_at, changed_by)
+VALUES (:name, :paused, :now, :by)
+ON CONFLICT (name) DO UPDATE
+SET paused = excluded.paused, changed_at = excluded.changed_at, changed_by = excluded.changed_by;
+
+-- Every queue with active jobs or a pause record: its state and depth.
+-- name: list_queues
+WITH queued AS (
+    SELECT queue, count(*) AS n FROM jobs WHERE status = 'queued' GROUP BY queue
+), held AS (
+    SELECT queue, count(*) AS n FROM jobs WHERE status IN ('reserved', 'running') GROUP BY queue
+), names AS (
+    SELECT queue AS name FROM queued UNION SELECT queue FROM held UNION SELECT name FROM queues
+)
+SELECT n.name, coalesce(q.paused, 0), q.changed_at, q.changed_by, coalesce(d.n, 0),
+       coalesce(h.n, 0)
+FROM names n
+LEFT JOIN queues q ON q.name = n.name
+LEFT JOIN queued d ON d.queue = n.name
+LEFT JOIN held h ON h.queue = n.name
+ORDER BY n.name;

@@ -1,4 +1,4 @@
--- tasktrail schema for SQLite: the complete current version (3).
+-- tasktrail schema for SQLite: the complete current version (4).
 -- A database made by an older version is brought here by the files in migrations/.
 --
 -- The embedded default: one file on one host, shared by every worker and producer on it.
@@ -29,7 +29,10 @@ CREATE TABLE IF NOT EXISTS workers (
     started_at    TEXT NOT NULL,
     heartbeat_at  TEXT NOT NULL,
     expires_at    TEXT NOT NULL,
-    stopped_at    TEXT
+    stopped_at    TEXT,
+    requested_processes INTEGER,                  -- `workers scale`, until applied
+    autoscale_min INTEGER,                        -- it scales itself in this range
+    autoscale_max INTEGER
 );
 CREATE INDEX IF NOT EXISTS workers_running_expiry ON workers (expires_at) WHERE status = 'running';
 
@@ -133,7 +136,17 @@ CREATE TABLE IF NOT EXISTS schedule_ticks (
     PRIMARY KEY (schedule, due_at)
 );
 
+-- Queues paused or resumed by a person (`tasktrail queues pause`); a queue with no row
+-- here is running. No worker claims from a paused queue.
+CREATE TABLE IF NOT EXISTS queues (
+    name        TEXT PRIMARY KEY,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    changed_at  TEXT NOT NULL,
+    changed_by  TEXT NOT NULL
+);
+
 INSERT OR IGNORE INTO migrations (version, name, applied_at)
 VALUES (1, 'initial', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (2, 'flow_control', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
-       (3, 'child_pid', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
+       (3, 'child_pid', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+       (4, 'worker_control', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
