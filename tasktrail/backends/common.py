@@ -82,7 +82,7 @@ class Transition:
     """What an outcome does to its job row."""
 
     status: str  # the job's new status
-    run_at: datetime | None  # when it runs again, if queued again
+    run_at: datetime | None  # when it runs again, if queued again (None: as it was)
     extra_attempts: int  # added to max_attempts: an interrupted attempt is given back
 
 
@@ -95,8 +95,10 @@ def transition(outcome: Outcome) -> Transition:
             return Transition("queued", outcome.retry_at, 0)
         return Transition("failed", None, 0)
     if outcome.kind == "interrupted":
-        # A shutdown killed it: not the job's fault, so it does not use up a retry.
-        return Transition("queued", outcome.finished_at, 1)
+        # Given back unbegun, or a shutdown killed it: not the job's fault, so it does not
+        # use up a retry, and it keeps its place in line (its run_at as it was: it was
+        # due), ahead of the jobs enqueued since.
+        return Transition("queued", None, 1)
     if outcome.kind == "deferred":
         # No worker that took it knew its task yet: later, without using up a retry.
         return Transition("queued", outcome.retry_at or outcome.finished_at, 1)
@@ -124,7 +126,8 @@ def requeues_now(outcome: Outcome, now: datetime) -> bool:
     """Whether ``outcome`` puts its job back in the queue to run at once: other workers
     should be woken for it."""
     change = transition(outcome)
-    return change.status == "queued" and change.run_at is not None and change.run_at <= now
+    # (queued with no run_at: it keeps the one it had, which was due)
+    return change.status == "queued" and (change.run_at is None or change.run_at <= now)
 
 
 def raise_transition_error(job_id: int, status: str | None, verb: str) -> NoReturn:

@@ -629,6 +629,24 @@ def test_finish_interrupted_queues_the_job_at_once(backend: Backend) -> None:
     assert again.attempts == 2
 
 
+def test_a_job_given_back_keeps_its_place_ahead_of_later_jobs(backend: Backend) -> None:
+    """A job given back unbegun (its process stayed busy, the worker stops) is queued at
+    once and keeps its run_at: the next claim takes it before the jobs enqueued after it,
+    not behind the whole backlog."""
+    [first] = enqueue(backend, [new_job()], now=T0)
+    later = enqueue(backend, [new_job() for _ in range(3)], now=at(1))
+    worker = backend.register_worker(worker_info(), now=T0)
+    running = start(backend, worker, first, at(2))
+    back = Outcome(first, running.attempts, "interrupted", at(3), detail={"reason": "given back"})
+    assert backend.finish(worker, [back], now=at(3)) == []
+    job = must_get(backend, first)
+    assert (job.status, job.run_at) == ("queued", T0)
+    claimed = backend.exchange(
+        worker, outcomes=(), start_ids=(), claim=2, start_claimed=2, queues=(), now=at(4)
+    ).started
+    assert [j.id for j in claimed] == [first, later[0]]
+
+
 def test_finish_cancelled_while_running(backend: Backend) -> None:
     [job_id] = enqueue(backend, [new_job(max_attempts=3)], now=T0)
     worker = backend.register_worker(worker_info(), now=T0)

@@ -486,10 +486,10 @@ def test_every_way_a_hold_ends_frees_the_lock(backend: Backend, ending: str) -> 
     else:
         backend.unregister_worker(worker, now=at(4))
 
-    # One job of the key is claimable again. A holder sent back unstarted keeps its place
-    # (same run_at, lower id); otherwise the waiting job goes first (the holder is final,
-    # or queued again with a later run_at).
-    requeued = ("released", "worker lost while reserved", "worker unregistered")
+    # One job of the key is claimable again. A holder sent back unstarted, or interrupted
+    # (not its fault), keeps its place (same run_at, lower id); otherwise the waiting job
+    # goes first (the holder is final, or queued again with a later run_at).
+    requeued = ("released", "worker lost while reserved", "worker unregistered", "interrupted")
     expected = holder if ending in requeued else waiter
     assert ids_of(backend.reserve(other, [], 10, now=at(20))) == [expected]
     assert backend.reserve(other, [], 10, now=at(20)) == []  # and holds the lock again

@@ -36,8 +36,9 @@ RETRY_AT = T0 + timedelta(minutes=1)
         ),
         (Outcome(1, 1, "failed", T0, error="boom"), Transition("failed", None, 0)),
         (Outcome(1, 1, "timeout", T0, error="slow"), Transition("failed", None, 0)),
-        # an interrupted attempt is requeued at once and given back
-        (Outcome(1, 1, "interrupted", T0), Transition("queued", T0, 1)),
+        # an interrupted attempt is requeued at once, in its place (run_at as it was),
+        # and given back
+        (Outcome(1, 1, "interrupted", T0), Transition("queued", None, 1)),
         (Outcome(1, 1, "cancelled", T0, error="stop"), Transition("cancelled", None, 0)),
     ],
 )
