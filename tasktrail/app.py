@@ -410,10 +410,17 @@ class App:
         worker_id: int | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        descendants: bool = False,
         limit: int | None = 100,
     ) -> list[Job]:
-        """Jobs matching every given filter, newest first. ``limit=None`` for all."""
+        """Jobs matching every given filter, newest first. ``limit=None`` for all.
+
+        With ``descendants=True``, the jobs of ``ref`` (or ``ref_type``) come with every
+        follow-up below them, whatever their own refs; the other filters apply to all.
+        """
         parsed_ref = check_ref_text(Ref.of(ref))
+        if descendants and parsed_ref is None and ref_type is None:
+            raise InvalidArguments("descendants=True needs ref= or ref_type=: whose follow-ups?")
         for option, text in (("ref_type", ref_type), ("task", task), ("queue", queue)):
             if text is not None and (
                 not isinstance(text, str) or "\x00" in text or not is_utf8(text)
@@ -449,9 +456,22 @@ class App:
                 worker_id=worker_id,
                 since=to_utc(since, "since") if since else None,
                 until=to_utc(until, "until") if until else None,
+                descendants=bool(descendants),
                 limit=limit,
             )
         )
+
+    def tree(self, job_id: int) -> list[Job]:
+        """Every job of the tree ``job_id`` is in, from its root down: the root first,
+        then the follow-ups by id (a parent before its follow-ups).
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        job = self.job(job_id)
+        root = job.root_id or job.id
+        found = self.backend.list_jobs(JobFilter(tree=root, limit=None))
+        return sorted(found, key=lambda each: each.id)
 
     def events(self, job_id: int) -> list[Event]:
         """A job's history, oldest first.

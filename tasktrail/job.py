@@ -152,6 +152,8 @@ class NewJob(NamedTuple):
     run_at: datetime | None  # None: as soon as possible (the backend's "now")
     unique_key: str | None = None  # at most one queued/reserved/running job per key
     lock_key: str | None = None  # at most one reserved/running job per key
+    parent_id: int | None = None  # the job that enqueued it (a follow-up)
+    root_id: int | None = None  # its tree's root (filled in by the backend from the parent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +194,12 @@ class Job:
     unique_key: str | None = None
     lock_key: str | None = None
     cancel_requested_at: datetime | None = None
+    #: The job that enqueued this one while it ran (a follow-up), or the ``parent=``
+    #: given; None for a job enqueued from outside a task.
+    parent_id: int | None = None
+    #: The root of its tree of follow-ups: its own id for a root (as the backends read
+    #: it; stored NULL for a root).
+    root_id: int | None = None
 
     @property
     def is_final(self) -> bool:
@@ -222,6 +230,8 @@ class Job:
             "unique_key": self.unique_key,
             "lock_key": self.lock_key,
             "cancel_requested_at": _iso(self.cancel_requested_at),
+            "parent_id": self.parent_id,
+            "root_id": self.root_id,
         }
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import payload
 from .clock import to_utc, utcnow
+from .context import current_job
 from .errors import ConfigurationError, InvalidArguments
 from .job import NewJob, Ref
 from .retry import RetryPolicy
@@ -178,9 +179,15 @@ class Task(Generic[P, R]):
         priority: int | None = None,
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
+        parent: Any = None,
         **kwargs: Any,
     ) -> NewJob:
         """Validate a call and return it as a :class:`NewJob`, for ``App.enqueue_many``.
+
+        Called while a task runs (in a worker's child), the job is a follow-up of the
+        one running: its ``parent_id`` names it, its ``root_id`` the root of that tree.
+        ``parent`` (a job id, a :class:`JobHandle` or a :class:`Job`) names another
+        parent, or one from outside a task.
 
         Raises:
             InvalidArguments: the arguments do not fit the function, or bad options.
@@ -223,6 +230,7 @@ class Task(Generic[P, R]):
             run_at=_run_at(delay, run_at),
             unique_key=unique_key,
             lock_key=lock_key,
+            parent_id=_parent_id(parent),
         )
 
     def enqueue(
@@ -234,6 +242,7 @@ class Task(Generic[P, R]):
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         connection: Any = None,
+        parent: Any = None,
         **kwargs: Any,
     ) -> JobHandle:
         """Ask a worker to run ``func(*args, **kwargs)``; return a handle on the job.
@@ -246,11 +255,26 @@ class Task(Generic[P, R]):
             run_at: an aware datetime not to run it before (instead of ``delay``).
             connection: a psycopg connection whose transaction the job joins: it exists
                 if and only if that transaction commits.
+            parent: the job this one follows up (default: the one running, when called
+                from a task); see :meth:`prepare`.
         """
         job = self.prepare(
-            *args, ref=ref, queue=queue, priority=priority, delay=delay, run_at=run_at, **kwargs
-        )
+            *args, ref=ref, queue=queue, priority=priority, delay=delay, run_at=run_at,
+            parent=parent, **kwargs,
+        )  # fmt: skip
         return self.app.enqueue_many([job], connection=connection)[0]
+
+
+def _parent_id(parent: Any) -> int | None:
+    """The id of the job a new one follows up: ``parent`` as given (an id, or anything
+    with an ``id``: a JobHandle, a Job), else the job running in this process."""
+    if parent is None:
+        running = current_job()
+        return running.job_id if running is not None else None
+    job_id = getattr(parent, "id", parent)
+    if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
+        raise InvalidArguments(f"parent must be a job id, a JobHandle or a Job, got {parent!r}")
+    return job_id
 
 
 def _plain_parameters(signature: inspect.Signature) -> tuple[dict[str, int], int] | None:

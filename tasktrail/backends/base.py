@@ -55,6 +55,10 @@ class JobFilter:
     """Which jobs ``list_jobs`` returns. Unset fields do not filter.
 
     Results are ordered newest first (by id). ``limit=None`` means all.
+
+    With ``descendants``, the jobs that ``ids``, ``ref_type`` and ``ref_id`` select come
+    with every follow-up below them, whatever its own ref, and the other fields filter
+    that whole set. ``tree`` selects the tree whose root is that job id.
     """
 
     ids: tuple[int, ...] | None = None
@@ -67,6 +71,8 @@ class JobFilter:
     since: datetime | None = None  # created at or after
     until: datetime | None = None  # created before
     finished_since: datetime | None = None  # finished at or after
+    descendants: bool = False
+    tree: int | None = None  # a root's id: the jobs of its tree
     limit: int | None = 100
 
 

@@ -6,11 +6,12 @@ Pure functions with no I/O, so the mapping is written once and unit-tested direc
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, NoReturn
 
-from ..errors import InvalidTransition, JobNotFound
+from ..errors import InvalidArguments, InvalidTransition, JobNotFound
 from ..job import NewJob, Outcome
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "raise_transition_error",
     "requeues_now",
     "transition",
+    "with_roots",
 ]
 
 
@@ -41,7 +43,31 @@ def new_job_columns(job: NewJob) -> dict[str, Any]:
         "timeout": job.timeout,
         "unique_key": job.unique_key,
         "lock_key": job.lock_key,
+        "parent_id": job.parent_id,
+        "root_id": job.root_id,
     }
+
+
+def with_roots(
+    jobs: Sequence[NewJob], roots_of: Callable[[list[int]], dict[int, int]]
+) -> Sequence[NewJob]:
+    """``jobs`` with the root of each follow-up's tree filled in from its parent
+    (``roots_of`` reads ``{parent id: its root}`` in the enqueueing transaction).
+
+    Raises:
+        InvalidArguments: a parent that does not exist.
+    """
+    wanted = sorted({job.parent_id for job in jobs if job.parent_id and job.root_id is None})
+    if not wanted:
+        return jobs
+    roots = roots_of(wanted)
+    missing = [job_id for job_id in wanted if job_id not in roots]
+    if missing:
+        raise InvalidArguments(f"parent job {missing[0]} does not exist")
+    return [
+        job._replace(root_id=roots[job.parent_id]) if job.parent_id and job.root_id is None else job
+        for job in jobs
+    ]
 
 
 def outcome_events(

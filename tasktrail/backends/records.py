@@ -100,6 +100,8 @@ class Columns:
             unique_key=row[20],
             lock_key=row[21],
             cancel_requested_at=time(row[22]),
+            parent_id=row[23],
+            root_id=row[24] if row[24] is not None else row[0],
         )
 
     def event(self, row: Sequence[Any]) -> Event:

@@ -48,6 +48,8 @@ JOB_KEYS = {
     "lock_key",
     "cancel_requested_at",
     "worker_name",
+    "parent_id",
+    "root_id",
 }
 #: ``--json`` keys of an event: the ``events`` columns, plus its worker's name, host, pid.
 EVENT_KEYS = {"id", "job_id", "at", "kind", "attempt", "worker_id", "detail"} | {

@@ -63,6 +63,7 @@ from ..common import (
     outcome_events,
     raise_transition_error,
     transition,
+    with_roots,
 )
 from ..records import held
 from ..ticks import fire_due
@@ -111,7 +112,7 @@ COPY_FROM = 100
 #: The binary COPY types of ``copy_jobs``' columns (json goes as its text).
 _COPY_JOB_TYPES = [
     "text", "text", "text", "text", "int2", "text", "text", "int4", "float8", "text", "text",
-    "int8", "text", "timestamptz", "timestamptz",
+    "int8", "int8", "int8", "text", "timestamptz", "timestamptz",
 ]  # fmt: skip
 
 
@@ -418,6 +419,12 @@ class PostgresBackend(Backend):
         tried again; with unique keys the batch runs in one transaction, so it stays all
         or nothing.
         """
+
+        def roots_of(ids: list[int]) -> dict[int, int]:
+            with conn.cursor(row_factory=tuple_row) as cursor:
+                return dict(cursor.execute(self._q["job_roots"], {"ids": ids}).fetchall())
+
+        jobs = with_roots(jobs, roots_of)
         if not any(job.unique_key for job in jobs):
             if len(jobs) >= COPY_FROM:
                 with _atomic(conn):
@@ -517,6 +524,8 @@ class PostgresBackend(Backend):
                 extra.append(f',"unique_key":{_quote(job.unique_key)}')
             if job.lock_key is not None:
                 extra.append(f',"lock_key":{_quote(job.lock_key)}')
+            if job.parent_id is not None:
+                extra.append(f',"parent_id":{int(job.parent_id)},"root_id":{int(job.root_id or 0)}')
             documents.append(f"{text}{''.join(extra)}}}" if extra else f"{text}}}")
         return {"now": now, "jobs": f"[{','.join(documents)}]"}
 

@@ -37,9 +37,19 @@ def list_jobs(conn: Connection, q: dict[str, str], job_filter: JobFilter) -> lis
     if f.ids is not None:
         conditions.append("j.id = ANY (%(ids)s::bigint[])")
         params["ids"] = list(f.ids)
+    for column, text in (("ref_type", f.ref_type), ("ref_id", f.ref_id)):
+        if text is not None:
+            conditions.append(f"j.{column} = %({column})s")
+            params[column] = text
+    head = ""
+    if f.descendants and conditions:
+        # the selected jobs, then level by level the follow-ups of each (jobs_parent)
+        head = f"{q['tree_head']} {' AND '.join(conditions)} {q['tree_tail']} "
+        conditions = ["j.id IN (SELECT id FROM tree)"]
+    if f.tree is not None:
+        conditions.append("(j.id = %(tree)s OR j.root_id = %(tree)s)")
+        params["tree"] = f.tree
     for column, value in (
-        ("ref_type", f.ref_type),
-        ("ref_id", f.ref_id),
         ("task", f.task),
         ("queue", f.queue),
         ("worker_id", f.worker_id),
@@ -61,7 +71,7 @@ def list_jobs(conn: Connection, q: dict[str, str], job_filter: JobFilter) -> lis
         params["finished_since"] = f.finished_since
     where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
     params["limit"] = f.limit
-    query = q["select_jobs"] + where + " ORDER BY j.id DESC LIMIT %(limit)s"
+    query = head + q["select_jobs"] + where + " ORDER BY j.id DESC LIMIT %(limit)s"
     return [rows.job(row) for row in conn.execute(query.encode(), params)]
 
 

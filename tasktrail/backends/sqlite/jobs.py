@@ -20,6 +20,7 @@ from ..common import (
     new_job_columns,
     outcome_events,
     transition,
+    with_roots,
 )
 from . import rows
 
@@ -30,6 +31,11 @@ _Q = queries("sqlite")
 
 def enqueue_in(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: datetime) -> list[Enqueued]:
     now_text = rows.ts(now)
+
+    def roots_of(ids: list[int]) -> dict[int, int]:
+        return dict(conn.execute(_Q["job_roots"], {"ids": json.dumps(ids)}).fetchall())
+
+    jobs = with_roots(jobs, roots_of)
     result: list[Enqueued] = []
     created: list[int] = []
     for job in jobs:

@@ -30,9 +30,19 @@ def list_jobs(conn: sqlite3.Connection, job_filter: JobFilter) -> list[Job]:
     if f.ids is not None:
         conditions.append("j.id IN (SELECT value FROM json_each(:ids))")
         params["ids"] = json.dumps(list(f.ids))
+    for column, text in (("ref_type", f.ref_type), ("ref_id", f.ref_id)):
+        if text is not None:
+            conditions.append(f"j.{column} = :{column}")
+            params[column] = text
+    head = ""
+    if f.descendants and conditions:
+        # the selected jobs, then level by level the follow-ups of each (jobs_parent)
+        head = f"{_Q['tree_head']} {' AND '.join(conditions)} {_Q['tree_tail']} "
+        conditions = ["j.id IN (SELECT id FROM tree)"]
+    if f.tree is not None:
+        conditions.append("(j.id = :tree OR j.root_id = :tree)")
+        params["tree"] = f.tree
     for column, value in (
-        ("ref_type", f.ref_type),
-        ("ref_id", f.ref_id),
         ("task", f.task),
         ("queue", f.queue),
         ("worker_id", f.worker_id),
@@ -54,7 +64,7 @@ def list_jobs(conn: sqlite3.Connection, job_filter: JobFilter) -> list[Job]:
         params["finished_since"] = rows.ts(f.finished_since)
     where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
     params["limit"] = -1 if f.limit is None else f.limit
-    sql = _Q["select_jobs"] + where + " ORDER BY j.id DESC LIMIT :limit"
+    sql = head + _Q["select_jobs"] + where + " ORDER BY j.id DESC LIMIT :limit"
     return [rows.job(row) for row in conn.execute(sql, params)]
 
 

@@ -7,15 +7,17 @@
 -- name: enqueue
 WITH new_jobs AS (
     INSERT INTO tasktrail.jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
-                                max_attempts, timeout, run_at, created_at, unique_key, lock_key)
+                                max_attempts, timeout, run_at, created_at, unique_key, lock_key,
+                                parent_id, root_id)
     SELECT t.task, t.queue, 'queued', t.ref_type, t.ref_id, t.priority, t.args::json,
            t.kwargs::json, t.max_attempts, t.timeout, coalesce(t.run_at, %(now)s), %(now)s,
-           t.unique_key, t.lock_key
+           t.unique_key, t.lock_key, t.parent_id, t.root_id
     -- the batch is one JSON document: parsed by the server, not bound value by value
     FROM json_to_recordset(%(jobs)s::json)
          AS t(ord integer, task text, queue text, ref_type text, ref_id text, priority smallint,
               args text, kwargs text, max_attempts integer, timeout double precision,
-              run_at timestamptz, unique_key text, lock_key text)
+              run_at timestamptz, unique_key text, lock_key text, parent_id bigint,
+              root_id bigint)
     ORDER BY t.ord
     ON CONFLICT (unique_key)
         WHERE unique_key IS NOT NULL AND status IN ('queued', 'reserved', 'running')
@@ -32,11 +34,13 @@ SELECT id, unique_key FROM new_jobs ORDER BY id;
 -- name: enqueue_one
 WITH new_job AS (
     INSERT INTO tasktrail.jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
-                                max_attempts, timeout, run_at, created_at, unique_key, lock_key)
+                                max_attempts, timeout, run_at, created_at, unique_key, lock_key,
+                                parent_id, root_id)
     VALUES (%(task)s::text, %(queue)s::text, 'queued', %(ref_type)s::text, %(ref_id)s::text,
             %(priority)s::smallint, %(args)s::json, %(kwargs)s::json, %(max_attempts)s::integer,
             %(timeout)s::double precision, coalesce(%(run_at)s::timestamptz, %(now)s),
-            %(now)s, %(unique_key)s::text, %(lock_key)s::text)
+            %(now)s, %(unique_key)s::text, %(lock_key)s::text, %(parent_id)s::bigint,
+            %(root_id)s::bigint)
     ON CONFLICT (unique_key)
         WHERE unique_key IS NOT NULL AND status IN ('queued', 'reserved', 'running')
         DO NOTHING
@@ -66,8 +70,13 @@ SELECT id FROM ids ORDER BY id;
 
 -- name: copy_jobs
 COPY tasktrail.jobs (task, queue, ref_type, ref_id, priority, args, kwargs, max_attempts,
-                     timeout, unique_key, lock_key, id, status, run_at, created_at)
+                     timeout, unique_key, lock_key, parent_id, root_id, id, status, run_at,
+                     created_at)
 FROM STDIN (FORMAT BINARY);
+
+-- The root of each parent's tree, for its follow-ups (a root's root_id is NULL).
+-- name: job_roots
+SELECT id, coalesce(root_id, id) FROM tasktrail.jobs WHERE id = ANY (%(ids)s::bigint[]);
 
 -- name: active_unique
 SELECT id, unique_key FROM tasktrail.jobs
@@ -183,11 +192,20 @@ WHERE j.id = %(job_id)s AND a.status IN ('queued', 'reserved', 'running');
 -- name: job_status
 SELECT status FROM tasktrail.jobs WHERE id = %(job_id)s;
 
+-- A set of jobs and every follow-up below them (list_jobs with descendants): the head,
+-- the conditions that select the set, the tail; then select_jobs of the ids in `tree`.
+-- Each level is read through jobs_parent: as many index probes as jobs in the trees.
+-- name: tree_head
+WITH RECURSIVE tree (id) AS (SELECT j.id FROM tasktrail.jobs j WHERE
+
+-- name: tree_tail
+ UNION SELECT c.id FROM tasktrail.jobs c JOIN tree t ON c.parent_id = t.id)
+
 -- name: select_jobs
 SELECT j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args, j.kwargs,
        j.attempts, j.max_attempts, j.timeout, j.run_at, j.created_at, j.started_at,
        j.finished_at, j.worker_id, w.name AS worker_name, j.result, j.error, j.unique_key,
-       j.lock_key, j.cancel_requested_at
+       j.lock_key, j.cancel_requested_at, j.parent_id, j.root_id
 FROM tasktrail.jobs j LEFT JOIN tasktrail.workers w ON w.id = j.worker_id;
 
 -- name: list_events

@@ -1,4 +1,4 @@
--- tasktrail schema for PostgreSQL: the complete current version (4).
+-- tasktrail schema for PostgreSQL: the complete current version (5).
 --
 -- Run it with `psql -f schema.sql`, or let `tasktrail migrate` apply the versioned files
 -- in migrations/ (the same result; a test compares the two catalogs). Every object lives
@@ -64,7 +64,9 @@ CREATE TABLE IF NOT EXISTS tasktrail.jobs (
     error         text,
     unique_key    text,                             -- at most one active job per key
     lock_key      text,                             -- at most one reserved/running job per key
-    cancel_requested_at timestamptz                 -- a cancel was asked while it ran
+    cancel_requested_at timestamptz,                -- a cancel was asked while it ran
+    parent_id     bigint,                           -- the job that enqueued it (a follow-up)
+    root_id       bigint                            -- its tree's root; NULL: it is a root
 ) WITH (
     fillfactor = 90,
     autovacuum_vacuum_scale_factor = 0.02,
@@ -83,6 +85,10 @@ CREATE INDEX IF NOT EXISTS jobs_held ON tasktrail.jobs (worker_id)
 -- update), so there are only those the claim, recovery and lookups by ref need.
 CREATE INDEX IF NOT EXISTS jobs_ref ON tasktrail.jobs (ref_type, ref_id, id)
     WHERE ref_type IS NOT NULL;
+-- Follow-ups only: a tree is read by its root (tasktrail tree) or level by level from a
+-- job down (jobs --descendants).
+CREATE INDEX IF NOT EXISTS jobs_parent ON tasktrail.jobs (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_root ON tasktrail.jobs (root_id) WHERE root_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_finished ON tasktrail.jobs (finished_at)
     WHERE finished_at IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON tasktrail.jobs (unique_key)
@@ -266,7 +272,8 @@ $$;
 -- timeline `tasktrail show` prints.
 CREATE OR REPLACE VIEW tasktrail.job_history AS
 SELECT e.id, e.job_id, j.task, j.ref_type, j.ref_id, e.at, e.kind, e.attempt,
-       w.name AS worker_name, w.host, w.pid, e.detail, e.child_pid
+       w.name AS worker_name, w.host, w.pid, e.detail, e.child_pid, j.parent_id,
+       coalesce(j.root_id, j.id) AS root_id
 FROM tasktrail.events e
 JOIN tasktrail.jobs j ON j.id = e.job_id
 LEFT JOIN tasktrail.workers w ON w.id = e.worker_id;
@@ -275,7 +282,8 @@ LEFT JOIN tasktrail.workers w ON w.id = e.worker_id;
 CREATE OR REPLACE VIEW tasktrail.latest_by_ref AS
 SELECT DISTINCT ON (ref_type, ref_id, task)
        ref_type, ref_id, task, id AS job_id, status, attempts, created_at, started_at,
-       finished_at, finished_at - started_at AS run_time, error
+       finished_at, finished_at - started_at AS run_time, error, parent_id,
+       coalesce(root_id, id) AS root_id
 FROM tasktrail.jobs
 WHERE ref_type IS NOT NULL
 ORDER BY ref_type, ref_id, task, id DESC;
@@ -296,5 +304,5 @@ FROM tasktrail.jobs
 WHERE finished_at IS NOT NULL
 GROUP BY task, date_trunc('hour', finished_at);
 
-INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control')
+INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control'), (5, 'lineage')
 ON CONFLICT (version) DO NOTHING;

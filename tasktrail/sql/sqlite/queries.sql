@@ -1,12 +1,17 @@
 -- Named statements of the SQLite backend. Parameters are named (:name) and always bound;
 -- no value is ever formatted into SQL text.
 
+-- The root of each parent's tree, for its follow-ups (a root's root_id is NULL).
+-- name: job_roots
+SELECT id, coalesce(root_id, id) FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
 -- A job whose unique_key is already active is not inserted (no row comes back).
 -- name: insert_job
 INSERT INTO jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
-                  max_attempts, timeout, run_at, created_at, unique_key, lock_key)
+                  max_attempts, timeout, run_at, created_at, unique_key, lock_key, parent_id,
+                  root_id)
 VALUES (:task, :queue, 'queued', :ref_type, :ref_id, :priority, :args, :kwargs,
-        :max_attempts, :timeout, :run_at, :now, :unique_key, :lock_key)
+        :max_attempts, :timeout, :run_at, :now, :unique_key, :lock_key, :parent_id, :root_id)
 ON CONFLICT DO NOTHING
 RETURNING id;
 
@@ -161,11 +166,20 @@ WHERE j.id = :job_id AND a.status IN ('queued', 'reserved', 'running');
 -- name: job_status
 SELECT status FROM jobs WHERE id = :job_id;
 
+-- A set of jobs and every follow-up below them (list_jobs with descendants): the head,
+-- the conditions that select the set, the tail; then select_jobs of the ids in `tree`.
+-- Each level is read through jobs_parent: as many index probes as jobs in the trees.
+-- name: tree_head
+WITH RECURSIVE tree (id) AS (SELECT j.id FROM jobs j WHERE
+
+-- name: tree_tail
+ UNION SELECT c.id FROM jobs c JOIN tree t ON c.parent_id = t.id)
+
 -- name: select_jobs
 SELECT j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args, j.kwargs,
        j.attempts, j.max_attempts, j.timeout, j.run_at, j.created_at, j.started_at,
        j.finished_at, j.worker_id, w.name AS worker_name, j.result, j.error, j.unique_key,
-       j.lock_key, j.cancel_requested_at
+       j.lock_key, j.cancel_requested_at, j.parent_id, j.root_id
 FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id;
 
 -- name: list_events

@@ -1,4 +1,4 @@
--- tasktrail schema for SQLite: the complete current version (4).
+-- tasktrail schema for SQLite: the complete current version (5).
 -- A database made by an older version is brought here by the files in migrations/.
 --
 -- The embedded default: one file on one host, shared by every worker and producer on it.
@@ -59,8 +59,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     error         TEXT,
     unique_key    TEXT,                            -- at most one active job per key
     lock_key      TEXT,                            -- at most one reserved/running job per key
-    cancel_requested_at TEXT                       -- a cancel was asked while it ran
+    cancel_requested_at TEXT,                      -- a cancel was asked while it ran
+    parent_id     INTEGER,                         -- the job that enqueued it (a follow-up)
+    root_id       INTEGER                          -- its tree's root; NULL: it is a root
 );
+CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_root ON jobs (root_id) WHERE root_id IS NOT NULL;
 -- The claim reads only this partial index: finished jobs are never scanned.
 CREATE INDEX IF NOT EXISTS jobs_claim_by_queue ON jobs (queue, priority DESC, run_at, id)
     WHERE status = 'queued';
@@ -91,7 +95,8 @@ CREATE INDEX IF NOT EXISTS events_job ON events (job_id, id);
 -- Every event with the worker's name, host and pid: the timeline `tasktrail show` prints.
 CREATE VIEW IF NOT EXISTS job_history AS
 SELECT e.id, e.job_id, j.task, j.ref_type, j.ref_id, e.at, e.kind, e.attempt,
-       w.name AS worker_name, w.host, w.pid, e.detail, e.child_pid
+       w.name AS worker_name, w.host, w.pid, e.detail, e.child_pid, j.parent_id,
+       coalesce(j.root_id, j.id) AS root_id
 FROM events e
 JOIN jobs j ON j.id = e.job_id
 LEFT JOIN workers w ON w.id = e.worker_id;
@@ -149,4 +154,5 @@ INSERT OR IGNORE INTO migrations (version, name, applied_at)
 VALUES (1, 'initial', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (2, 'flow_control', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (3, 'child_pid', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
-       (4, 'worker_control', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
+       (4, 'worker_control', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+       (5, 'lineage', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
