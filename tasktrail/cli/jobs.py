@@ -1,4 +1,4 @@
-"""Commands about jobs: ``jobs``, ``show``, ``enqueue``, ``retry``, ``cancel``."""
+"""Commands about jobs: ``jobs``, ``show``, ``tree``, ``enqueue``, ``retry``, ``cancel``."""
 
 from __future__ import annotations
 
@@ -53,6 +53,11 @@ def _limit(value: int) -> int | None:
 @click.option("--worker", "worker_id", type=int, help="Worker id.")
 @click.option("--since", help="Created since: a duration ago (2h) or an ISO time.")
 @click.option("--until", help="Created before: a duration ago or an ISO time.")
+@click.option(
+    "--descendants",
+    is_flag=True,
+    help="With --ref or --ref-type: also every follow-up below those jobs, whatever its ref.",
+)
 @click.option("--limit", type=int, default=50, show_default=True, help="0 for all.")
 @json_option
 def jobs_command(
@@ -65,10 +70,16 @@ def jobs_command(
     worker_id: int | None,
     since: str | None,
     until: str | None,
+    descendants: bool,
     limit: int,
     as_json: bool,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first.
+
+    With --descendants, the jobs of --ref (or --ref-type) and every job they enqueued,
+    and so on down (a business object's whole tree of work); the other filters apply to
+    all of them.
+    """
     found = ctx.app().jobs(
         ref=ref,
         ref_type=ref_type,
@@ -78,12 +89,62 @@ def jobs_command(
         worker_id=worker_id,
         since=parse_since(since),
         until=parse_since(until),
+        descendants=descendants,
         limit=_limit(limit),
     )
     if as_json:
         echo_json([job.to_dict() for job in found])
     else:
         print_table([_job_row(job) for job in found], _JOB_COLUMNS)
+
+
+def _duration(job: Job) -> str:
+    if job.started_at is None:
+        return ""
+    if job.finished_at is None:
+        return "running" if job.status == "running" else ""
+    seconds = (job.finished_at - job.started_at).total_seconds()
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.2f}s"
+
+
+def tree_lines(jobs: list[Job], marked: int | None = None) -> list[str]:
+    """A tree of jobs (the root first, parents before their follow-ups) as text: one
+    line per job with its status, task, ref and run time, indented under its parent."""
+    below: dict[int | None, list[Job]] = {}
+    known = {job.id for job in jobs}
+    for job in jobs:
+        parent = job.parent_id if job.parent_id in known else None
+        below.setdefault(parent, []).append(job)
+    lines: list[str] = []
+
+    def walk(job: Job, prefix: str, last: bool, top: bool) -> None:
+        branch = "" if top else ("└─ " if last else "├─ ")
+        fields = [str(job.id), job.status, job.task, str(job.ref or ""), _duration(job)]
+        text = "  ".join(field for field in fields if field)
+        lines.append(prefix + branch + text + ("   <-" if job.id == marked else ""))
+        children = below.get(job.id, [])
+        inner = prefix + ("" if top else ("   " if last else "│  "))
+        for index, child in enumerate(children):
+            walk(child, inner, index == len(children) - 1, False)
+
+    for root in below.get(None, []):
+        walk(root, "", True, True)
+    return lines
+
+
+@cli.command("tree")
+@common_options
+@click.argument("job_id", type=int)
+@json_option
+def tree_command(ctx: AppContext, job_id: int, as_json: bool) -> None:
+    """The tree of follow-up jobs JOB_ID belongs to, from its root: each job's id,
+    status, task, ref and run time, under the job that enqueued it (JOB_ID marked)."""
+    jobs = ctx.app().tree(job_id)
+    if as_json:
+        echo_json([job.to_dict() for job in jobs])
+        return
+    for line in tree_lines(jobs, marked=job_id):
+        click.echo(line)
 
 
 def _event_summary(event: Event) -> str:
@@ -124,6 +185,8 @@ def show_command(ctx: AppContext, job_id: int, as_json: bool) -> None:
         ("started", short_time(job.started_at)),
         ("finished", short_time(job.finished_at)),
         ("worker", job.worker_name or ""),
+        ("parent", job.parent_id or ""),
+        ("tree", f"root {job.root_id} (tasktrail tree {job.id})" if job.parent_id else ""),
         ("result", json.dumps(job.result) if job.status == "succeeded" else ""),
         ("error", job.error or ""),
     ]

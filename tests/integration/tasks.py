@@ -58,6 +58,18 @@ def read_lines(path: str) -> list[dict[str, Any]]:
 # -- plain tasks -------------------------------------------------------------------
 
 
+@app.task(name="fan_out")
+def fan_out(refs: list[str], leaves: int = 0) -> list[int]:
+    """A follow-up per ref (from the task's own process), each of which enqueues
+    ``leaves`` more: a tree of work under the job that runs this."""
+    return [spawn_leaves.enqueue(leaves, ref=text).id for text in refs]
+
+
+@app.task(name="spawn_leaves")
+def spawn_leaves(count: int) -> list[int]:
+    return [noop.enqueue().id for _ in range(count)]
+
+
 @app.task(name="noop")
 def noop() -> None:
     return None
