@@ -269,6 +269,9 @@ class App:
         priority: int | None = None,
         catch_up: str = "latest",
         skip_if_running: bool = False,
+        calendar: str | None = None,
+        calendar_rule: str = "business_days",
+        closed_days: Sequence[Any] = (),
         task_name: str | None = None,
         **task_options: Any,
     ) -> Callable[[Callable[P, R] | Task[P, R]], Task[P, R]]:
@@ -298,6 +301,9 @@ class App:
                 priority=priority,
                 catch_up=catch_up,
                 skip_if_running=skip_if_running,
+                calendar=calendar,
+                calendar_rule=calendar_rule,
+                closed_days=closed_days,
                 source="code",
             )
             self.periodics[definition.name] = definition
@@ -320,6 +326,9 @@ class App:
         catch_up: str,
         skip_if_running: bool,
         source: str,
+        calendar: str | None = None,
+        calendar_rule: str = "business_days",
+        closed_days: Sequence[Any] = (),
     ) -> ScheduleDef:
         """Validate a schedule, its task and its arguments (a trial ``prepare``)."""
         if not isinstance(task, str | Task):
@@ -333,7 +342,7 @@ class App:
         return ScheduleDef(
             name=validate_schedule_name(name),
             task=task_object.name,
-            spec=parse_spec(cron, every),
+            spec=parse_spec(cron, every, calendar, calendar_rule, closed_days),
             args_json=trial.args_json,
             kwargs_json=trial.kwargs_json,
             ref=trial.ref,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
+from .business_days import Calendar, end_of_day, parse_calendar
 from .clock import utcnow
 from .errors import ConfigurationError, InvalidArguments, ScheduleNotFound
 from .job import Ref
@@ -27,6 +28,7 @@ __all__ = [
     "CATCH_UP_POLICIES",
     "Cron",
     "Every",
+    "OnCalendar",
     "ScheduleDef",
     "ScheduleRecord",
     "ScheduleSpec",
@@ -99,7 +101,46 @@ class Cron:
         return following if following <= moment else previous
 
 
-ScheduleSpec = Every | Cron
+#: How many days an ``OnCalendar`` schedule looks ahead (or back) for a day it keeps.
+CALENDAR_SEARCH_DAYS = 3660
+
+
+@dataclass(frozen=True, slots=True)
+class OnCalendar:
+    """The ticks of ``base`` that fall on days ``calendar`` keeps (business days, or the
+    first or last business day of the month)."""
+
+    base: Every | Cron
+    calendar: Calendar
+
+    def describe(self) -> str:
+        return f"{self.base.describe()}, {self.calendar.describe()}"
+
+    def next_after(self, after: datetime, anchor: datetime) -> datetime:
+        tick = self.base.next_after(after, anchor)
+        for _ in range(CALENDAR_SEARCH_DAYS):
+            if self.calendar.keeps(tick.date()):
+                return tick
+            tick = self.base.next_after(end_of_day(tick), anchor)  # the next day's first
+        raise ConfigurationError(
+            f"schedule {self.describe()} has no tick in {CALENDAR_SEARCH_DAYS} days"
+        )
+
+    def latest_at_or_before(self, moment: datetime, anchor: datetime) -> datetime | None:
+        tick = self.base.latest_at_or_before(moment, anchor)
+        for _ in range(CALENDAR_SEARCH_DAYS):
+            if tick is None or self.calendar.keeps(tick.date()):
+                return tick
+            day_start = tick.replace(hour=0, minute=0, second=0, microsecond=0)
+            tick = self.base.latest_at_or_before(day_start - timedelta(microseconds=1), anchor)
+        return None
+
+
+ScheduleSpec = Every | Cron | OnCalendar
+
+
+def _base(spec: ScheduleSpec) -> Every | Cron:
+    return spec.base if isinstance(spec, OnCalendar) else spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +161,17 @@ class ScheduleDef:
 
     @property
     def cron(self) -> str | None:
-        return self.spec.expression if isinstance(self.spec, Cron) else None
+        base = _base(self.spec)
+        return base.expression if isinstance(base, Cron) else None
 
     @property
     def every_seconds(self) -> float | None:
-        return self.spec.seconds if isinstance(self.spec, Every) else None
+        base = _base(self.spec)
+        return base.seconds if isinstance(base, Every) else None
+
+    @property
+    def calendar(self) -> Calendar | None:
+        return self.spec.calendar if isinstance(self.spec, OnCalendar) else None
 
     def columns(self) -> dict[str, Any]:
         """The definition's columns in the ``schedules`` table, by name."""
@@ -142,6 +189,7 @@ class ScheduleDef:
             "catch_up": self.catch_up,
             "skip_if_running": self.skip_if_running,
             "source": self.source,
+            "calendar": self.calendar.to_json() if self.calendar else None,
         }
 
 
@@ -162,6 +210,15 @@ class ScheduleRecord:
     def name(self) -> str:
         return self.definition.name
 
+    def upcoming(self, count: int = 3) -> builtins.list[datetime]:
+        """The next ``count`` due times (none while paused), to check a schedule's rule."""
+        if self.paused:
+            return []
+        found = [self.next_due_at]
+        while len(found) < count:
+            found.append(self.definition.spec.next_after(found[-1], self.anchor))
+        return found
+
     def to_dict(self) -> dict[str, Any]:
         d = self.definition
         return {
@@ -178,6 +235,7 @@ class ScheduleRecord:
             "catch_up": d.catch_up,
             "skip_if_running": d.skip_if_running,
             "source": d.source,
+            "calendar": _calendar_dict(d.calendar),
             "paused": self.paused,
             "anchor": self.anchor.isoformat(),
             "next_due_at": self.next_due_at.isoformat(),
@@ -185,7 +243,12 @@ class ScheduleRecord:
             "last_job_id": self.last_job_id,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
+            "upcoming": [moment.isoformat() for moment in self.upcoming()],
         }
+
+
+def _calendar_dict(calendar: Calendar | None) -> dict[str, Any] | None:
+    return json.loads(calendar.to_json()) if calendar else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +275,12 @@ class Tick:
         }
 
 
-def spec_from_columns(cron: str | None, every_seconds: float | None) -> ScheduleSpec:
+def spec_from_columns(
+    cron: str | None, every_seconds: float | None, calendar: str | None = None
+) -> ScheduleSpec:
     """The spec of a stored schedule row."""
-    return Cron(cron) if cron is not None else Every(float(every_seconds or 0))
+    base = Cron(cron) if cron is not None else Every(float(every_seconds or 0))
+    return OnCalendar(base, Calendar.from_json(calendar)) if calendar else base
 
 
 def saved_timing(
@@ -238,13 +304,33 @@ def paused_timing(record: ScheduleRecord, paused: bool, now: datetime) -> dateti
     return record.definition.spec.next_after(now, record.anchor)
 
 
-def parse_spec(cron: str | None = None, every: Any = None) -> ScheduleSpec:
+def parse_spec(
+    cron: str | None = None,
+    every: Any = None,
+    calendar: Any = None,
+    calendar_rule: Any = "business_days",
+    closed_days: Any = (),
+) -> ScheduleSpec:
     """Validate ``cron=`` or ``every=`` (seconds or a timedelta); exactly one is needed.
+    With ``calendar`` (``"DE"``, ``"DE-BY"``), only the ticks on the days its
+    ``calendar_rule`` keeps fire (see :mod:`tasktrail.business_days`).
 
     Raises:
-        ConfigurationError: neither or both given, a bad cron expression, or a
-            non-positive interval.
+        ConfigurationError: neither or both given, a bad cron expression, a
+            non-positive interval, a bad calendar, or a rule that never comes due.
     """
+    base = _parse_base(cron, every)
+    if calendar is None:
+        if calendar_rule != "business_days" or closed_days:
+            raise ConfigurationError("calendar_rule and closed_days need a calendar=")
+        return base
+    spec = OnCalendar(base, parse_calendar(calendar, calendar_rule, closed_days))
+    start = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    spec.next_after(start, start)  # raises if it never comes due
+    return spec
+
+
+def _parse_base(cron: str | None, every: Any) -> Every | Cron:
     if (cron is None) == (every is None):
         raise ConfigurationError("a schedule needs exactly one of cron= or every=")
     if cron is not None:
@@ -388,6 +474,9 @@ class Schedules:
         catch_up: str = "latest",
         skip_if_running: bool = False,
         replace: bool = False,
+        calendar: str | None = None,
+        calendar_rule: str = "business_days",
+        closed_days: Sequence[Any] = (),
     ) -> ScheduleRecord:
         """Store a schedule: ``task(*args, **kwargs)`` at every due time.
 
@@ -402,6 +491,11 @@ class Schedules:
             skip_if_running: skip a tick (recorded, with the reason) while the previous
                 job of this schedule is still queued or running.
             replace: overwrite a schedule of the same name instead of failing.
+            calendar: only on business days of this country or region (``"DE"``,
+                ``"DE-BY"``; public holidays from the ``holidays`` package, weekends
+                off); ``calendar_rule`` keeps every business day (``business_days``),
+                or only the ``first_business_day`` or ``last_business_day`` of the
+                month; ``closed_days`` (dates or ``YYYY-MM-DD``) are closed as well.
         """
         definition = self._app._schedule_definition(
             name,
@@ -416,6 +510,9 @@ class Schedules:
             catch_up=catch_up,
             skip_if_running=skip_if_running,
             source="runtime",
+            calendar=calendar,
+            calendar_rule=calendar_rule,
+            closed_days=closed_days,
         )
         return self._app.backend.save_schedule(definition, now=utcnow(), replace=replace)
 

@@ -154,7 +154,7 @@ class Columns:
         definition = ScheduleDef(
             name=row[0],
             task=row[1],
-            spec=spec_from_columns(row[2], row[3]),
+            spec=spec_from_columns(row[2], row[3], row[20]),
             args_json=row[4],
             kwargs_json=row[5],
             ref=Ref(row[6], row[7]) if row[6] is not None else None,

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from ..business_days import RULES
 from ..clock import parse_duration
 from ..schedule import CATCH_UP_POLICIES, ScheduleRecord
 from . import AppContext, cli, common_options, json_option
@@ -23,7 +24,8 @@ def _row(record: ScheduleRecord) -> dict[str, Any]:
     return {
         "name": d.name,
         "task": d.task,
-        "when": f"cron {d.cron}" if d.cron else f"every {d.every_seconds:g}s",
+        "when": (f"cron {d.cron}" if d.cron else f"every {d.every_seconds:g}s")
+        + (f", {d.calendar.describe()}" if d.calendar else ""),
         "ref": str(d.ref) if d.ref else "",
         "args": d.args_json if d.args_json != "[]" else "",
         "catch_up": d.catch_up,
@@ -31,6 +33,7 @@ def _row(record: ScheduleRecord) -> dict[str, Any]:
         "source": d.source,
         "state": "paused" if record.paused else "active",
         "next_due_at": short_time(record.next_due_at),
+        "upcoming": ", ".join(short_time(moment) for moment in record.upcoming()[1:]),
         "last_job_id": record.last_job_id or "",
     }
 
@@ -45,7 +48,7 @@ def _print(records: list[ScheduleRecord], as_json: bool) -> None:
             ("name", "name"), ("task", "task"), ("when", "when (UTC)"), ("ref", "ref"),
             ("args", "args"), ("catch_up", "catch up"), ("skip", "skip if running"),
             ("source", "source"), ("state", "state"), ("next_due_at", "next due (UTC)"),
-            ("last_job_id", "last job"),
+            ("upcoming", "then"), ("last_job_id", "last job"),
         ],
     )  # fmt: skip
 
@@ -78,6 +81,24 @@ def list_command(ctx: AppContext, as_json: bool) -> None:
 )
 @click.option("--skip-if-running", is_flag=True, help="Skip a tick while the previous job runs.")
 @click.option("--replace", is_flag=True, help="Overwrite a schedule of the same name.")
+@click.option(
+    "--calendar",
+    metavar="COUNTRY[-REGION]",
+    help="Only on business days there: DE, DE-BY, US-NY (weekends and public holidays off).",
+)
+@click.option(
+    "--calendar-rule",
+    type=click.Choice(RULES),
+    default="business_days",
+    show_default=True,
+    help="With --calendar: every business day, or the first or last of each month.",
+)
+@click.option(
+    "--closed-days",
+    metavar="DATES",
+    default="",
+    help="With --calendar: more closed days, comma-separated YYYY-MM-DD.",
+)
 @json_option
 def add_command(
     ctx: AppContext,
@@ -93,9 +114,13 @@ def add_command(
     catch_up: str,
     skip_if_running: bool,
     replace: bool,
+    calendar: str | None,
+    calendar_rule: str,
+    closed_days: str,
     as_json: bool,
 ) -> None:
-    """Add a schedule NAME running TASK_NAME (needs --app)."""
+    """Add a schedule NAME running TASK_NAME (needs --app). `schedules list` shows its
+    next due times, to check the rule."""
     app = ctx.app(need_tasks=True)
     record = app.schedules.add(
         name,
@@ -110,13 +135,17 @@ def add_command(
         catch_up=catch_up,
         skip_if_running=skip_if_running,
         replace=replace,
+        calendar=calendar,
+        calendar_rule=calendar_rule,
+        closed_days=[day.strip() for day in closed_days.split(",") if day.strip()],
     )
     if as_json:
         echo_json(record.to_dict())
     else:
         click.echo(
             f"schedule {record.name}: {_row(record)['when']}, next due "
-            f"{short_time(record.next_due_at)} UTC"
+            f"{short_time(record.next_due_at)} UTC, then "
+            + ", ".join(short_time(moment) for moment in record.upcoming()[1:])
         )
 
 

@@ -1087,3 +1087,24 @@ def test_concurrent_firing_makes_one_job_per_tick(
         for t in backend.list_ticks(name, limit=None)
     }
     assert ledger == {(name, due, job_id) for name, due, _, job_id in ticks}
+
+
+def test_a_schedule_on_business_days_is_stored_and_fires_only_on_them(backend: Backend) -> None:
+    from tasktrail.schedule import parse_spec
+
+    spec = parse_spec(cron="0 18 * * *", calendar="DE", closed_days=["2026-12-29"])
+    wednesday = datetime(2026, 12, 23, 19, tzinfo=T0.tzinfo)
+    saved = backend.save_schedule(schedule("close-books", spec, catch_up="all"), now=wednesday)
+    assert backend.get_schedule("close-books") == saved
+    assert saved.definition.spec == spec and saved.definition.calendar is not None
+    assert saved.next_due_at == datetime(2026, 12, 24, 18, tzinfo=T0.tzinfo)
+    assert [t.date().isoformat() for t in saved.upcoming(4)] == [
+        "2026-12-24", "2026-12-28", "2026-12-30", "2026-12-31",
+    ]  # fmt: skip
+    assert saved.to_dict()["calendar"]["country"] == "DE"
+    # a week later, every due tick fires: none on the holidays, the weekend, the 29th
+    ticks = fire(backend, datetime(2026, 12, 31, 19, tzinfo=T0.tzinfo))
+    assert sorted(t.due_at.date().isoformat() for t in ticks if t.outcome == "fired") == [
+        "2026-12-24", "2026-12-28", "2026-12-30", "2026-12-31",
+    ]  # fmt: skip
+    assert backend.get_schedule("close-books").next_due_at.date().isoformat() == "2027-01-04"  # type: ignore[union-attr]

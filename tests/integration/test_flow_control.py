@@ -416,7 +416,10 @@ def test_cancel_of_a_running_job_from_the_command_line(
     )
     assert done.returncode == 0, done.stderr
     [printed] = json.loads(done.stdout)
-    assert (printed["id"], printed["status"]) == (victim.id, "running")
+    # (the history and the log say why, should the job not be running at that moment)
+    assert (printed["id"], printed["status"]) == (victim.id, "running"), (
+        [e.kind for e in victim.events()], worker.diagnose(),
+    )  # fmt: skip
     assert printed["cancel_requested_at"] is not None
     wait_for(
         lambda: victim.get().status == "cancelled",

@@ -259,7 +259,7 @@ SELECT max(version) FROM tasktrail.migrations;
 -- name: select_schedules
 SELECT name, task, cron, every_seconds, args::text, kwargs::text, ref_type, ref_id, queue,
        priority, catch_up, skip_if_running, source, paused, anchor, next_due_at, last_due_at,
-       last_job_id, created_at, updated_at
+       last_job_id, created_at, updated_at, calendar
 FROM tasktrail.schedules;
 
 -- name: lock_schedule_name
@@ -268,17 +268,18 @@ SELECT pg_advisory_xact_lock(hashtext('tasktrail.schedules'), hashtext(%(name)s)
 -- name: insert_schedule
 INSERT INTO tasktrail.schedules (name, task, cron, every_seconds, args, kwargs, ref_type,
                                  ref_id, queue, priority, catch_up, skip_if_running, source,
-                                 paused, anchor, next_due_at, created_at, updated_at)
+                                 paused, anchor, next_due_at, created_at, updated_at, calendar)
 VALUES (%(name)s, %(task)s, %(cron)s, %(every_seconds)s, %(args)s::json, %(kwargs)s::json,
         %(ref_type)s, %(ref_id)s, %(queue)s, %(priority)s, %(catch_up)s, %(skip_if_running)s,
-        %(source)s, false, %(anchor)s, %(next_due_at)s, %(now)s, %(now)s);
+        %(source)s, false, %(anchor)s, %(next_due_at)s, %(now)s, %(now)s, %(calendar)s);
 
 -- name: update_schedule
 UPDATE tasktrail.schedules
 SET task = %(task)s, cron = %(cron)s, every_seconds = %(every_seconds)s, args = %(args)s::json,
     kwargs = %(kwargs)s::json, ref_type = %(ref_type)s, ref_id = %(ref_id)s, queue = %(queue)s,
     priority = %(priority)s, catch_up = %(catch_up)s, skip_if_running = %(skip_if_running)s,
-    source = %(source)s, anchor = %(anchor)s, next_due_at = %(next_due_at)s, updated_at = %(now)s
+    source = %(source)s, anchor = %(anchor)s, next_due_at = %(next_due_at)s, updated_at = %(now)s,
+    calendar = %(calendar)s
 WHERE name = %(name)s;
 
 -- name: pause_schedule
@@ -299,7 +300,7 @@ SELECT EXISTS (
 -- name: due_schedules
 SELECT name, task, cron, every_seconds, args::text, kwargs::text, ref_type, ref_id, queue,
        priority, catch_up, skip_if_running, source, paused, anchor, next_due_at, last_due_at,
-       last_job_id, created_at, updated_at
+       last_job_id, created_at, updated_at, calendar
 FROM tasktrail.schedules
 WHERE NOT paused AND next_due_at <= %(now)s
 ORDER BY next_due_at

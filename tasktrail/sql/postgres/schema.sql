@@ -1,4 +1,4 @@
--- tasktrail schema for PostgreSQL: the complete current version (5).
+-- tasktrail schema for PostgreSQL: the complete current version (6).
 --
 -- Run it with `psql -f schema.sql`, or let `tasktrail migrate` apply the versioned files
 -- in migrations/ (the same result; a test compares the two catalogs). Every object lives
@@ -136,6 +136,7 @@ CREATE TABLE IF NOT EXISTS tasktrail.schedules (
     last_job_id      bigint,
     created_at       timestamptz NOT NULL,
     updated_at       timestamptz NOT NULL,
+    calendar         text,                        -- business days only (JSON), or NULL
     CHECK ((cron IS NULL) <> (every_seconds IS NULL))
 );
 CREATE INDEX IF NOT EXISTS schedules_due ON tasktrail.schedules (next_due_at) WHERE NOT paused;
@@ -304,5 +305,5 @@ FROM tasktrail.jobs
 WHERE finished_at IS NOT NULL
 GROUP BY task, date_trunc('hour', finished_at);
 
-INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control'), (5, 'lineage')
+INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control'), (5, 'lineage'), (6, 'business_calendar')
 ON CONFLICT (version) DO NOTHING;

@@ -223,22 +223,23 @@ DELETE FROM jobs WHERE status = :status AND finished_at < :cutoff;
 -- name: select_schedules
 SELECT name, task, cron, every_seconds, args, kwargs, ref_type, ref_id, queue, priority,
        catch_up, skip_if_running, source, paused, anchor, next_due_at, last_due_at,
-       last_job_id, created_at, updated_at
+       last_job_id, created_at, updated_at, calendar
 FROM schedules;
 
 -- name: insert_schedule
 INSERT INTO schedules (name, task, cron, every_seconds, args, kwargs, ref_type, ref_id, queue,
                        priority, catch_up, skip_if_running, source, paused, anchor,
-                       next_due_at, created_at, updated_at)
+                       next_due_at, created_at, updated_at, calendar)
 VALUES (:name, :task, :cron, :every_seconds, :args, :kwargs, :ref_type, :ref_id, :queue,
-        :priority, :catch_up, :skip_if_running, :source, 0, :anchor, :next_due_at, :now, :now);
+        :priority, :catch_up, :skip_if_running, :source, 0, :anchor, :next_due_at, :now, :now,
+        :calendar);
 
 -- name: update_schedule
 UPDATE schedules
 SET task = :task, cron = :cron, every_seconds = :every_seconds, args = :args, kwargs = :kwargs,
     ref_type = :ref_type, ref_id = :ref_id, queue = :queue, priority = :priority,
     catch_up = :catch_up, skip_if_running = :skip_if_running, source = :source,
-    anchor = :anchor, next_due_at = :next_due_at, updated_at = :now
+    anchor = :anchor, next_due_at = :next_due_at, updated_at = :now, calendar = :calendar
 WHERE name = :name;
 
 -- name: pause_schedule

@@ -1,4 +1,4 @@
--- tasktrail schema for SQLite: the complete current version (5).
+-- tasktrail schema for SQLite: the complete current version (6).
 -- A database made by an older version is brought here by the files in migrations/.
 --
 -- The embedded default: one file on one host, shared by every worker and producer on it.
@@ -124,6 +124,7 @@ CREATE TABLE IF NOT EXISTS schedules (
     last_job_id      INTEGER,
     created_at       TEXT NOT NULL,
     updated_at       TEXT NOT NULL,
+    calendar         TEXT,                        -- business days only (JSON), or NULL
     CHECK ((cron IS NULL) <> (every_seconds IS NULL))
 );
 CREATE INDEX IF NOT EXISTS schedules_due ON schedules (next_due_at) WHERE paused = 0;
@@ -155,4 +156,5 @@ VALUES (1, 'initial', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (2, 'flow_control', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (3, 'child_pid', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (4, 'worker_control', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
-       (5, 'lineage', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
+       (5, 'lineage', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+       (6, 'business_calendar', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
