@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -227,8 +228,23 @@ def show_command(ctx: AppContext, job_id: int, as_json: bool) -> None:
 
 
 def json_value(text: str | None, what: str, kind: type) -> Any:
+    """The JSON of an option: given inline, as ``@path`` (read from that file) or as
+    ``-`` (read from standard input), for payloads too big or awkward for a shell."""
     if text is None:
         return kind()
+    if text == "-":
+        what = f"{what} (from standard input)"
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        path = text[1:]
+        what = f"{what} (from {path})"
+        try:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
+        except OSError as exc:
+            raise InvalidArguments(f"cannot read {what}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise InvalidArguments(f"{what} is not UTF-8 text") from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -244,9 +260,18 @@ def json_value(text: str | None, what: str, kind: type) -> Any:
 @common_options
 @click.argument("task_name")
 @click.option(
-    "--args", "args_json", metavar="JSON", help="Positional arguments, a JSON array: '[42, \"x\"]'."
+    "--args",
+    "args_json",
+    metavar="JSON",
+    help="Positional arguments, a JSON array: '[42, \"x\"]'; @FILE reads it from a file, - "
+    "from standard input.",
 )
-@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments, a JSON object.")
+@click.option(
+    "--kwargs",
+    "kwargs_json",
+    metavar="JSON",
+    help="Keyword arguments, a JSON object (or @FILE, or - for standard input).",
+)
 @click.option("--ref", help="Business object, type:id.")
 @click.option("--queue", help="Overrides the task's queue.")
 @click.option("--priority", type=int, help="Higher runs first.")

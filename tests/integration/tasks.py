@@ -70,6 +70,12 @@ def spawn_leaves(count: int) -> list[int]:
     return [noop.enqueue().id for _ in range(count)]
 
 
+@app.task(name="echo")
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Any arguments, returned as they came."""
+    return {"args": list(args), "kwargs": kwargs}
+
+
 @app.task(name="noop")
 def noop() -> None:
     return None

@@ -1,0 +1,65 @@
+"""What a new user hit in the first hour, from the command line (issue 16 §3): payloads
+from a file or standard input, a reserve below the process count, task names without
+their module, and read commands that must not create a database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tasktrail
+from tasktrail.cli import cli
+
+from .conftest import APP_SPEC
+from .test_cli import Cli
+
+
+@pytest.fixture
+def tt(app: tasktrail.App, worker_dsn: str) -> Cli:
+    return Cli(worker_dsn)
+
+
+def enqueue(tt: Cli, *args: str, stdin: str | None = None) -> Any:
+    return tt.runner.invoke(
+        cli,
+        ["enqueue", "--app", APP_SPEC, *args, "--json"],
+        env={"TASKTRAIL_DSN": tt.dsn, "TASKTRAIL_APP": None},
+        input=stdin,
+    )
+
+
+def test_arguments_come_from_a_file_or_from_standard_input(
+    app: tasktrail.App, tt: Cli, tmp_path: Path
+) -> None:
+    big = [f"https://example.com/{n}?q='x'&y=\"z\"" for n in range(5000)]
+    payload = tmp_path / "args.json"
+    payload.write_text(json.dumps([big]), encoding="utf-8")
+    done = enqueue(tt, "echo", "--args", f"@{payload}")
+    assert done.exit_code == 0, done.stderr
+    assert app.job(json.loads(done.stdout)["id"]).args == [big]
+
+    done = enqueue(tt, "echo", "--args", "[1]", "--kwargs", "-", stdin='{"name": "it\'s"}')
+    assert done.exit_code == 0, done.stderr
+    job = app.job(json.loads(done.stdout)["id"])
+    assert (job.args, job.kwargs) == ([1], {"name": "it's"})
+
+
+def test_a_payload_file_that_cannot_be_read_is_one_clear_line(
+    app: tasktrail.App, tt: Cli, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nope.json"
+    done = enqueue(tt, "echo", "--args", f"@{missing}")
+    assert done.exit_code == 1
+    assert f"cannot read --args (from {missing}): No such file or directory" in done.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text("[1, 2", encoding="utf-8")
+    done = enqueue(tt, "echo", "--args", f"@{broken}")
+    assert done.exit_code == 1
+    assert f"--args (from {broken}) is not valid JSON" in done.stderr
+    done = enqueue(tt, "echo", "--kwargs", "-", stdin="[]")
+    assert done.exit_code == 1
+    assert "--kwargs (from standard input) must be a JSON object" in done.stderr
+    assert app.jobs() == []  # nothing enqueued
