@@ -199,5 +199,12 @@ def worker_command(
     if processes is not None:
         options["processes"] = processes
     config = WorkerConfig(**options)
+    if config.reserve is not None and config.reserve < config.initial_processes:
+        click.echo(
+            f"Warning: --reserve {config.reserve} is below --processes "
+            f"{config.initial_processes}: at most {config.reserve} jobs run at once, so "
+            f"{config.initial_processes - config.reserve} processes stay idle",
+            err=True,
+        )
     app = ctx.app(need_tasks=True)
     sys.exit(app.run_worker(config))

@@ -63,3 +63,17 @@ def test_a_payload_file_that_cannot_be_read_is_one_clear_line(
     assert done.exit_code == 1
     assert "--kwargs (from standard input) must be a JSON object" in done.stderr
     assert app.jobs() == []  # nothing enqueued
+
+
+def test_a_reserve_below_the_process_count_is_warned_about(
+    app: tasktrail.App, workers, worker_dsn: str
+) -> None:
+    worker = workers.start(processes=3, reserve=1, burst=True)
+    assert worker.wait() == 0
+    assert (
+        "Warning: --reserve 1 is below --processes 3: at most 1 jobs run at once, "
+        "so 2 processes stay idle"
+    ) in worker.log()
+    quiet = workers.start(processes=2, reserve=2, burst=True)
+    assert quiet.wait() == 0
+    assert "Warning" not in quiet.log()
