@@ -248,11 +248,31 @@ class App:
         Raises:
             UnknownTask: no task has that name.
         """
-        try:
-            return self.tasks[name]
-        except KeyError:
+        task = self.tasks.get(self.resolve_task_name(name))
+        if task is None:
             known = ", ".join(sorted(self.tasks)) or "none"
-            raise UnknownTask(f"unknown task {name!r}; registered tasks: {known}") from None
+            raise UnknownTask(f"unknown task {name!r}; registered tasks: {known}")
+        return task
+
+    def resolve_task_name(self, name: str) -> str:
+        """The full name of the task ``name`` means: itself if a task has it, else the
+        one registered task whose name ends in ``.name`` (a function's bare name, as
+        ``refresh_frontpage`` for ``myproject.tasks.refresh_frontpage``), else ``name``
+        as given (jobs of a task this app no longer has keep their name).
+
+        Raises:
+            UnknownTask: several tasks end in that name; the message lists them.
+        """
+        if name in self.tasks or not isinstance(name, str):
+            return name
+        meant = sorted(
+            full for full in self.tasks if full.endswith(f".{name}") or full.endswith(f":{name}")
+        )
+        if len(meant) > 1:
+            raise UnknownTask(
+                f"task name {name!r} could mean {', '.join(meant)}: use the full name"
+            )
+        return meant[0] if meant else name
 
     # -- periodic jobs --------------------------------------------------------------
 

@@ -81,10 +81,11 @@ def jobs_command(
     and so on down (a business object's whole tree of work); the other filters apply to
     all of them.
     """
-    found = ctx.app().jobs(
+    app = ctx.app()
+    found = app.jobs(
         ref=ref,
         ref_type=ref_type,
-        task=task,
+        task=app.resolve_task_name(task) if task is not None else None,
         queue=queue,
         status=status or None,
         worker_id=worker_id,
@@ -376,9 +377,10 @@ def retry_command(
             raise InvalidArguments(
                 "give job ids, or filters such as --status failed --task NAME --since 1h"
             )
-        found = ctx.app().jobs(
+        app = ctx.app()
+        found = app.jobs(
             status=status or ("failed", "cancelled"),
-            task=task,
+            task=app.resolve_task_name(task) if task is not None else None,
             queue=queue,
             ref=ref,
             since=parse_since(since),

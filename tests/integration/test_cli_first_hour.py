@@ -77,3 +77,42 @@ def test_a_reserve_below_the_process_count_is_warned_about(
     quiet = workers.start(processes=2, reserve=2, burst=True)
     assert quiet.wait() == 0
     assert "Warning" not in quiet.log()
+
+
+def test_a_bare_function_name_finds_its_task_or_names_the_candidates() -> None:
+    from . import bare_tasks
+
+    full = "tests.integration.bare_tasks.refresh_frontpage"
+    assert bare_tasks.refresh_frontpage.name == full
+    assert bare_tasks.app.resolve_task_name("refresh_frontpage") == full
+    assert bare_tasks.app.get_task("refresh_frontpage") is bare_tasks.refresh_frontpage
+    assert bare_tasks.app.resolve_task_name("gone_task") == "gone_task"  # history may hold it
+
+    two = tasktrail.App()
+    for name in ("sites.refresh_frontpage", "blogs.refresh_frontpage"):
+        two.task(name=name)(bare_tasks.refresh_frontpage.func)
+    with pytest.raises(
+        tasktrail.errors.UnknownTask,
+        match=r"could mean blogs\.refresh_frontpage, sites\.refresh_frontpage",
+    ):
+        two.resolve_task_name("refresh_frontpage")
+    with pytest.raises(tasktrail.errors.UnknownTask, match="unknown task 'nothing'"):
+        two.get_task("nothing")
+
+
+def test_the_cli_takes_the_bare_name_of_a_task(app: tasktrail.App, tt: Cli) -> None:
+    spec = "tests.integration.bare_tasks:app"
+    full = "tests.integration.bare_tasks.refresh_frontpage"
+    made = json.loads(
+        tt.ok("enqueue", "--app", spec, "refresh_frontpage", "--args", "[3]", "--json")
+    )
+    assert made["task"] == full
+    listed = json.loads(tt.ok("jobs", "--app", spec, "--task", "refresh_frontpage", "--json"))
+    assert [job["id"] for job in listed] == [made["id"]]
+    added = json.loads(
+        tt.ok("schedules", "add", "--app", spec, "counts", "count_comments", "--every", "5m",
+              "--args", "[7]", "--json")
+    )  # fmt: skip
+    assert added["task"] == "tests.integration.bare_tasks.count_comments"
+    # without --app there are no tasks to match: the name is used as given
+    assert json.loads(tt.ok("jobs", "--task", "refresh_frontpage", "--json")) == []
