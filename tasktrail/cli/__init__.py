@@ -19,7 +19,8 @@ import click
 
 from ..app import App
 from ..clock import parse_duration, to_utc, utcnow
-from ..errors import AppImportError, InvalidArguments, TasktrailError
+from ..config import SqliteDsn
+from ..errors import AppImportError, ConfigurationError, InvalidArguments, TasktrailError
 
 __all__ = ["AppContext", "cli", "load_app", "main", "parse_since"]
 
@@ -65,6 +66,18 @@ class AppContext:
     @property
     def has_tasks(self) -> bool:
         return self.app_spec is not None
+
+    def reader(self) -> App:
+        """The app of a command that only reads: it must not create a SQLite database
+        where there is none (it would show an empty one as if it were the real one)."""
+        app = self.app()
+        parsed = app._parsed
+        if isinstance(parsed, SqliteDsn) and not parsed.path.exists():
+            raise ConfigurationError(
+                f"no tasktrail database at {parsed.path.resolve()}: name yours with --dsn "
+                "sqlite:///path.db or postgresql://…, TASKTRAIL_DSN, or --app module:app"
+            )
+        return app
 
     def app(self, need_tasks: bool = False) -> App:
         if self._app is None:

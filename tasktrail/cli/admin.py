@@ -35,7 +35,7 @@ def stats_command(ctx: AppContext, window: str, as_json: bool) -> None:
     Queued, reserved and running counts are as of now; the rest covers jobs that
     finished within the window.
     """
-    stats = ctx.app().stats(parse_window(window))
+    stats = ctx.reader().stats(parse_window(window))
     if as_json:
         echo_json([item.to_dict() for item in stats])
         return
@@ -137,7 +137,7 @@ def maintain_command(
             ("cancelled", keep_cancelled),
         )
     }
-    backend = ctx.app().backend
+    backend = ctx.reader().backend
     now = utcnow()
     recovered = backend.recover_lost(now=now)
     report = backend.prune(

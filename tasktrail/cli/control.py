@@ -47,7 +47,7 @@ def workers_group(
     if limit < 0:
         # Like ``jobs --limit -1``: one line on stderr, not a usage screen.
         raise InvalidArguments(f"--limit must be 0 (all) or more, got {limit}")
-    workers = ctx.app().workers(include_stopped=include_stopped, limit=limit or None)
+    workers = ctx.reader().workers(include_stopped=include_stopped, limit=limit or None)
     if as_json:
         echo_json([worker.to_dict() for worker in workers])
         return
@@ -115,7 +115,7 @@ def queues_group() -> None:
 @json_option
 def queues_list_command(ctx: AppContext, as_json: bool) -> None:
     """Every queue with jobs queued, reserved or running, or paused: its depth and state."""
-    queues = ctx.app().queues()
+    queues = ctx.reader().queues()
     if as_json:
         echo_json([queue.to_dict() for queue in queues])
         return

@@ -81,7 +81,7 @@ def jobs_command(
     and so on down (a business object's whole tree of work); the other filters apply to
     all of them.
     """
-    app = ctx.app()
+    app = ctx.reader()
     found = app.jobs(
         ref=ref,
         ref_type=ref_type,
@@ -141,7 +141,7 @@ def tree_lines(jobs: list[Job], marked: int | None = None) -> list[str]:
 def tree_command(ctx: AppContext, job_id: int, as_json: bool) -> None:
     """The tree of follow-up jobs JOB_ID belongs to, from its root: each job's id,
     status, task, ref and run time, under the job that enqueued it (JOB_ID marked)."""
-    jobs = ctx.app().tree(job_id)
+    jobs = ctx.reader().tree(job_id)
     if as_json:
         echo_json([job.to_dict() for job in jobs])
         return
@@ -165,7 +165,7 @@ def _event_summary(event: Event) -> str:
 @json_option
 def show_command(ctx: AppContext, job_id: int, as_json: bool) -> None:
     """A job and its whole history."""
-    app = ctx.app()
+    app = ctx.reader()
     job = app.job(job_id)
     events = app.events(job_id)
     if as_json:
@@ -319,7 +319,7 @@ def _change_many(
     verb: str,
     allowed: tuple[str, ...],
 ) -> None:
-    app = ctx.app()
+    app = ctx.reader()
     # Check every job first, so that one bad id changes nothing.
     for job_id in job_ids:
         job = app.job(job_id)
@@ -377,7 +377,7 @@ def retry_command(
             raise InvalidArguments(
                 "give job ids, or filters such as --status failed --task NAME --since 1h"
             )
-        app = ctx.app()
+        app = ctx.reader()
         found = app.jobs(
             status=status or ("failed", "cancelled"),
             task=app.resolve_task_name(task) if task is not None else None,

@@ -58,7 +58,7 @@ def _print(records: list[ScheduleRecord], as_json: bool) -> None:
 @json_option
 def list_command(ctx: AppContext, as_json: bool) -> None:
     """Every schedule."""
-    _print(ctx.app().schedules.list(), as_json)
+    _print(ctx.reader().schedules.list(), as_json)
 
 
 @schedules_group.command("add")
@@ -150,7 +150,7 @@ def add_command(
 
 
 def _change(ctx: AppContext, names: tuple[str, ...], verb: str, as_json: bool) -> None:
-    schedules = ctx.app().schedules
+    schedules = ctx.reader().schedules
     before = [schedules.get(name) for name in names]  # one unknown name changes nothing
     changed: list[ScheduleRecord] = []
     for record in before:
@@ -204,7 +204,7 @@ def ticks_command(ctx: AppContext, name: str, limit: int, as_json: bool) -> None
     """The ledger of a schedule: every due time, fired (with its job), skipped or missed."""
     if limit < 0:
         raise click.ClickException(f"--limit must be 0 (all) or more, got {limit}")
-    ticks = ctx.app().schedules.ticks(name, limit=limit or None)
+    ticks = ctx.reader().schedules.ticks(name, limit=limit or None)
     if as_json:
         echo_json([tick.to_dict() for tick in ticks])
         return

@@ -304,9 +304,16 @@ BAD_INPUT = [
         "unsupported DSN scheme 'mysql'",
         id="enqueue-dsn-mysql",
     ),
-    pytest.param(("jobs", "--dsn", _missing_dir_dsn), "does not exist", id="dsn-missing-dir"),
     pytest.param(
-        ("jobs", "--dsn", "sqlite:////proc/tasktrail-test.db"),
+        ("jobs", "--dsn", _missing_dir_dsn), "no tasktrail database at", id="dsn-missing-dir"
+    ),
+    pytest.param(
+        ("enqueue", "--dsn", _missing_dir_dsn, "--app", APP_SPEC, "add", "--args", "[1, 2]"),
+        "does not exist",
+        id="enqueue-dsn-missing-dir",
+    ),
+    pytest.param(
+        ("migrate", "--dsn", "sqlite:////proc/tasktrail-test.db"),
         "cannot open SQLite database /proc/tasktrail-test.db",
         id="dsn-unwritable",
     ),

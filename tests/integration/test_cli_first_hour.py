@@ -116,3 +116,40 @@ def test_the_cli_takes_the_bare_name_of_a_task(app: tasktrail.App, tt: Cli) -> N
     assert added["task"] == "tests.integration.bare_tasks.count_comments"
     # without --app there are no tasks to match: the name is used as given
     assert json.loads(tt.ok("jobs", "--task", "refresh_frontpage", "--json")) == []
+
+
+READ_COMMANDS = [
+    ["jobs"], ["show", "1"], ["tree", "1"], ["stats"], ["workers"], ["queues", "list"],
+    ["schedules", "list"], ["schedules", "ticks", "x"], ["maintain"], ["retry", "1"],
+    ["cancel", "1"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
+def test_a_read_command_where_there_is_no_database_says_so_and_creates_none(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = Cli("unused").runner
+    done = runner.invoke(
+        cli, command, env={"TASKTRAIL_DSN": None, "TASKTRAIL_APP": None}, catch_exceptions=False
+    )
+    assert done.exit_code == 1, (done.stdout, done.stderr)
+    assert f"no tasktrail database at {tmp_path / 'tasktrail.db'}" in done.stderr
+    assert "--dsn" in done.stderr and "TASKTRAIL_DSN" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_a_writing_command_still_creates_the_default_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    done = Cli("unused").runner.invoke(
+        cli, ["migrate"], env={"TASKTRAIL_DSN": None, "TASKTRAIL_APP": None}
+    )
+    assert done.exit_code == 0, done.stderr
+    assert (tmp_path / "tasktrail.db").exists()
+    again = Cli("unused").runner.invoke(
+        cli, ["jobs", "--json"], env={"TASKTRAIL_DSN": None, "TASKTRAIL_APP": None}
+    )
+    assert (again.exit_code, json.loads(again.stdout)) == (0, [])
