@@ -11,6 +11,7 @@ import functools
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -44,6 +45,7 @@ def load_app(spec: str) -> App:
     except Exception as exc:  # any error while importing the user's module
         raise AppImportError(
             f"cannot import module {module_name!r} for --app: {type(exc).__name__}: {exc}"
+            + _where(exc)
         ) from exc
     try:
         app = getattr(module, attribute)
@@ -52,6 +54,36 @@ def load_app(spec: str) -> App:
     if not isinstance(app, App):
         raise AppImportError(f"{spec} is a {type(app).__name__}, not a tasktrail.App")
     return app
+
+
+#: How many frames of the user's code an import error shows.
+_FRAMES = 5
+
+
+def _where(exc: BaseException) -> str:
+    """Where in the user's code an import failed: the last frames of its traceback that
+    are not Python's import machinery nor tasktrail (file, line, source line), and for
+    a syntax error the line the parser stopped at."""
+    machinery = (
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,  # tasktrail
+        os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep,
+    )
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<frozen ")
+        and not os.path.abspath(frame.filename).startswith(machinery)
+    ]
+    lines = []
+    for frame in frames[-_FRAMES:]:
+        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+        if frame.line:
+            lines.append(f"    {frame.line.strip()}")
+    if isinstance(exc, SyntaxError) and exc.filename:
+        lines.append(f'  File "{exc.filename}", line {exc.lineno}')
+        if exc.text:
+            lines.append(f"    {exc.text.strip()}")
+    return ("\n" + "\n".join(lines)) if lines else ""
 
 
 class AppContext:

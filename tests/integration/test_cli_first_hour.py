@@ -153,3 +153,42 @@ def test_a_writing_command_still_creates_the_default_database(
         cli, ["jobs", "--json"], env={"TASKTRAIL_DSN": None, "TASKTRAIL_APP": None}
     )
     assert (again.exit_code, json.loads(again.stdout)) == (0, [])
+
+
+def test_an_import_error_in_the_users_module_shows_where_in_their_code(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from .conftest import tasktrail_command
+
+    (tmp_path / "shop_tasks.py").write_text("import shop_settings\n\napp = None\n")
+    (tmp_path / "shop_settings.py").write_text(
+        "def load():\n    return {}['DATABASE_URL']\n\n\nCONFIG = load()\n"
+    )
+    (tmp_path / "broken.py").write_text("x = (\n")
+
+    def run(spec: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [tasktrail_command(), "jobs", "--app", spec, "--dsn", f"sqlite:///{tmp_path}/x.db"],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""}, capture_output=True,
+            text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    done = run("shop_tasks:app")
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert (
+        lines[0] == "Error: cannot import module 'shop_tasks' for --app: KeyError: 'DATABASE_URL'"
+    )
+    assert lines[1:] == [
+        f'  File "{tmp_path}/shop_tasks.py", line 1, in <module>',
+        "    import shop_settings",
+        f'  File "{tmp_path}/shop_settings.py", line 5, in <module>',
+        "    CONFIG = load()",
+        f'  File "{tmp_path}/shop_settings.py", line 2, in load',
+        "    return {}['DATABASE_URL']",
+    ]  # the user's frames only: no importlib, no tasktrail
+    syntax = run("broken:app")
+    assert syntax.returncode == 1
+    assert f'  File "{tmp_path}/broken.py", line 1' in syntax.stderr
+    assert "    x = (" in syntax.stderr
