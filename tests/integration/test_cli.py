@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+import tasktrail
 from tasktrail.cli import cli
 
 from . import tasks
@@ -243,10 +244,17 @@ def test_cancel_and_retry(app, tt, workers):
 
 
 def assert_one_line_error(stderr: str, expected: str) -> None:
+    """One line, ``Error: …``; an error importing the user's module adds where in their
+    code it happened (traceback lines of their files), and nothing else."""
     lines = stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
     assert lines[0].startswith("Error: ")
     assert expected in lines[0], lines[0]
+    if "cannot import module" in lines[0]:
+        assert all(line.startswith(('  File "', "    ")) for line in lines[1:]), stderr
+        package = os.path.dirname(tasktrail.__file__) + os.sep  # none of tasktrail's frames
+        assert package not in stderr and "importlib" not in stderr, stderr
+    else:
+        assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
 
 
 def _missing_dir_dsn(tmp_path: Path) -> str:
