@@ -27,14 +27,35 @@ _JOB_COLUMNS = [
 ]
 
 
+def _attempts(job: Job) -> str:
+    """Attempts made; while more may come, of how many allowed (an attempt given back,
+    by a shutdown or a busy process, raises that number; a final job shows only what
+    it used)."""
+    if job.is_final:
+        return str(job.attempts)
+    return f"{job.attempts}/{job.max_attempts}"
+
+
+def _error(job: Job) -> str:
+    """The error, said to be the previous attempt's while the job runs or waits again."""
+    if not job.error:
+        return ""
+    return job.error if job.is_final else f"(previous attempt) {job.error}"
+
+
+def _worker(job: Job) -> str:
+    """The worker that holds it, or ended it; none while it waits in the queue."""
+    return "" if job.status == "queued" else job.worker_name or ""
+
+
 def _job_row(job: Job) -> dict[str, Any]:
     row = job.to_dict()
     row["ref"] = str(job.ref) if job.ref else ""
-    row["attempts"] = f"{job.attempts}/{job.max_attempts}"
+    row["attempts"] = _attempts(job)
     row["created_at"] = short_time(job.created_at)
     row["finished_at"] = short_time(job.finished_at)
-    if job.error:
-        row["error"] = job.error.splitlines()[0][:80]
+    row["worker_name"] = _worker(job)
+    row["error"] = _error(job).splitlines()[0][:80] if job.error else ""
     return row
 
 
@@ -180,17 +201,17 @@ def show_command(ctx: AppContext, job_id: int, as_json: bool) -> None:
         ("priority", job.priority),
         ("args", json.dumps(job.args)),
         ("kwargs", json.dumps(job.kwargs)),
-        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("attempts", _attempts(job).replace("/", " of ")),
         ("timeout", f"{job.timeout:g}s" if job.timeout else "none"),
         ("run at", short_time(job.run_at)),
         ("created", short_time(job.created_at)),
         ("started", short_time(job.started_at)),
         ("finished", short_time(job.finished_at)),
-        ("worker", job.worker_name or ""),
+        ("worker", _worker(job)),
         ("parent", job.parent_id or ""),
         ("tree", f"root {job.root_id} (tasktrail tree {job.id})" if job.parent_id else ""),
         ("result", json.dumps(job.result) if job.status == "succeeded" else ""),
-        ("error", job.error or ""),
+        ("error", _error(job)),
     ]
     for label, value in fields:
         click.echo(f"{label + ':':<10} {value}")
@@ -332,7 +353,18 @@ def _change_many(
         echo_json([job.to_dict() for job in changed])
     else:
         for job in changed:
-            click.echo(f"job {job.id} {verb} (now {job.status})")
+            click.echo(_changed_line(job, verb))
+
+
+def _changed_line(job: Job, verb: str) -> str:
+    """What a cancel or retry did, as it is now."""
+    if job.status == "running" and job.cancel_requested_at is not None:
+        where = f" on worker {job.worker_name}" if job.worker_name else ""
+        return (
+            f"job {job.id}: cancel requested; it is running{where} and is being stopped "
+            f"(tasktrail show {job.id} shows when it has)"
+        )
+    return f"job {job.id} {verb} (now {job.status})"
 
 
 @cli.command("retry")

@@ -13,6 +13,7 @@ import pytest
 import tasktrail
 from tasktrail.cli import cli
 
+from . import tasks
 from .conftest import APP_SPEC
 from .test_cli import Cli
 
@@ -192,3 +193,65 @@ def test_an_import_error_in_the_users_module_shows_where_in_their_code(tmp_path:
     assert syntax.returncode == 1
     assert f'  File "{tmp_path}/broken.py", line 1' in syntax.stderr
     assert "    x = (" in syntax.stderr
+
+
+def _start(app: tasktrail.App, worker_id: int) -> Any:
+    from tasktrail.clock import utcnow
+
+    [job] = app.backend.exchange(
+        worker_id, outcomes=(), start_ids=(), claim=1, start_claimed=1, queues=(), now=utcnow()
+    ).started
+    return job
+
+
+def test_the_jobs_table_and_show_say_what_is_true_now(app: tasktrail.App, tt: Cli) -> None:
+    from tasktrail.clock import utcnow
+    from tasktrail.job import Outcome, WorkerInfo
+
+    info = WorkerInfo("host-w", "host", 1, 1, 1, (), 30.0)
+    worker_id = app.backend.register_worker(info, now=utcnow())
+    handle = tasks.fail_then_succeed.enqueue(1)  # retries=3
+    held = _start(app, worker_id)
+    failed = Outcome(held.id, held.attempts, "failed", utcnow(), error="RuntimeError: boom",
+                     retry_at=utcnow())  # fmt: skip
+    app.backend.finish(worker_id, [failed], now=utcnow())
+
+    [queued] = tt.json("jobs")
+    assert (queued["status"], queued["attempts"]) == ("queued", 1)
+    table = tt.ok("jobs")
+    row = next(line for line in table.splitlines() if line.startswith(str(handle.id)))
+    assert "(previous attempt) RuntimeError: boom" in row
+    assert "host-w" not in row  # it waits in the queue: no worker holds it
+
+    _start(app, worker_id)  # attempt 2 runs
+    row = next(line for line in tt.ok("jobs").splitlines() if line.startswith(str(handle.id)))
+    assert "(previous attempt) RuntimeError: boom" in row and "host-w" in row
+    assert " 2/4 " in f" {row} "
+    shown = tt.ok("show", str(handle.id))
+    assert "error:     (previous attempt) RuntimeError: boom" in shown
+    assert "attempts:  2 of 4" in shown
+
+    out = tt.ok("cancel", str(handle.id))
+    assert out.strip() == (
+        f"job {handle.id}: cancel requested; it is running on worker host-w and is being "
+        f"stopped (tasktrail show {handle.id} shows when it has)"
+    )
+
+
+def test_a_final_job_shows_the_attempts_it_used(app: tasktrail.App, tt: Cli) -> None:
+    from tasktrail.clock import utcnow
+    from tasktrail.job import Outcome, WorkerInfo
+
+    worker_id = app.backend.register_worker(
+        WorkerInfo("w", "host", 1, 1, 1, (), 30.0), now=utcnow()
+    )
+    handle = tasks.noop.enqueue()  # no retries
+    held = _start(app, worker_id)
+    given_back = Outcome(held.id, held.attempts, "interrupted", utcnow(), detail={"reason": "x"})
+    app.backend.finish(worker_id, [given_back], now=utcnow())
+    held = _start(app, worker_id)
+    done = Outcome(held.id, held.attempts, "succeeded", utcnow(), result_json="null")
+    app.backend.finish(worker_id, [done], now=utcnow())
+    row = next(line for line in tt.ok("jobs").splitlines() if line.startswith(str(handle.id)))
+    assert "/" not in row.split("succeeded")[1].split()[0]  # "2", not "2/2"
+    assert "attempts:  2\n" in tt.ok("show", str(handle.id))
