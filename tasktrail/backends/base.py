@@ -78,11 +78,22 @@ class JobFilter:
 
 @dataclass(frozen=True, slots=True)
 class TaskStats:
-    """Statistics of one task.
+    """Statistics of one task over a window ``[since, now]``. Times are in seconds.
 
-    Counts of active jobs (queued, reserved, running) are as of now; counts of final
-    jobs, the timings and the throughput cover jobs that finished within the window.
-    Times are in seconds.
+    - ``counts``: queued, reserved and running jobs as of now; succeeded, failed and
+      cancelled jobs that finished within the window.
+    - ``run_p50`` / ``run_p95``: attempts that ended in their child within the window
+      (an event ``succeeded``, ``failed`` or ``timeout``), each from its ``started`` event
+      to that end event, whatever became of its job. An attempt that ended any other way
+      (``lost`` when its worker's lease lapsed, ``interrupted``, ``cancelled``,
+      ``deferred``) is not a run and is not counted.
+    - ``wait_p50`` / ``wait_p95``: of the jobs finished within the window, from their
+      ``run_at`` to the start of their last attempt.
+    - ``failure_rate``: failed / (succeeded + failed) of the jobs finished in the window.
+    - ``throughput_per_active_minute``: jobs finished within the window (succeeded,
+      failed or cancelled) divided by the number of clock minutes (UTC) in which at least
+      one of them finished: the rate while the task was being done, not a burst spread
+      over the whole window. 0.0 when none finished.
     """
 
     task: str
@@ -92,7 +103,7 @@ class TaskStats:
     wait_p50: float | None
     wait_p95: float | None
     failure_rate: float | None
-    throughput: float  # final jobs per second over the window
+    throughput_per_active_minute: float  # final jobs per minute with any finish
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,7 +114,7 @@ class TaskStats:
             "wait_p50": self.wait_p50,
             "wait_p95": self.wait_p95,
             "failure_rate": self.failure_rate,
-            "throughput": self.throughput,
+            "throughput_per_active_minute": self.throughput_per_active_minute,
         }
 
 

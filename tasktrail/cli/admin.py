@@ -32,8 +32,12 @@ def _seconds(value: float | None) -> str:
 def stats_command(ctx: AppContext, window: str, as_json: bool) -> None:
     """Per task: jobs by status, run and wait time percentiles, failure rate, throughput.
 
-    Queued, reserved and running counts are as of now; the rest covers jobs that
-    finished within the window.
+    Queued, reserved and running counts are as of now; final counts, waits, the failure
+    rate and the throughput cover jobs that finished within the window. Run times are
+    those of the attempts that ended in their child within the window (succeeded, failed,
+    timeout), from start to end; an attempt lost with its worker is not a run. The
+    throughput is per active minute: jobs finished divided by the clock minutes in which
+    any of them finished.
     """
     stats = ctx.app().stats(parse_window(window))
     if as_json:
@@ -48,7 +52,7 @@ def stats_command(ctx: AppContext, window: str, as_json: bool) -> None:
                 "failure_rate": "" if item.failure_rate is None else f"{item.failure_rate:.1%}",
                 "run": f"{_seconds(item.run_p50)} / {_seconds(item.run_p95)}",
                 "wait": f"{_seconds(item.wait_p50)} / {_seconds(item.wait_p95)}",
-                "throughput": f"{item.throughput * 60:.1f}/min",
+                "throughput": f"{item.throughput_per_active_minute:.1f}",
             }
         )
     print_table(
@@ -64,7 +68,7 @@ def stats_command(ctx: AppContext, window: str, as_json: bool) -> None:
             ("failure_rate", "failure rate"),
             ("run", "run p50 / p95"),
             ("wait", "wait p50 / p95"),
-            ("throughput", "throughput"),
+            ("throughput", "jobs / active min"),
         ],
         title=f"tasks, last {window}",
     )

@@ -1288,11 +1288,11 @@ def test_task_stats_with_controlled_times(backend: Backend) -> None:
     assert a.wait_p50 == pytest.approx(2, abs=1e-3)
     assert a.wait_p95 == pytest.approx(2.9, abs=1e-3)
     assert a.failure_rate == pytest.approx(1 / 3)
-    assert a.throughput == pytest.approx(4 / 10)
+    assert a.throughput_per_active_minute == 4  # all four finished in the same minute
     b = stats["b"]
     assert b.counts == {**dict.fromkeys(a.counts, 0), "queued": 1}
     assert (b.run_p50, b.run_p95, b.wait_p50, b.wait_p95) == (None,) * 4
-    assert (b.failure_rate, b.throughput) == (None, 0.0)
+    assert (b.failure_rate, b.throughput_per_active_minute) == (None, 0.0)
     assert q7 < b8
 
     # The window is [since, now]: final counts, timings and throughput cover only jobs
@@ -1300,13 +1300,88 @@ def test_task_stats_with_controlled_times(backend: Backend) -> None:
     later = {s.task: s for s in backend.task_stats(since=at(3), now=at(10))}["a"]
     assert later.counts == {**a.counts, "succeeded": 1}
     assert later.run_p50 == pytest.approx(4, abs=1e-3)  # runs of 3 and 5
-    assert later.throughput == pytest.approx(3 / 7)
+    assert later.throughput_per_active_minute == 3
     boundary = {s.task: s for s in backend.task_stats(since=at(2), now=at(8))}["a"]
     assert boundary.counts["succeeded"] == 2  # s1 finished exactly at since
     assert boundary.counts["failed"] == 1  # f3 finished exactly at now
     earlier = {s.task: s for s in backend.task_stats(since=T0, now=at(4.5))}["a"]
     assert (earlier.counts["succeeded"], earlier.counts["failed"]) == (1, 0)
     assert earlier.failure_rate == 0.0
+
+
+def test_task_stats_run_times_are_attempts_that_ended_in_their_child(backend: Backend) -> None:
+    # Issue 16: a job lost with its worker "ran" until the lease lapsed (run p95 61 s).
+    lost, retried, waiting, interrupted = enqueue(
+        backend,
+        [
+            new_job("lost"),
+            new_job("retried", max_attempts=2),
+            new_job("waiting", max_attempts=2),
+            new_job("interrupted"),
+        ],
+        now=T0,
+    )
+    short = backend.register_worker(worker_info("short", lease_seconds=30), now=T0)
+    start_only(backend, short, lost, 1)
+    worker = backend.register_worker(worker_info("long", lease_seconds=3600), now=T0)
+    first = start_only(backend, worker, retried, 2)
+    backend.finish(worker, [failed(first, at(6), retry_at=at(7))], now=at(6))
+    timed_out = start_only(backend, worker, waiting, 2)
+    backend.finish(worker, [failed(timed_out, at(12), at(500), "timeout")], now=at(12))
+    cut = start_only(backend, worker, interrupted, 3)
+    backend.finish(worker, [Outcome(interrupted, cut.attempts, "interrupted", at(20))], now=at(20))
+    again = start_only(backend, worker, interrupted, 21)
+    backend.finish(worker, [succeeded(again, at(23))], now=at(23))
+    second = start_only(backend, worker, retried, 8)
+    backend.finish(worker, [succeeded(second, at(9))], now=at(9))
+    [recovered] = backend.recover_lost(now=at(61))
+    assert (recovered.job_id, recovered.new_status) == (lost, "failed")
+
+    stats = {s.task: s for s in backend.task_stats(since=T0, now=at(100))}
+    # The lost attempt is no run: the job counts as failed, with no run time.
+    assert stats["lost"].counts["failed"] == 1
+    assert (stats["lost"].run_p50, stats["lost"].run_p95) == (None, None)
+    # Both attempts of a retried job: 4 s (failed) and 1 s (succeeded).
+    assert stats["retried"].run_p50 == pytest.approx(2.5, abs=1e-3)
+    assert stats["retried"].run_p95 == pytest.approx(3.85, abs=1e-3)
+    # An attempt that timed out counts, though its job waits for its retry.
+    assert stats["waiting"].counts["queued"] == 1
+    assert stats["waiting"].run_p50 == pytest.approx(10, abs=1e-3)
+    # Interrupted by a shutdown (17 s) is no run; the attempt after it took 2 s.
+    assert stats["interrupted"].run_p95 == pytest.approx(2, abs=1e-3)
+
+    # An attempt counts if it ended within the window, measured from its own start.
+    late = {s.task: s for s in backend.task_stats(since=at(7), now=at(100))}
+    assert late["retried"].run_p50 == late["retried"].run_p95 == pytest.approx(1, abs=1e-3)
+    assert (late["waiting"].run_p50, late["lost"].run_p50) == (pytest.approx(10, abs=1e-3), None)
+    early = {s.task: s for s in backend.task_stats(since=T0, now=at(7))}
+    assert early["retried"].run_p50 == pytest.approx(4, abs=1e-3)
+    assert "interrupted" not in early  # nothing of it in the window, nothing active
+
+
+def test_task_stats_throughput_is_per_minute_with_any_finish(backend: Backend) -> None:
+    # T0 is 05:06:07.12: a burst of six within its minute, later two more in another.
+    # Spread over the hour that is 8 / 60 per minute; per active minute it is 4.
+    finishes = [1, 2, 3, 4, 5, 6, 3000, 3001]
+    ids = enqueue(backend, [new_job("burst") for _ in finishes], now=T0)
+    worker = backend.register_worker(worker_info(lease_seconds=7200), now=T0)
+    for job_id, when in zip(ids, finishes, strict=True):
+        job = start_only(backend, worker, job_id, when - 0.5)
+        backend.finish(worker, [succeeded(job, at(when))], now=at(when))
+
+    [burst] = backend.task_stats(since=T0, now=at(3600))
+    assert burst.counts["succeeded"] == 8
+    assert burst.throughput_per_active_minute == 4
+    [tail] = backend.task_stats(since=at(10), now=at(3600))
+    assert tail.throughput_per_active_minute == 2
+    # Minutes are clock minutes (UTC): two finishes a second apart across a minute's end
+    # are two active minutes.
+    [before, after] = enqueue(backend, [new_job("edge"), new_job("edge")], now=at(3600))
+    for job_id, when in ((before, 3652.5), (after, 3653.5)):  # 06:06:59.6, 06:07:00.6
+        job = start_only(backend, worker, job_id, when - 0.1)
+        backend.finish(worker, [succeeded(job, at(when))], now=at(when))
+    edge = {s.task: s for s in backend.task_stats(since=at(3600), now=at(3700))}["edge"]
+    assert edge.throughput_per_active_minute == 1
 
 
 def test_task_stats_of_an_empty_database(backend: Backend) -> None:

@@ -88,7 +88,7 @@ STATS_KEYS = {
     "wait_p50",
     "wait_p95",
     "failure_rate",
-    "throughput",
+    "throughput_per_active_minute",
 }
 
 
@@ -186,6 +186,10 @@ def test_enqueue_list_show_stats_and_workers_as_json(app, tt, workers):
     assert all(set(row) == STATS_KEYS for row in stats.values())
     assert (stats["add"]["succeeded"], stats["add"]["failed"], stats["add"]["queued"]) == (2, 0, 0)
     assert (stats["crash"]["failed"], stats["crash"]["failure_rate"]) == (1, 1.0)
+    assert stats["add"]["run_p50"] is not None
+    assert stats["crash"]["run_p50"] is not None  # a child that died ended its attempt
+    header = tt.ok("stats").splitlines()[1]
+    assert "run p50 / p95" in header and "jobs / active min" in header
 
     registry = tt.json("workers", "--all")
     assert [(w["name"], w["status"], w["processes"]) for w in registry] == [

@@ -78,9 +78,12 @@ def list_jobs(conn: Connection, q: dict[str, str], job_filter: JobFilter) -> lis
 def task_stats(
     conn: Connection, q: dict[str, str], since: datetime, now: datetime
 ) -> list[TaskStats]:
-    active = conn.execute(q["stats_active"]).fetchall()
-    finished = conn.execute(q["stats_finished"], {"since": since, "now": now}).fetchall()
-    return build_task_stats(active, finished, (now - since).total_seconds())
+    window = {"since": since, "now": now}
+    active = conn.execute(q["stats_active"], window).fetchall()
+    finished = conn.execute(q["stats_finished"], window).fetchall()
+    active_ids = [job_id for *_, ids in active for job_id in ids or ()]
+    runs = conn.execute(q["stats_runs"], {**window, "active_ids": active_ids}).fetchall()
+    return build_task_stats([row[:3] for row in active], finished, runs)
 
 
 def prune(

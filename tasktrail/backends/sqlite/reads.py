@@ -85,11 +85,14 @@ def list_workers(
 
 
 def task_stats(conn: sqlite3.Connection, since: datetime, now: datetime) -> list[TaskStats]:
-    active = conn.execute(_Q["stats_active"]).fetchall()
-    finished = conn.execute(
-        _Q["stats_finished"], {"since": rows.ts(since), "now": rows.ts(now)}
+    window = {"since": rows.ts(since), "now": rows.ts(now)}
+    active = conn.execute(_Q["stats_active"], window).fetchall()
+    finished = conn.execute(_Q["stats_finished"], window).fetchall()
+    active_ids = [int(job_id) for *_, ids in active if ids for job_id in ids.split(",")]
+    runs = conn.execute(
+        _Q["stats_runs"], {**window, "active_ids": json.dumps(active_ids)}
     ).fetchall()
-    return build_task_stats(active, finished, (now - since).total_seconds())
+    return build_task_stats([row[:3] for row in active], finished, runs)
 
 
 def prune(conn: sqlite3.Connection, older_than: dict[str, timedelta], now: datetime) -> PruneReport:
