@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import BackendUnavailable
 from ..job import (
+    FINAL_STATUSES,
     Enqueued,
     Event,
     HeldJob,
@@ -43,6 +44,7 @@ __all__ = [
     "Backend",
     "Exchange",
     "JobFilter",
+    "PruneCutoffs",
     "PruneReport",
     "RecoveredJob",
     "TaskStats",
@@ -148,10 +150,36 @@ class RecoveredJob:
 
 @dataclass(frozen=True, slots=True)
 class PruneReport:
-    """What ``prune`` deleted: jobs per status, and their events."""
+    """What ``prune`` deleted: jobs per status, their events, rows of the schedules'
+    ledger (``schedule_ticks``) and rows of stopped or lost workers."""
 
     jobs: dict[str, int] = field(default_factory=dict)
     events: int = 0
+    schedule_ticks: int = 0
+    workers: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCutoffs:
+    """What ``prune`` deletes besides jobs, derived from the jobs' retentions
+    (:meth:`of`): rows from before these times (``None``: none)."""
+
+    #: Ledger rows that name a job which no longer exists. A pruned job finished before
+    #: its status's cutoff, and its tick was due before the job was created: the latest
+    #: of the jobs' cutoffs finds them all.
+    orphans_before: datetime | None
+    #: Ledger rows with no job (skipped, missed), and workers stopped or lost that hold
+    #: no job: kept as long as the longest-kept jobs, whose history names those workers.
+    #: ``None`` when a final status is kept forever.
+    unlinked_before: datetime | None
+
+    @classmethod
+    def of(cls, older_than: dict[str, timedelta], now: datetime) -> PruneCutoffs:
+        kept = [older_than[status] for status in FINAL_STATUSES if status in older_than]
+        if not kept:
+            return cls(None, None)
+        everything_expires = len(kept) == len(FINAL_STATUSES)
+        return cls(now - min(kept), now - max(kept) if everything_expires else None)
 
 
 class Backend(ABC):
@@ -462,9 +490,18 @@ class Backend(ABC):
 
     @abstractmethod
     def prune(self, *, older_than: dict[str, timedelta], now: datetime) -> PruneReport:
-        """Delete final jobs (and their events) that finished before their retention.
+        """Delete final jobs (and their events) that finished before their retention,
+        then what no longer has a reason to stay (:class:`PruneCutoffs`):
 
-        ``older_than`` maps a final status to how long jobs in it are kept.
+        - ledger rows (``schedule_ticks``) whose job no longer exists, and rows without
+          a job (skipped, missed) due before the longest retention; a row whose job
+          still exists stays with it, however old;
+        - workers stopped or lost before the longest retention that no reserved or
+          running job names. A running worker's row is never deleted.
+
+        ``older_than`` maps a final status to how long jobs in it are kept; a final
+        status missing from it is kept forever, and so are then ledger rows without a
+        job and stopped workers. Safe to run from several hosts at once.
         """
 
     # -- schedules --------------------------------------------------------------------

@@ -131,6 +131,9 @@ def maintain_command(
 ) -> None:
     """Recover the jobs of lost workers, then prune old finished jobs and their history.
 
+    With them go the schedules' ledger rows of the jobs pruned (or otherwise gone); ledger
+    rows without a job (skipped, missed) and workers stopped or lost, that hold no job,
+    are kept as long as the longest of the three retentions ('never' for one: forever).
     Safe to run from cron on several hosts at once.
     """
     keep = {
@@ -163,6 +166,8 @@ def maintain_command(
                 "lost_workers": lost_workers,
                 "pruned_jobs": report.jobs,
                 "pruned_events": report.events,
+                "pruned_schedule_ticks": report.schedule_ticks,
+                "pruned_workers": report.workers,
             }
         )
         return
@@ -170,5 +175,8 @@ def maintain_command(
         f"recovered {len(recovered)} jobs from {len(lost_workers)} lost workers"
         + (f" ({', '.join(map(str, lost_workers))})" if lost_workers else "")
     )
-    pruned = ", ".join(f"{count} {status}" for status, count in report.jobs.items()) or "nothing"
-    click.echo(f"pruned {pruned} jobs and {report.events} events")
+    pruned = ", ".join(f"{count} {status}" for status, count in report.jobs.items()) or "no"
+    click.echo(
+        f"pruned {pruned} jobs, {report.events} events, {report.schedule_ticks} schedule "
+        f"ledger rows and {report.workers} stopped or lost workers"
+    )

@@ -22,7 +22,8 @@ import pytest
 from tasktrail.backends import Backend, JobFilter, RecoveredJob, open_backend
 from tasktrail.config import SqliteDsn, parse_dsn
 from tasktrail.errors import InvalidPayload, InvalidTransition, JobNotFound
-from tasktrail.job import Job, Outcome, Ref
+from tasktrail.job import Job, NewJob, Outcome, Ref
+from tasktrail.schedule import Every, ScheduleDef, ScheduleRecord
 
 from .helpers import (
     T0,
@@ -1436,6 +1437,126 @@ def test_prune_deletes_old_final_jobs_and_their_events(backend: Backend) -> None
 
     [fresh] = enqueue(backend, [new_job()], now=at(1000))
     assert fresh > max(old_ok, old_failed, old_cancelled, new_ok, queued)  # ids never reused
+
+
+def scheduled_job(record: ScheduleRecord, due: Any) -> NewJob:
+    return new_job(record.definition.task)
+
+
+def run_to_end(backend: Backend, worker: int, job_id: int, when: float, ok: bool) -> None:
+    job = start_only(backend, worker, job_id, when)
+    outcome = succeeded(job, at(when + 1)) if ok else failed(job, at(when + 1))
+    backend.finish(worker, [outcome], now=at(when + 1))
+
+
+def test_prune_takes_the_ledger_rows_of_pruned_jobs_and_old_ones_without_a_job(
+    backend: Backend,
+) -> None:
+    # Issue 16: after a prune, ledger rows pointed at deleted jobs, and rows were never
+    # pruned at all.
+    backend.save_schedule(ScheduleDef("kpi:1", "kpi", Every(60.0)), now=T0)
+    backend.save_schedule(ScheduleDef("gone:1", "gone", Every(60.0)), now=T0)
+    worker = backend.register_worker(worker_info(lease_seconds=7200), now=T0)
+
+    def fire(when: float) -> dict[str, int]:
+        ticks = backend.fire_due_schedules(now=at(when), worker_id=None, make_job=scheduled_job)
+        return {t.schedule: t.job_id for t in ticks if t.outcome == "fired" and t.job_id}
+
+    first = fire(60)
+    run_to_end(backend, worker, first["kpi:1"], 61, ok=True)
+    run_to_end(backend, worker, first["gone:1"], 61, ok=True)
+    assert backend.remove_schedule("gone:1")  # its ledger stays behind
+    run_to_end(backend, worker, fire(120)["kpi:1"], 121, ok=False)
+    latest = fire(400)["kpi:1"]  # 360 fires; 180, 240 and 300 were missed
+    assert [(t.due_at, t.outcome) for t in backend.list_ticks("kpi:1")] == [
+        (at(360), "fired"), (at(300), "missed"), (at(240), "missed"), (at(180), "missed"),
+        (at(120), "fired"), (at(60), "fired"),
+    ]  # fmt: skip
+
+    # Succeeded jobs only: their rows go with them. Failed ones are kept forever, and so
+    # are rows with no job.
+    report = backend.prune(older_than={"succeeded": timedelta(seconds=100)}, now=at(1000))
+    assert report.jobs == {"succeeded": 2}
+    assert report.schedule_ticks == 2
+    assert [t.due_at for t in backend.list_ticks("kpi:1")] == [
+        at(s) for s in (360, 300, 240, 180, 120)
+    ]
+    assert backend.list_ticks("gone:1") == []
+    assert backend.prune(older_than={"succeeded": timedelta(0)}, now=at(1000)).schedule_ticks == 0
+
+    # Everything after 100 s: the failed job's row goes with it, rows with no job due
+    # before the retention go; the row of the queued job stays with it, however old.
+    every = {status: timedelta(seconds=100) for status in ("succeeded", "failed", "cancelled")}
+    report = backend.prune(older_than=every, now=at(1000))
+    assert (report.jobs["failed"], report.schedule_ticks) == (1, 4)
+    [kept] = backend.list_ticks("kpi:1")
+    assert (kept.due_at, kept.outcome, kept.job_id) == (at(360), "fired", latest)
+    assert must_get(backend, latest).status == "queued"
+    # A missed tick is kept until it is older than the longest retention.
+    fire(1000)  # 960 fires, 420..900 missed
+    report = backend.prune(older_than={**every, "failed": timedelta(seconds=300)}, now=at(1000))
+    assert report.schedule_ticks == len(range(420, 700, 60))  # due before 700
+    assert min(t.due_at for t in backend.list_ticks("kpi:1") if t.outcome == "missed") == at(720)
+    # The ledger still does its job: old due times never fire again.
+    assert all(t.due_at > at(960) for t in backend.fire_due_schedules(
+        now=at(1100), worker_id=None, make_job=scheduled_job))  # fmt: skip
+
+
+def test_prune_takes_workers_stopped_or_lost_longer_than_the_retention(
+    backend: Backend, dsn: str
+) -> None:
+    held, released = enqueue(backend, [new_job(), new_job()], now=T0)
+    stopped = backend.register_worker(worker_info("stopped"), now=T0)
+    assert [job.id for job in backend.reserve(stopped, [], 1, now=at(1))] == [held]
+    backend.release(stopped, [held], now=at(2), reason="test")
+    backend.unregister_worker(stopped, now=at(10))
+    lost = backend.register_worker(worker_info("lost", lease_seconds=30), now=T0)
+    running = backend.register_worker(worker_info("running", lease_seconds=10**6), now=T0)
+    # A worker marked lost that still holds a job (written by hand: the backends take a
+    # lost worker's jobs back in the same transaction) is not deleted.
+    holding = backend.register_worker(worker_info("holding", lease_seconds=10**6), now=T0)
+    start_only(backend, holding, released, 3)
+    assert backend.recover_lost(now=at(100)) == []  # "lost" held nothing
+    lost_at = at(50).isoformat()
+    by_hand = f"UPDATE workers SET status = 'lost', stopped_at = '{lost_at}' WHERE id = {holding}"  # noqa: S608
+    execute(dsn, by_hand)
+    recent = backend.register_worker(worker_info("recent"), now=T0)
+    backend.unregister_worker(recent, now=at(2500))
+
+    every = {status: timedelta(seconds=1000) for status in ("succeeded", "failed", "cancelled")}
+    # A final status kept forever keeps stopped workers too: their jobs' history names them.
+    assert backend.prune(older_than={"succeeded": timedelta(0)}, now=at(3000)).workers == 0
+    report = backend.prune(older_than=every, now=at(3000))
+    assert report.workers == 2
+    remaining = {w.name: w.status for w in backend.list_workers(include_stopped=True)}
+    assert remaining == {"running": "running", "holding": "lost", "recent": "stopped"}
+    assert {stopped, lost}.isdisjoint(w.id for w in backend.list_workers(include_stopped=True))
+    # History still names the deleted worker by id.
+    first_reserved = next(e for e in backend.list_events(held) if e.kind == "reserved")
+    assert (first_reserved.worker_id, first_reserved.worker_name) == (stopped, None)
+    # The one that is running is never deleted, however old.
+    assert backend.prune(older_than=every, now=at(10**7)).workers == 1  # "recent"
+    assert backend.heartbeat(running, now=at(10**7)) is True
+    names = {w.name for w in backend.list_workers(include_stopped=True)}
+    assert names == {"running", "holding"}
+
+
+def execute(dsn: str, statement: str) -> None:
+    """Change the backend's tables by hand, as a user with psql or sqlite3 could."""
+    parsed = parse_dsn(dsn)
+    if isinstance(parsed, SqliteDsn):
+        conn = sqlite3.connect(str(parsed.path))
+        try:
+            with conn:
+                conn.execute(statement)
+        finally:
+            conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(parsed.conninfo) as pg:
+        pg.execute(f'SET search_path TO "{parsed.schema}"')
+        pg.execute(statement.encode())
 
 
 def start_only(backend: Backend, worker: int, job_id: int, when: float) -> Job:

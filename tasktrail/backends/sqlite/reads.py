@@ -13,7 +13,7 @@ from typing import Any
 from ...job import Event, Job, WorkerRecord
 from ...stats import build_task_stats
 from .._sql import queries
-from ..base import JobFilter, PruneReport, TaskStats
+from ..base import JobFilter, PruneCutoffs, PruneReport, TaskStats
 from . import rows
 
 __all__ = ["list_events", "list_jobs", "list_workers", "prune", "task_stats"]
@@ -96,11 +96,27 @@ def task_stats(conn: sqlite3.Connection, since: datetime, now: datetime) -> list
 
 
 def prune(conn: sqlite3.Connection, older_than: dict[str, timedelta], now: datetime) -> PruneReport:
-    """Delete, in the caller's write transaction, final jobs past their retention."""
+    """Delete, in the caller's write transaction, final jobs past their retention, then
+    the ledger rows and the workers they leave without a reason to stay."""
     jobs: dict[str, int] = {}
     events = 0
     for status, keep in sorted(older_than.items()):
         params = {"status": status, "cutoff": rows.ts(now - keep)}
         events += conn.execute(_Q["prune_events"], params).rowcount
         jobs[status] = conn.execute(_Q["prune_jobs"], params).rowcount
-    return PruneReport(jobs=jobs, events=events)
+    cutoffs = PruneCutoffs.of(older_than, now)
+    ticks = workers = 0
+    if cutoffs.orphans_before is not None:
+        ledger_cutoffs = {
+            "orphans_before": rows.ts(cutoffs.orphans_before),
+            "unlinked_before": _ts_or_none(cutoffs.unlinked_before),
+        }
+        ticks = conn.execute(_Q["prune_ticks"], ledger_cutoffs).rowcount
+    if cutoffs.unlinked_before is not None:
+        before = rows.ts(cutoffs.unlinked_before)
+        workers = conn.execute(_Q["prune_workers"], {"before": before}).rowcount
+    return PruneReport(jobs=jobs, events=events, schedule_ticks=ticks, workers=workers)
+
+
+def _ts_or_none(value: datetime | None) -> str | None:
+    return None if value is None else rows.ts(value)

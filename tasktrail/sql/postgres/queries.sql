@@ -296,6 +296,56 @@ WITH doomed AS (
 )
 SELECT (SELECT count(*) FROM gone_jobs), (SELECT count(*) FROM gone_events);
 
+-- Delete ledger rows past their reason to stay, for up to `names` schedules after
+-- `after` (a name; '' to begin), at most `batch` rows: rows naming a job that is gone
+-- and due before `orphans_before`, rows with no job due before `unlinked_before`
+-- (NULL: none). The schedules are found by skipping through the primary key, and each
+-- one's rows are read through it from its oldest: never a scan of the whole ledger.
+-- Returns the last name of the chunk (NULL: no more), how many names it had, and the
+-- rows deleted (= batch: call again from the same name).
+-- name: prune_ticks
+WITH RECURSIVE name (schedule) AS (
+    (SELECT schedule FROM tasktrail.schedule_ticks WHERE schedule > %(after)s
+     ORDER BY schedule LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.schedule FROM tasktrail.schedule_ticks t WHERE t.schedule > n.schedule
+            ORDER BY t.schedule LIMIT 1)
+    FROM name n
+    WHERE n.schedule IS NOT NULL
+), chunk AS (
+    SELECT schedule FROM name WHERE schedule IS NOT NULL LIMIT %(names)s
+), doomed AS (
+    SELECT t.schedule, t.due_at
+    FROM chunk c
+    JOIN tasktrail.schedule_ticks t ON t.schedule = c.schedule AND t.due_at < %(orphans_before)s
+    WHERE CASE WHEN t.job_id IS NULL THEN t.due_at < %(unlinked_before)s
+               ELSE NOT EXISTS (SELECT 1 FROM tasktrail.jobs j WHERE j.id = t.job_id) END
+    LIMIT %(batch)s
+    FOR UPDATE OF t SKIP LOCKED
+), gone AS (
+    DELETE FROM tasktrail.schedule_ticks t USING doomed d
+    WHERE t.schedule = d.schedule AND t.due_at = d.due_at
+    RETURNING 1
+)
+SELECT (SELECT max(schedule) FROM chunk), (SELECT count(*) FROM chunk),
+       (SELECT count(*) FROM gone);
+
+-- Delete workers stopped or lost before `before` that no reserved or running job names
+-- (jobs_held). A running worker is never deleted, and a stopped or lost one never holds
+-- a job again (a worker that comes back registers anew).
+-- name: prune_workers
+WITH doomed AS (
+    SELECT w.id FROM tasktrail.workers w
+    WHERE w.status IN ('stopped', 'lost') AND w.stopped_at < %(before)s
+      AND NOT EXISTS (
+          SELECT 1 FROM tasktrail.jobs j
+          WHERE j.worker_id = w.id AND j.status IN ('reserved', 'running'))
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM tasktrail.workers w USING doomed d WHERE w.id = d.id RETURNING 1
+)
+SELECT count(*) FROM gone;
+
 -- name: schema_version
 SELECT max(version) FROM tasktrail.migrations;
 

@@ -259,6 +259,38 @@ DELETE FROM events WHERE job_id IN (
 -- name: prune_jobs
 DELETE FROM jobs WHERE status = :status AND finished_at < :cutoff;
 
+-- Delete ledger rows past their reason to stay: rows naming a job that is gone and due
+-- before `orphans_before`, rows with no job due before `unlinked_before` (NULL: none). The
+-- schedules are found by skipping through the primary key, and each one's rows are read
+-- through it from its oldest: never a scan of the whole ledger.
+-- (A DELETE first, WITH inside it: sqlite3 counts the rows of a statement that begins
+-- with DELETE only.)
+-- name: prune_ticks
+DELETE FROM schedule_ticks
+WHERE schedule IN (
+    WITH RECURSIVE name (schedule) AS (
+        SELECT min(schedule) FROM schedule_ticks
+        UNION ALL
+        SELECT (SELECT min(t.schedule) FROM schedule_ticks t WHERE t.schedule > n.schedule)
+        FROM name n
+        WHERE n.schedule IS NOT NULL
+    )
+    SELECT schedule FROM name WHERE schedule IS NOT NULL
+)
+  AND due_at < :orphans_before
+  AND CASE WHEN job_id IS NULL THEN due_at < :unlinked_before
+           ELSE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = schedule_ticks.job_id) END;
+
+-- Delete workers stopped or lost before `before` that no reserved or running job names
+-- (jobs_held). A running worker is never deleted, and a stopped or lost one never holds
+-- a job again (a worker that comes back registers anew).
+-- name: prune_workers
+DELETE FROM workers
+WHERE status IN ('stopped', 'lost') AND stopped_at < :before
+  AND NOT EXISTS (
+      SELECT 1 FROM jobs j
+      WHERE j.worker_id = workers.id AND j.status IN ('reserved', 'running'));
+
 -- Schedules --------------------------------------------------------------------------
 
 -- name: select_schedules
