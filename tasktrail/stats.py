@@ -1,5 +1,5 @@
 """Per-task statistics: counts by status, run and wait time percentiles, failure rate,
-throughput. Pure functions over rows the backends fetch."""
+throughput per active minute. Pure functions over rows the backends fetch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from typing import Any
 from .backends.base import TaskStats
 from .job import STATUSES
 
-__all__ = ["build_task_stats", "percentile"]
+__all__ = ["RUN_END_KINDS", "build_task_stats", "percentile"]
+
+#: The events that end an attempt in its child: only these attempts have a run time. An
+#: attempt that ended otherwise (``lost``, ``interrupted``, ``cancelled``, ``deferred``)
+#: has none: the time until its worker's lease lapsed, or until a shutdown, is not a run.
+RUN_END_KINDS = ("succeeded", "failed", "timeout")
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
@@ -30,35 +35,45 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
 def build_task_stats(
     active: Iterable[Sequence[Any]],
     finished: Iterable[Sequence[Any]],
-    window_seconds: float,
+    runs: Iterable[Sequence[Any]],
 ) -> list[TaskStats]:
     """Combine the backend's rows into one :class:`TaskStats` per task.
 
     Args:
         active: ``(task, status, count)`` for queued, reserved and running jobs now.
-        finished: ``(task, status, run_seconds, wait_seconds)`` per job that reached a
-            final status within the window (the times may be ``None``, e.g. for a job
-            cancelled before it started).
-        window_seconds: the length of the window, for the throughput.
+        finished: ``(task, status, finished_minute, wait_seconds)`` per job that reached
+            a final status within the window. ``finished_minute`` names the clock minute
+            (UTC) it finished in, e.g. whole minutes since the epoch; ``wait_seconds``
+            (its last attempt's start minus its ``run_at``) is ``None`` for a job that
+            never started.
+        runs: ``(task, run_seconds)`` per attempt that ended in its child (an event in
+            :data:`RUN_END_KINDS`) within the window, from its ``started`` event to that
+            end event; ``None`` (no ``started`` event found for it: a history written
+            by hand, or cut by pruning) is skipped.
     """
     counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STATUSES, 0))
-    runs: dict[str, list[float]] = defaultdict(list)
+    run_times: dict[str, list[float]] = defaultdict(list)
     waits: dict[str, list[float]] = defaultdict(list)
+    minutes: dict[str, set[Any]] = defaultdict(set)
     for task, status, count in active:
         counts[task][status] += int(count)
-    for task, status, run_seconds, wait_seconds in finished:
+    for task, status, finished_minute, wait_seconds in finished:
         counts[task][status] += 1
-        if run_seconds is not None and status != "cancelled":
-            runs[task].append(max(0.0, float(run_seconds)))
+        minutes[task].add(finished_minute)
         if wait_seconds is not None:
             waits[task].append(max(0.0, float(wait_seconds)))
+    for task, run_seconds in runs:
+        if run_seconds is not None:
+            run_times[task].append(max(0.0, float(run_seconds)))
     result = []
-    for task in sorted(counts):
+    # (a task may have runs and no final job yet: attempts that failed and wait to retry)
+    for task in sorted(counts.keys() | run_times.keys()):
         by_status = counts[task]
-        run = sorted(runs[task])
+        run = sorted(run_times[task])
         wait = sorted(waits[task])
         done = by_status["succeeded"] + by_status["failed"]
         final = done + by_status["cancelled"]
+        active_minutes = len(minutes[task])
         result.append(
             TaskStats(
                 task=task,
@@ -68,7 +83,7 @@ def build_task_stats(
                 wait_p50=percentile(wait, 0.5),
                 wait_p95=percentile(wait, 0.95),
                 failure_rate=(by_status["failed"] / done) if done else None,
-                throughput=final / window_seconds if window_seconds > 0 else 0.0,
+                throughput_per_active_minute=final / active_minutes if active_minutes else 0.0,
             )
         )
     return result

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import BackendUnavailable
 from ..job import (
+    FINAL_STATUSES,
     Enqueued,
     Event,
     HeldJob,
@@ -43,6 +44,7 @@ __all__ = [
     "Backend",
     "Exchange",
     "JobFilter",
+    "PruneCutoffs",
     "PruneReport",
     "RecoveredJob",
     "TaskStats",
@@ -78,11 +80,22 @@ class JobFilter:
 
 @dataclass(frozen=True, slots=True)
 class TaskStats:
-    """Statistics of one task.
+    """Statistics of one task over a window ``[since, now]``. Times are in seconds.
 
-    Counts of active jobs (queued, reserved, running) are as of now; counts of final
-    jobs, the timings and the throughput cover jobs that finished within the window.
-    Times are in seconds.
+    - ``counts``: queued, reserved and running jobs as of now; succeeded, failed and
+      cancelled jobs that finished within the window.
+    - ``run_p50`` / ``run_p95``: attempts that ended in their child within the window
+      (an event ``succeeded``, ``failed`` or ``timeout``), each from its ``started`` event
+      to that end event, whatever became of its job. An attempt that ended any other way
+      (``lost`` when its worker's lease lapsed, ``interrupted``, ``cancelled``,
+      ``deferred``) is not a run and is not counted.
+    - ``wait_p50`` / ``wait_p95``: of the jobs finished within the window, from their
+      ``run_at`` to the start of their last attempt.
+    - ``failure_rate``: failed / (succeeded + failed) of the jobs finished in the window.
+    - ``throughput_per_active_minute``: jobs finished within the window (succeeded,
+      failed or cancelled) divided by the number of clock minutes (UTC) in which at least
+      one of them finished: the rate while the task was being done, not a burst spread
+      over the whole window. 0.0 when none finished.
     """
 
     task: str
@@ -92,7 +105,7 @@ class TaskStats:
     wait_p50: float | None
     wait_p95: float | None
     failure_rate: float | None
-    throughput: float  # final jobs per second over the window
+    throughput_per_active_minute: float  # final jobs per minute with any finish
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,7 +116,7 @@ class TaskStats:
             "wait_p50": self.wait_p50,
             "wait_p95": self.wait_p95,
             "failure_rate": self.failure_rate,
-            "throughput": self.throughput,
+            "throughput_per_active_minute": self.throughput_per_active_minute,
         }
 
 
@@ -137,10 +150,36 @@ class RecoveredJob:
 
 @dataclass(frozen=True, slots=True)
 class PruneReport:
-    """What ``prune`` deleted: jobs per status, and their events."""
+    """What ``prune`` deleted: jobs per status, their events, rows of the schedules'
+    ledger (``schedule_ticks``) and rows of stopped or lost workers."""
 
     jobs: dict[str, int] = field(default_factory=dict)
     events: int = 0
+    schedule_ticks: int = 0
+    workers: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCutoffs:
+    """What ``prune`` deletes besides jobs, derived from the jobs' retentions
+    (:meth:`of`): rows from before these times (``None``: none)."""
+
+    #: Ledger rows that name a job which no longer exists. A pruned job finished before
+    #: its status's cutoff, and its tick was due before the job was created: the latest
+    #: of the jobs' cutoffs finds them all.
+    orphans_before: datetime | None
+    #: Ledger rows with no job (skipped, missed), and workers stopped or lost that hold
+    #: no job: kept as long as the longest-kept jobs, whose history names those workers.
+    #: ``None`` when a final status is kept forever.
+    unlinked_before: datetime | None
+
+    @classmethod
+    def of(cls, older_than: dict[str, timedelta], now: datetime) -> PruneCutoffs:
+        kept = [older_than[status] for status in FINAL_STATUSES if status in older_than]
+        if not kept:
+            return cls(None, None)
+        everything_expires = len(kept) == len(FINAL_STATUSES)
+        return cls(now - min(kept), now - max(kept) if everything_expires else None)
 
 
 class Backend(ABC):
@@ -451,9 +490,18 @@ class Backend(ABC):
 
     @abstractmethod
     def prune(self, *, older_than: dict[str, timedelta], now: datetime) -> PruneReport:
-        """Delete final jobs (and their events) that finished before their retention.
+        """Delete final jobs (and their events) that finished before their retention,
+        then what no longer has a reason to stay (:class:`PruneCutoffs`):
 
-        ``older_than`` maps a final status to how long jobs in it are kept.
+        - ledger rows (``schedule_ticks``) whose job no longer exists, and rows without
+          a job (skipped, missed) due before the longest retention; a row whose job
+          still exists stays with it, however old;
+        - workers stopped or lost before the longest retention that no reserved or
+          running job names. A running worker's row is never deleted.
+
+        ``older_than`` maps a final status to how long jobs in it are kept; a final
+        status missing from it is kept forever, and so are then ledger rows without a
+        job and stopped workers. Safe to run from several hosts at once.
         """
 
     # -- schedules --------------------------------------------------------------------

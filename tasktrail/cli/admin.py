@@ -32,8 +32,12 @@ def _seconds(value: float | None) -> str:
 def stats_command(ctx: AppContext, window: str, as_json: bool) -> None:
     """Per task: jobs by status, run and wait time percentiles, failure rate, throughput.
 
-    Queued, reserved and running counts are as of now; the rest covers jobs that
-    finished within the window.
+    Queued, reserved and running counts are as of now; final counts, waits, the failure
+    rate and the throughput cover jobs that finished within the window. Run times are
+    those of the attempts that ended in their child within the window (succeeded, failed,
+    timeout), from start to end; an attempt lost with its worker is not a run. The
+    throughput is per active minute: jobs finished divided by the clock minutes in which
+    any of them finished.
     """
     stats = ctx.reader().stats(parse_window(window))
     if as_json:
@@ -48,7 +52,7 @@ def stats_command(ctx: AppContext, window: str, as_json: bool) -> None:
                 "failure_rate": "" if item.failure_rate is None else f"{item.failure_rate:.1%}",
                 "run": f"{_seconds(item.run_p50)} / {_seconds(item.run_p95)}",
                 "wait": f"{_seconds(item.wait_p50)} / {_seconds(item.wait_p95)}",
-                "throughput": f"{item.throughput * 60:.1f}/min",
+                "throughput": f"{item.throughput_per_active_minute:.1f}",
             }
         )
     print_table(
@@ -64,7 +68,7 @@ def stats_command(ctx: AppContext, window: str, as_json: bool) -> None:
             ("failure_rate", "failure rate"),
             ("run", "run p50 / p95"),
             ("wait", "wait p50 / p95"),
-            ("throughput", "throughput"),
+            ("throughput", "jobs / active min"),
         ],
         title=f"tasks, last {window}",
     )
@@ -127,6 +131,9 @@ def maintain_command(
 ) -> None:
     """Recover the jobs of lost workers, then prune old finished jobs and their history.
 
+    With them go the schedules' ledger rows of the jobs pruned (or otherwise gone); ledger
+    rows without a job (skipped, missed) and workers stopped or lost, that hold no job,
+    are kept as long as the longest of the three retentions ('never' for one: forever).
     Safe to run from cron on several hosts at once.
     """
     keep = {
@@ -159,6 +166,8 @@ def maintain_command(
                 "lost_workers": lost_workers,
                 "pruned_jobs": report.jobs,
                 "pruned_events": report.events,
+                "pruned_schedule_ticks": report.schedule_ticks,
+                "pruned_workers": report.workers,
             }
         )
         return
@@ -166,5 +175,8 @@ def maintain_command(
         f"recovered {len(recovered)} jobs from {len(lost_workers)} lost workers"
         + (f" ({', '.join(map(str, lost_workers))})" if lost_workers else "")
     )
-    pruned = ", ".join(f"{count} {status}" for status, count in report.jobs.items()) or "nothing"
-    click.echo(f"pruned {pruned} jobs and {report.events} events")
+    pruned = ", ".join(f"{count} {status}" for status, count in report.jobs.items()) or "no"
+    click.echo(
+        f"pruned {pruned} jobs, {report.events} events, {report.schedule_ticks} schedule "
+        f"ledger rows and {report.workers} stopped or lost workers"
+    )

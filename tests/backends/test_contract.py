@@ -22,7 +22,8 @@ import pytest
 from tasktrail.backends import Backend, JobFilter, RecoveredJob, open_backend
 from tasktrail.config import SqliteDsn, parse_dsn
 from tasktrail.errors import InvalidPayload, InvalidTransition, JobNotFound
-from tasktrail.job import Job, Outcome, Ref
+from tasktrail.job import Job, NewJob, Outcome, Ref
+from tasktrail.schedule import Every, ScheduleDef, ScheduleRecord
 
 from .helpers import (
     T0,
@@ -1288,11 +1289,11 @@ def test_task_stats_with_controlled_times(backend: Backend) -> None:
     assert a.wait_p50 == pytest.approx(2, abs=1e-3)
     assert a.wait_p95 == pytest.approx(2.9, abs=1e-3)
     assert a.failure_rate == pytest.approx(1 / 3)
-    assert a.throughput == pytest.approx(4 / 10)
+    assert a.throughput_per_active_minute == 4  # all four finished in the same minute
     b = stats["b"]
     assert b.counts == {**dict.fromkeys(a.counts, 0), "queued": 1}
     assert (b.run_p50, b.run_p95, b.wait_p50, b.wait_p95) == (None,) * 4
-    assert (b.failure_rate, b.throughput) == (None, 0.0)
+    assert (b.failure_rate, b.throughput_per_active_minute) == (None, 0.0)
     assert q7 < b8
 
     # The window is [since, now]: final counts, timings and throughput cover only jobs
@@ -1300,13 +1301,88 @@ def test_task_stats_with_controlled_times(backend: Backend) -> None:
     later = {s.task: s for s in backend.task_stats(since=at(3), now=at(10))}["a"]
     assert later.counts == {**a.counts, "succeeded": 1}
     assert later.run_p50 == pytest.approx(4, abs=1e-3)  # runs of 3 and 5
-    assert later.throughput == pytest.approx(3 / 7)
+    assert later.throughput_per_active_minute == 3
     boundary = {s.task: s for s in backend.task_stats(since=at(2), now=at(8))}["a"]
     assert boundary.counts["succeeded"] == 2  # s1 finished exactly at since
     assert boundary.counts["failed"] == 1  # f3 finished exactly at now
     earlier = {s.task: s for s in backend.task_stats(since=T0, now=at(4.5))}["a"]
     assert (earlier.counts["succeeded"], earlier.counts["failed"]) == (1, 0)
     assert earlier.failure_rate == 0.0
+
+
+def test_task_stats_run_times_are_attempts_that_ended_in_their_child(backend: Backend) -> None:
+    # Issue 16: a job lost with its worker "ran" until the lease lapsed (run p95 61 s).
+    lost, retried, waiting, interrupted = enqueue(
+        backend,
+        [
+            new_job("lost"),
+            new_job("retried", max_attempts=2),
+            new_job("waiting", max_attempts=2),
+            new_job("interrupted"),
+        ],
+        now=T0,
+    )
+    short = backend.register_worker(worker_info("short", lease_seconds=30), now=T0)
+    start_only(backend, short, lost, 1)
+    worker = backend.register_worker(worker_info("long", lease_seconds=3600), now=T0)
+    first = start_only(backend, worker, retried, 2)
+    backend.finish(worker, [failed(first, at(6), retry_at=at(7))], now=at(6))
+    timed_out = start_only(backend, worker, waiting, 2)
+    backend.finish(worker, [failed(timed_out, at(12), at(500), "timeout")], now=at(12))
+    cut = start_only(backend, worker, interrupted, 3)
+    backend.finish(worker, [Outcome(interrupted, cut.attempts, "interrupted", at(20))], now=at(20))
+    again = start_only(backend, worker, interrupted, 21)
+    backend.finish(worker, [succeeded(again, at(23))], now=at(23))
+    second = start_only(backend, worker, retried, 8)
+    backend.finish(worker, [succeeded(second, at(9))], now=at(9))
+    [recovered] = backend.recover_lost(now=at(61))
+    assert (recovered.job_id, recovered.new_status) == (lost, "failed")
+
+    stats = {s.task: s for s in backend.task_stats(since=T0, now=at(100))}
+    # The lost attempt is no run: the job counts as failed, with no run time.
+    assert stats["lost"].counts["failed"] == 1
+    assert (stats["lost"].run_p50, stats["lost"].run_p95) == (None, None)
+    # Both attempts of a retried job: 4 s (failed) and 1 s (succeeded).
+    assert stats["retried"].run_p50 == pytest.approx(2.5, abs=1e-3)
+    assert stats["retried"].run_p95 == pytest.approx(3.85, abs=1e-3)
+    # An attempt that timed out counts, though its job waits for its retry.
+    assert stats["waiting"].counts["queued"] == 1
+    assert stats["waiting"].run_p50 == pytest.approx(10, abs=1e-3)
+    # Interrupted by a shutdown (17 s) is no run; the attempt after it took 2 s.
+    assert stats["interrupted"].run_p95 == pytest.approx(2, abs=1e-3)
+
+    # An attempt counts if it ended within the window, measured from its own start.
+    late = {s.task: s for s in backend.task_stats(since=at(7), now=at(100))}
+    assert late["retried"].run_p50 == late["retried"].run_p95 == pytest.approx(1, abs=1e-3)
+    assert (late["waiting"].run_p50, late["lost"].run_p50) == (pytest.approx(10, abs=1e-3), None)
+    early = {s.task: s for s in backend.task_stats(since=T0, now=at(7))}
+    assert early["retried"].run_p50 == pytest.approx(4, abs=1e-3)
+    assert "interrupted" not in early  # nothing of it in the window, nothing active
+
+
+def test_task_stats_throughput_is_per_minute_with_any_finish(backend: Backend) -> None:
+    # T0 is 05:06:07.12: a burst of six within its minute, later two more in another.
+    # Spread over the hour that is 8 / 60 per minute; per active minute it is 4.
+    finishes = [1, 2, 3, 4, 5, 6, 3000, 3001]
+    ids = enqueue(backend, [new_job("burst") for _ in finishes], now=T0)
+    worker = backend.register_worker(worker_info(lease_seconds=7200), now=T0)
+    for job_id, when in zip(ids, finishes, strict=True):
+        job = start_only(backend, worker, job_id, when - 0.5)
+        backend.finish(worker, [succeeded(job, at(when))], now=at(when))
+
+    [burst] = backend.task_stats(since=T0, now=at(3600))
+    assert burst.counts["succeeded"] == 8
+    assert burst.throughput_per_active_minute == 4
+    [tail] = backend.task_stats(since=at(10), now=at(3600))
+    assert tail.throughput_per_active_minute == 2
+    # Minutes are clock minutes (UTC): two finishes a second apart across a minute's end
+    # are two active minutes.
+    [before, after] = enqueue(backend, [new_job("edge"), new_job("edge")], now=at(3600))
+    for job_id, when in ((before, 3652.5), (after, 3653.5)):  # 06:06:59.6, 06:07:00.6
+        job = start_only(backend, worker, job_id, when - 0.1)
+        backend.finish(worker, [succeeded(job, at(when))], now=at(when))
+    edge = {s.task: s for s in backend.task_stats(since=at(3600), now=at(3700))}["edge"]
+    assert edge.throughput_per_active_minute == 1
 
 
 def test_task_stats_of_an_empty_database(backend: Backend) -> None:
@@ -1361,6 +1437,126 @@ def test_prune_deletes_old_final_jobs_and_their_events(backend: Backend) -> None
 
     [fresh] = enqueue(backend, [new_job()], now=at(1000))
     assert fresh > max(old_ok, old_failed, old_cancelled, new_ok, queued)  # ids never reused
+
+
+def scheduled_job(record: ScheduleRecord, due: Any) -> NewJob:
+    return new_job(record.definition.task)
+
+
+def run_to_end(backend: Backend, worker: int, job_id: int, when: float, ok: bool) -> None:
+    job = start_only(backend, worker, job_id, when)
+    outcome = succeeded(job, at(when + 1)) if ok else failed(job, at(when + 1))
+    backend.finish(worker, [outcome], now=at(when + 1))
+
+
+def test_prune_takes_the_ledger_rows_of_pruned_jobs_and_old_ones_without_a_job(
+    backend: Backend,
+) -> None:
+    # Issue 16: after a prune, ledger rows pointed at deleted jobs, and rows were never
+    # pruned at all.
+    backend.save_schedule(ScheduleDef("kpi:1", "kpi", Every(60.0)), now=T0)
+    backend.save_schedule(ScheduleDef("gone:1", "gone", Every(60.0)), now=T0)
+    worker = backend.register_worker(worker_info(lease_seconds=7200), now=T0)
+
+    def fire(when: float) -> dict[str, int]:
+        ticks = backend.fire_due_schedules(now=at(when), worker_id=None, make_job=scheduled_job)
+        return {t.schedule: t.job_id for t in ticks if t.outcome == "fired" and t.job_id}
+
+    first = fire(60)
+    run_to_end(backend, worker, first["kpi:1"], 61, ok=True)
+    run_to_end(backend, worker, first["gone:1"], 61, ok=True)
+    assert backend.remove_schedule("gone:1")  # its ledger stays behind
+    run_to_end(backend, worker, fire(120)["kpi:1"], 121, ok=False)
+    latest = fire(400)["kpi:1"]  # 360 fires; 180, 240 and 300 were missed
+    assert [(t.due_at, t.outcome) for t in backend.list_ticks("kpi:1")] == [
+        (at(360), "fired"), (at(300), "missed"), (at(240), "missed"), (at(180), "missed"),
+        (at(120), "fired"), (at(60), "fired"),
+    ]  # fmt: skip
+
+    # Succeeded jobs only: their rows go with them. Failed ones are kept forever, and so
+    # are rows with no job.
+    report = backend.prune(older_than={"succeeded": timedelta(seconds=100)}, now=at(1000))
+    assert report.jobs == {"succeeded": 2}
+    assert report.schedule_ticks == 2
+    assert [t.due_at for t in backend.list_ticks("kpi:1")] == [
+        at(s) for s in (360, 300, 240, 180, 120)
+    ]
+    assert backend.list_ticks("gone:1") == []
+    assert backend.prune(older_than={"succeeded": timedelta(0)}, now=at(1000)).schedule_ticks == 0
+
+    # Everything after 100 s: the failed job's row goes with it, rows with no job due
+    # before the retention go; the row of the queued job stays with it, however old.
+    every = {status: timedelta(seconds=100) for status in ("succeeded", "failed", "cancelled")}
+    report = backend.prune(older_than=every, now=at(1000))
+    assert (report.jobs["failed"], report.schedule_ticks) == (1, 4)
+    [kept] = backend.list_ticks("kpi:1")
+    assert (kept.due_at, kept.outcome, kept.job_id) == (at(360), "fired", latest)
+    assert must_get(backend, latest).status == "queued"
+    # A missed tick is kept until it is older than the longest retention.
+    fire(1000)  # 960 fires, 420..900 missed
+    report = backend.prune(older_than={**every, "failed": timedelta(seconds=300)}, now=at(1000))
+    assert report.schedule_ticks == len(range(420, 700, 60))  # due before 700
+    assert min(t.due_at for t in backend.list_ticks("kpi:1") if t.outcome == "missed") == at(720)
+    # The ledger still does its job: old due times never fire again.
+    assert all(t.due_at > at(960) for t in backend.fire_due_schedules(
+        now=at(1100), worker_id=None, make_job=scheduled_job))  # fmt: skip
+
+
+def test_prune_takes_workers_stopped_or_lost_longer_than_the_retention(
+    backend: Backend, dsn: str
+) -> None:
+    held, released = enqueue(backend, [new_job(), new_job()], now=T0)
+    stopped = backend.register_worker(worker_info("stopped"), now=T0)
+    assert [job.id for job in backend.reserve(stopped, [], 1, now=at(1))] == [held]
+    backend.release(stopped, [held], now=at(2), reason="test")
+    backend.unregister_worker(stopped, now=at(10))
+    lost = backend.register_worker(worker_info("lost", lease_seconds=30), now=T0)
+    running = backend.register_worker(worker_info("running", lease_seconds=10**6), now=T0)
+    # A worker marked lost that still holds a job (written by hand: the backends take a
+    # lost worker's jobs back in the same transaction) is not deleted.
+    holding = backend.register_worker(worker_info("holding", lease_seconds=10**6), now=T0)
+    start_only(backend, holding, released, 3)
+    assert backend.recover_lost(now=at(100)) == []  # "lost" held nothing
+    lost_at = at(50).isoformat()
+    by_hand = f"UPDATE workers SET status = 'lost', stopped_at = '{lost_at}' WHERE id = {holding}"  # noqa: S608
+    execute(dsn, by_hand)
+    recent = backend.register_worker(worker_info("recent"), now=T0)
+    backend.unregister_worker(recent, now=at(2500))
+
+    every = {status: timedelta(seconds=1000) for status in ("succeeded", "failed", "cancelled")}
+    # A final status kept forever keeps stopped workers too: their jobs' history names them.
+    assert backend.prune(older_than={"succeeded": timedelta(0)}, now=at(3000)).workers == 0
+    report = backend.prune(older_than=every, now=at(3000))
+    assert report.workers == 2
+    remaining = {w.name: w.status for w in backend.list_workers(include_stopped=True)}
+    assert remaining == {"running": "running", "holding": "lost", "recent": "stopped"}
+    assert {stopped, lost}.isdisjoint(w.id for w in backend.list_workers(include_stopped=True))
+    # History still names the deleted worker by id.
+    first_reserved = next(e for e in backend.list_events(held) if e.kind == "reserved")
+    assert (first_reserved.worker_id, first_reserved.worker_name) == (stopped, None)
+    # The one that is running is never deleted, however old.
+    assert backend.prune(older_than=every, now=at(10**7)).workers == 1  # "recent"
+    assert backend.heartbeat(running, now=at(10**7)) is True
+    names = {w.name for w in backend.list_workers(include_stopped=True)}
+    assert names == {"running", "holding"}
+
+
+def execute(dsn: str, statement: str) -> None:
+    """Change the backend's tables by hand, as a user with psql or sqlite3 could."""
+    parsed = parse_dsn(dsn)
+    if isinstance(parsed, SqliteDsn):
+        conn = sqlite3.connect(str(parsed.path))
+        try:
+            with conn:
+                conn.execute(statement)
+        finally:
+            conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(parsed.conninfo) as pg:
+        pg.execute(f'SET search_path TO "{parsed.schema}"')
+        pg.execute(statement.encode())
 
 
 def start_only(backend: Backend, worker: int, job_id: int, when: float) -> Job:

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ from click.testing import CliRunner
 
 import tasktrail
 from tasktrail.cli import cli
+from tasktrail.clock import utcnow
+from tasktrail.job import Outcome, WorkerInfo
+from tasktrail.schedule import Every, ScheduleDef
 
 from . import tasks
 from .conftest import APP_SPEC, REPO_ROOT, tasktrail_command
@@ -89,7 +93,7 @@ STATS_KEYS = {
     "wait_p50",
     "wait_p95",
     "failure_rate",
-    "throughput",
+    "throughput_per_active_minute",
 }
 
 
@@ -187,6 +191,10 @@ def test_enqueue_list_show_stats_and_workers_as_json(app, tt, workers):
     assert all(set(row) == STATS_KEYS for row in stats.values())
     assert (stats["add"]["succeeded"], stats["add"]["failed"], stats["add"]["queued"]) == (2, 0, 0)
     assert (stats["crash"]["failed"], stats["crash"]["failure_rate"]) == (1, 1.0)
+    assert stats["add"]["run_p50"] is not None
+    assert stats["crash"]["run_p50"] is not None  # a child that died ended its attempt
+    header = tt.ok("stats").splitlines()[1]
+    assert "run p50 / p95" in header and "jobs / active min" in header
 
     registry = tt.json("workers", "--all")
     assert [(w["name"], w["status"], w["processes"]) for w in registry] == [
@@ -200,6 +208,38 @@ def test_enqueue_list_show_stats_and_workers_as_json(app, tt, workers):
     assert table[0].split()[:3] == ["id", "task", "queue"]
     assert len(table) == 3
     assert_valid_histories(app)
+
+
+def test_maintain_reports_what_it_pruned_of_each_kind(app, tt):
+    # A job fired by a schedule, run by a worker that then stopped, all ten days ago.
+    backend = app.backend
+    long_ago = utcnow() - timedelta(days=10)
+    backend.save_schedule(ScheduleDef("report:1", tasks.add.name, Every(3600.0)), now=long_ago)
+    worker = backend.register_worker(WorkerInfo("old", "host", 1, 1, 1, (), 30.0), now=long_ago)
+    [tick] = backend.fire_due_schedules(
+        now=long_ago + timedelta(hours=1),
+        worker_id=worker,
+        make_job=lambda record, due: tasks.add.prepare(1, 2),
+    )
+    [job] = backend.reserve(worker, [], 1, now=long_ago + timedelta(hours=1))
+    assert job.id == tick.job_id
+    [running] = backend.mark_started(worker, [job.id], now=long_ago + timedelta(hours=1))
+    done = Outcome(job.id, running.attempts, "succeeded", long_ago + timedelta(hours=1))
+    backend.finish(worker, [done], now=long_ago + timedelta(hours=1))
+    backend.unregister_worker(worker, now=long_ago + timedelta(hours=2))
+    events = len(backend.list_events(job.id))
+    keep = ("--keep-succeeded", "1d", "--keep-failed", "2d", "--keep-cancelled", "3d")
+
+    text = tt.ok("maintain", *keep)
+    assert (
+        f"pruned 0 cancelled, 0 failed, 1 succeeded jobs, {events} events, 1 schedule ledger "
+        "rows and 1 stopped or lost workers"
+    ) in text
+    assert backend.list_ticks("report:1") == []
+    assert backend.list_workers(include_stopped=True) == []
+    again = tt.json("maintain", *keep)
+    assert (again["pruned_schedule_ticks"], again["pruned_workers"]) == (0, 0)
+    assert again["pruned_jobs"] == {"cancelled": 0, "failed": 0, "succeeded": 0}
 
 
 def test_cancel_and_retry(app, tt, workers):

@@ -441,6 +441,8 @@ def test_maintain_recovers_a_dead_workers_jobs_and_prunes_when_no_worker_runs(
     )
     assert sorted(r["was"] for r in report["recovered"]) == at_kill
     assert report["pruned_jobs"] == {"cancelled": 0, "succeeded": 3}
+    # failed jobs kept forever: so are stopped workers (their history names them)
+    assert (report["pruned_schedule_ticks"], report["pruned_workers"]) == (0, 0)
     # enqueued, (reserved,) started, succeeded for each of the 3 quick jobs
     assert report["pruned_events"] == pruned_events
     assert 3 * 3 <= pruned_events <= 3 * 4

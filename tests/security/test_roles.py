@@ -220,8 +220,9 @@ EXPECTED = {
         "jobs_id_seq": {"USAGE"},
         "events": {"SELECT", "INSERT", "DELETE"},
         "schedules": {"SELECT", "INSERT", "UPDATE", "DELETE"},
-        "schedule_ticks": {"SELECT", "INSERT", "UPDATE"},
-        "workers": {"SELECT", "INSERT", "UPDATE"},
+        # maintain prunes the ledger and stopped workers with the jobs
+        "schedule_ticks": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+        "workers": {"SELECT", "INSERT", "UPDATE", "DELETE"},
         "queues": {"SELECT", "INSERT", "UPDATE"},  # tasktrail queues pause / resume
         "migrations": READ,
         **VIEWS,

@@ -62,16 +62,17 @@ def test_percentile_ends_are_min_and_max(values: list[float]) -> None:
     assert percentile(ordered, 1.0) == ordered[-1]
 
 
-def test_build_task_stats_combines_active_and_finished() -> None:
+def test_build_task_stats_combines_active_finished_and_runs() -> None:
     active = [("a", "queued", 3), ("a", "running", 1), ("b", "reserved", 2)]
-    finished = [
-        ("a", "succeeded", 1.0, 0.5),
-        ("a", "succeeded", 3.0, 1.5),
-        ("a", "failed", 2.0, 2.5),
-        ("a", "cancelled", 9.0, None),  # a cancelled job's run time is not a run time
-        ("b", "cancelled", None, None),
+    finished = [  # (task, status, finished minute, wait)
+        ("a", "succeeded", 100, 0.5),
+        ("a", "succeeded", 100, 1.5),
+        ("a", "failed", 107, 2.5),
+        ("a", "cancelled", 107, None),  # cancelled before it started: no wait
+        ("b", "cancelled", 100, None),
     ]
-    stats = {s.task: s for s in build_task_stats(active, finished, window_seconds=100)}
+    runs = [("a", 1.0), ("a", 3.0), ("a", 2.0)]
+    stats = {s.task: s for s in build_task_stats(active, finished, runs)}
     assert list(stats) == ["a", "b"]
     a = stats["a"]
     assert a.counts == {
@@ -87,44 +88,64 @@ def test_build_task_stats_combines_active_and_finished() -> None:
     assert a.wait_p50 == 1.5
     assert a.wait_p95 == pytest.approx(2.4)
     assert a.failure_rate == pytest.approx(1 / 3)
-    assert a.throughput == pytest.approx(4 / 100)
+    assert a.throughput_per_active_minute == 2.0  # 4 jobs in minutes 100 and 107
     b = stats["b"]
     assert b.counts["reserved"] == 2
     assert b.counts["cancelled"] == 1
     assert (b.run_p50, b.run_p95, b.wait_p50, b.wait_p95) == (None, None, None, None)
     assert b.failure_rate is None  # nothing ran to success or failure
-    assert b.throughput == pytest.approx(1 / 100)
+    assert b.throughput_per_active_minute == 1.0
+
+
+def test_throughput_is_per_active_minute_not_spread_over_the_window() -> None:
+    # 120 jobs in one minute of an hour: 120 per active minute, however long the window.
+    [burst] = build_task_stats([], [("a", "succeeded", 5, 0.0)] * 120, [])
+    assert burst.throughput_per_active_minute == 120.0
+    steady = [("a", "succeeded", minute, 0.0) for minute in range(60)]
+    [even] = build_task_stats([], steady, [])
+    assert even.throughput_per_active_minute == 1.0
+
+
+def test_runs_of_a_task_with_no_final_job_yet() -> None:
+    # attempts that failed and wait for their retry: run times, nothing final
+    [stats] = build_task_stats([("a", "queued", 2)], [], [("a", 4.0), ("a", 6.0)])
+    assert stats.run_p50 == 5.0
+    assert stats.counts["queued"] == 2
+    assert (stats.failure_rate, stats.throughput_per_active_minute) == (None, 0.0)
+    [only_runs] = build_task_stats([], [], [("z", 1.0)])
+    assert (only_runs.task, only_runs.run_p95) == ("z", 1.0)
+
+
+def test_a_run_without_its_start_is_skipped() -> None:
+    [stats] = build_task_stats([], [], [("a", None), ("a", 2.0)])
+    assert stats.run_p50 == stats.run_p95 == 2.0
 
 
 def test_negative_times_from_clock_skew_count_as_zero() -> None:
-    [stats] = build_task_stats([], [("a", "succeeded", -0.5, -2.0)], 10)
+    [stats] = build_task_stats([], [("a", "succeeded", 1, -2.0)], [("a", -0.5)])
     assert stats.run_p50 == 0.0
     assert stats.wait_p50 == 0.0
 
 
 def test_tasks_come_sorted_and_with_every_status() -> None:
-    result = build_task_stats([("z", "queued", "2"), ("m", "running", 1)], [], 60)
+    result = build_task_stats([("z", "queued", "2"), ("m", "running", 1)], [], [])
     assert [s.task for s in result] == ["m", "z"]
     assert result[1].counts["queued"] == 2
     assert all(set(s.counts) == set(STATUSES) for s in result)
-    assert all(s.throughput == 0.0 for s in result)
-
-
-def test_zero_window_has_zero_throughput() -> None:
-    [stats] = build_task_stats([], [("a", "succeeded", 1, 1)], 0)
-    assert stats.throughput == 0.0
+    assert all(s.throughput_per_active_minute == 0.0 for s in result)
 
 
 def test_no_rows_no_stats() -> None:
-    assert build_task_stats([], [], 60) == []
+    assert build_task_stats([], [], []) == []
 
 
 def test_to_dict_flattens_the_counts() -> None:
-    [stats] = build_task_stats([("a", "queued", 1)], [("a", "failed", 1.0, 2.0)], 10)
+    [stats] = build_task_stats([("a", "queued", 1)], [("a", "failed", 9, 2.0)], [("a", 1.0)])
     data = stats.to_dict()
     assert data["task"] == "a"
     assert data["queued"] == 1
     assert data["failed"] == 1
     assert data["failure_rate"] == 1.0
-    assert data["throughput"] == pytest.approx(0.1)
+    assert data["throughput_per_active_minute"] == 1.0
+    assert "throughput" not in data
     assert data["run_p50"] == 1.0

@@ -12,14 +12,17 @@ import psycopg
 
 from ...job import Job
 from ...stats import build_task_stats
-from ..base import JobFilter, PruneReport, TaskStats
+from ..base import JobFilter, PruneCutoffs, PruneReport, TaskStats
 from . import rows
 
 __all__ = ["get_job", "list_jobs", "prune", "task_stats"]
 
 Connection = psycopg.Connection[Any]
-#: Jobs deleted per statement by prune, so that no transaction grows large.
+#: Jobs (or ledger rows) deleted per statement by prune, so that no transaction grows
+#: large.
 PRUNE_BATCH = 5000
+#: Schedules whose ledger rows one statement of prune looks through.
+PRUNE_SCHEDULES = 100
 
 
 def get_job(conn: Connection, q: dict[str, str], job_id: int) -> Job | None:
@@ -78,15 +81,20 @@ def list_jobs(conn: Connection, q: dict[str, str], job_filter: JobFilter) -> lis
 def task_stats(
     conn: Connection, q: dict[str, str], since: datetime, now: datetime
 ) -> list[TaskStats]:
-    active = conn.execute(q["stats_active"]).fetchall()
-    finished = conn.execute(q["stats_finished"], {"since": since, "now": now}).fetchall()
-    return build_task_stats(active, finished, (now - since).total_seconds())
+    window = {"since": since, "now": now}
+    active = conn.execute(q["stats_active"], window).fetchall()
+    finished = conn.execute(q["stats_finished"], window).fetchall()
+    active_ids = [job_id for *_, ids in active for job_id in ids or ()]
+    runs = conn.execute(q["stats_runs"], {**window, "active_ids": active_ids}).fetchall()
+    return build_task_stats([row[:3] for row in active], finished, runs)
 
 
 def prune(
     conn: Connection, q: dict[str, str], older_than: dict[str, timedelta], now: datetime
 ) -> PruneReport:
-    """Delete final jobs past their retention, and their events, in batches."""
+    """Delete final jobs past their retention, and their events, then the ledger rows and
+    the workers they leave without a reason to stay; each in batches (autocommit: every
+    batch is its own transaction)."""
     jobs: dict[str, int] = {}
     events = 0
     for status, keep in sorted(older_than.items()):
@@ -100,4 +108,34 @@ def prune(
             events += deleted_events
             if deleted_jobs < PRUNE_BATCH:
                 break
-    return PruneReport(jobs=jobs, events=events)
+    cutoffs = PruneCutoffs.of(older_than, now)
+    ticks = _prune_ticks(conn, q, cutoffs) if cutoffs.orphans_before is not None else 0
+    workers = 0
+    if cutoffs.unlinked_before is not None:
+        row = conn.execute(q["prune_workers"], {"before": cutoffs.unlinked_before}).fetchone()
+        assert row is not None
+        workers = int(row[0])
+    return PruneReport(jobs=jobs, events=events, schedule_ticks=ticks, workers=workers)
+
+
+def _prune_ticks(conn: Connection, q: dict[str, str], cutoffs: PruneCutoffs) -> int:
+    """Walk the ledger a few schedules at a time, deleting at most a batch per statement."""
+    deleted = 0
+    after = ""  # schedule names are never empty (schedule.validate_name)
+    while True:
+        params = {
+            "after": after,
+            "names": PRUNE_SCHEDULES,
+            "batch": PRUNE_BATCH,
+            "orphans_before": cutoffs.orphans_before,
+            "unlinked_before": cutoffs.unlinked_before,
+        }
+        row = conn.execute(q["prune_ticks"], params).fetchone()
+        assert row is not None
+        last, names, gone = row
+        deleted += int(gone)
+        if gone >= PRUNE_BATCH:
+            continue  # more of this chunk's rows to delete: the same chunk again
+        if last is None or names < PRUNE_SCHEDULES:
+            return deleted
+        after = last

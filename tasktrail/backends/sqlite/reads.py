@@ -13,7 +13,7 @@ from typing import Any
 from ...job import Event, Job, WorkerRecord
 from ...stats import build_task_stats
 from .._sql import queries
-from ..base import JobFilter, PruneReport, TaskStats
+from ..base import JobFilter, PruneCutoffs, PruneReport, TaskStats
 from . import rows
 
 __all__ = ["list_events", "list_jobs", "list_workers", "prune", "task_stats"]
@@ -85,19 +85,38 @@ def list_workers(
 
 
 def task_stats(conn: sqlite3.Connection, since: datetime, now: datetime) -> list[TaskStats]:
-    active = conn.execute(_Q["stats_active"]).fetchall()
-    finished = conn.execute(
-        _Q["stats_finished"], {"since": rows.ts(since), "now": rows.ts(now)}
+    window = {"since": rows.ts(since), "now": rows.ts(now)}
+    active = conn.execute(_Q["stats_active"], window).fetchall()
+    finished = conn.execute(_Q["stats_finished"], window).fetchall()
+    active_ids = [int(job_id) for *_, ids in active if ids for job_id in ids.split(",")]
+    runs = conn.execute(
+        _Q["stats_runs"], {**window, "active_ids": json.dumps(active_ids)}
     ).fetchall()
-    return build_task_stats(active, finished, (now - since).total_seconds())
+    return build_task_stats([row[:3] for row in active], finished, runs)
 
 
 def prune(conn: sqlite3.Connection, older_than: dict[str, timedelta], now: datetime) -> PruneReport:
-    """Delete, in the caller's write transaction, final jobs past their retention."""
+    """Delete, in the caller's write transaction, final jobs past their retention, then
+    the ledger rows and the workers they leave without a reason to stay."""
     jobs: dict[str, int] = {}
     events = 0
     for status, keep in sorted(older_than.items()):
         params = {"status": status, "cutoff": rows.ts(now - keep)}
         events += conn.execute(_Q["prune_events"], params).rowcount
         jobs[status] = conn.execute(_Q["prune_jobs"], params).rowcount
-    return PruneReport(jobs=jobs, events=events)
+    cutoffs = PruneCutoffs.of(older_than, now)
+    ticks = workers = 0
+    if cutoffs.orphans_before is not None:
+        ledger_cutoffs = {
+            "orphans_before": rows.ts(cutoffs.orphans_before),
+            "unlinked_before": _ts_or_none(cutoffs.unlinked_before),
+        }
+        ticks = conn.execute(_Q["prune_ticks"], ledger_cutoffs).rowcount
+    if cutoffs.unlinked_before is not None:
+        before = rows.ts(cutoffs.unlinked_before)
+        workers = conn.execute(_Q["prune_workers"], {"before": before}).rowcount
+    return PruneReport(jobs=jobs, events=events, schedule_ticks=ticks, workers=workers)
+
+
+def _ts_or_none(value: datetime | None) -> str | None:
+    return None if value is None else rows.ts(value)

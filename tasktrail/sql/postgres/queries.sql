@@ -223,18 +223,63 @@ WHERE %(include_stopped)s OR status = 'running'
 ORDER BY id DESC
 LIMIT %(limit)s;
 
+-- Active jobs by task and status, and the ids of those that may hold an attempt that
+-- ended within the window (for stats_runs): held ones that have started before, and
+-- retries waiting in the queue (a queued job's run_at is never before the end of its
+-- attempt before). One pass over the active jobs, through the partial indexes.
 -- name: stats_active
-SELECT task, status, count(*) FROM tasktrail.jobs
-WHERE status IN ('queued', 'reserved', 'running')
+SELECT task, status, count(*),
+       array_agg(id) FILTER (WHERE attempts > 0 AND (status <> 'queued' OR run_at >= %(since)s))
+FROM (
+    SELECT id, task, status, attempts, run_at FROM tasktrail.jobs WHERE status = 'queued'
+    UNION ALL
+    SELECT id, task, status, attempts, run_at FROM tasktrail.jobs
+    WHERE status IN ('reserved', 'running')
+) AS active
 GROUP BY task, status;
 
+-- Jobs that reached a final status within the window: the clock minute (since the epoch,
+-- UTC) each finished in, for the throughput per active minute, and its last wait.
 -- name: stats_finished
 SELECT task, status,
-       extract(epoch FROM finished_at - started_at)::double precision AS run_seconds,
+       floor(extract(epoch FROM finished_at) / 60)::bigint AS finished_minute,
        extract(epoch FROM started_at - run_at)::double precision AS wait_seconds
 FROM tasktrail.jobs
 WHERE finished_at >= %(since)s AND finished_at <= %(now)s
   AND status IN ('succeeded', 'failed', 'cancelled');
+
+-- The run time of every attempt that ended in its child (succeeded, failed, timeout)
+-- within the window: from its `started` event to that end event. Attempts that ended
+-- otherwise (lost, interrupted, cancelled, deferred) are not runs. Only the history of
+-- jobs that can hold such an attempt is read, through indexes: jobs finished since the
+-- window began (jobs_finished), and the active ones stats_active named (primary key;
+-- still active, so that a job that finished meanwhile is not read twice). An end event
+-- with no `started` before it (a history written by hand) has no run time (NULL).
+-- name: stats_runs
+WITH candidate AS (
+    SELECT id, task FROM tasktrail.jobs
+    WHERE finished_at >= %(since)s AND status IN ('succeeded', 'failed', 'cancelled')
+    UNION ALL
+    SELECT id, task FROM tasktrail.jobs
+    WHERE id = ANY (%(active_ids)s::bigint[]) AND status IN ('queued', 'reserved', 'running')
+)
+SELECT c.task,
+       extract(epoch FROM e.at - (
+           SELECT b.at FROM tasktrail.events b
+           WHERE b.job_id = c.id AND b.id < e.id AND b.kind = 'started'
+             AND b.attempt = e.attempt
+           ORDER BY b.id DESC
+           LIMIT 1
+       ))::double precision AS run_seconds
+FROM candidate c
+CROSS JOIN LATERAL (
+    -- each candidate's own history through events_job: OFFSET 0 keeps the planner from
+    -- hashing a scan of every event instead
+    SELECT e.id, e.at, e.attempt FROM tasktrail.events e
+    WHERE e.job_id = c.id AND e.kind IN ('succeeded', 'failed', 'timeout')
+      AND e.at >= %(since)s AND e.at <= %(now)s
+    OFFSET 0
+) AS e;
 
 -- Delete one batch of final jobs past their retention, and their history.
 -- name: prune_batch
@@ -250,6 +295,56 @@ WITH doomed AS (
     DELETE FROM tasktrail.jobs WHERE id IN (SELECT id FROM doomed) RETURNING 1
 )
 SELECT (SELECT count(*) FROM gone_jobs), (SELECT count(*) FROM gone_events);
+
+-- Delete ledger rows past their reason to stay, for up to `names` schedules after
+-- `after` (a name; '' to begin), at most `batch` rows: rows naming a job that is gone
+-- and due before `orphans_before`, rows with no job due before `unlinked_before`
+-- (NULL: none). The schedules are found by skipping through the primary key, and each
+-- one's rows are read through it from its oldest: never a scan of the whole ledger.
+-- Returns the last name of the chunk (NULL: no more), how many names it had, and the
+-- rows deleted (= batch: call again from the same name).
+-- name: prune_ticks
+WITH RECURSIVE name (schedule) AS (
+    (SELECT schedule FROM tasktrail.schedule_ticks WHERE schedule > %(after)s
+     ORDER BY schedule LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.schedule FROM tasktrail.schedule_ticks t WHERE t.schedule > n.schedule
+            ORDER BY t.schedule LIMIT 1)
+    FROM name n
+    WHERE n.schedule IS NOT NULL
+), chunk AS (
+    SELECT schedule FROM name WHERE schedule IS NOT NULL LIMIT %(names)s
+), doomed AS (
+    SELECT t.schedule, t.due_at
+    FROM chunk c
+    JOIN tasktrail.schedule_ticks t ON t.schedule = c.schedule AND t.due_at < %(orphans_before)s
+    WHERE CASE WHEN t.job_id IS NULL THEN t.due_at < %(unlinked_before)s
+               ELSE NOT EXISTS (SELECT 1 FROM tasktrail.jobs j WHERE j.id = t.job_id) END
+    LIMIT %(batch)s
+    FOR UPDATE OF t SKIP LOCKED
+), gone AS (
+    DELETE FROM tasktrail.schedule_ticks t USING doomed d
+    WHERE t.schedule = d.schedule AND t.due_at = d.due_at
+    RETURNING 1
+)
+SELECT (SELECT max(schedule) FROM chunk), (SELECT count(*) FROM chunk),
+       (SELECT count(*) FROM gone);
+
+-- Delete workers stopped or lost before `before` that no reserved or running job names
+-- (jobs_held). A running worker is never deleted, and a stopped or lost one never holds
+-- a job again (a worker that comes back registers anew).
+-- name: prune_workers
+WITH doomed AS (
+    SELECT w.id FROM tasktrail.workers w
+    WHERE w.status IN ('stopped', 'lost') AND w.stopped_at < %(before)s
+      AND NOT EXISTS (
+          SELECT 1 FROM tasktrail.jobs j
+          WHERE j.worker_id = w.id AND j.status IN ('reserved', 'running'))
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM tasktrail.workers w USING doomed d WHERE w.id = d.id RETURNING 1
+)
+SELECT count(*) FROM gone;
 
 -- name: schema_version
 SELECT max(version) FROM tasktrail.migrations;

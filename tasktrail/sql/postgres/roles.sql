@@ -90,9 +90,9 @@ BEGIN
     FOREACH grant_line IN ARRAY ARRAY[
         'INSERT, UPDATE, DELETE ON tasktrail.jobs TO tasktrail_worker',
         'INSERT, DELETE ON tasktrail.events TO tasktrail_worker',
-        'INSERT, UPDATE ON tasktrail.workers TO tasktrail_worker',
+        'INSERT, UPDATE, DELETE ON tasktrail.workers TO tasktrail_worker',
         'INSERT, UPDATE, DELETE ON tasktrail.schedules TO tasktrail_worker',
-        'INSERT, UPDATE ON tasktrail.schedule_ticks TO tasktrail_worker',
+        'INSERT, UPDATE, DELETE ON tasktrail.schedule_ticks TO tasktrail_worker',
         'INSERT, UPDATE ON tasktrail.queues TO tasktrail_worker',
         'INSERT ON tasktrail.jobs TO tasktrail_producer',
         'INSERT ON tasktrail.events TO tasktrail_producer',

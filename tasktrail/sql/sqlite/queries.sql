@@ -197,18 +197,59 @@ WHERE :include_stopped OR status = 'running'
 ORDER BY id DESC
 LIMIT :limit;
 
+-- Active jobs by task and status, and the ids (comma-separated) of those that may hold
+-- an attempt that ended within the window (for stats_runs): held ones that have started
+-- before, and retries waiting in the queue (a queued job's run_at is never before the
+-- end of its attempt before). One pass over the active jobs, through the partial indexes.
 -- name: stats_active
-SELECT task, status, count(*) FROM jobs
-WHERE status IN ('queued', 'reserved', 'running')
+SELECT task, status, count(*),
+       group_concat(CASE WHEN attempts > 0 AND (status <> 'queued' OR run_at >= :since)
+                         THEN id END)
+FROM (
+    SELECT id, task, status, attempts, run_at FROM jobs WHERE status = 'queued'
+    UNION ALL
+    SELECT id, task, status, attempts, run_at FROM jobs WHERE status IN ('reserved', 'running')
+) AS active
 GROUP BY task, status;
 
+-- Jobs that reached a final status within the window: the clock minute (since the epoch,
+-- UTC) each finished in, for the throughput per active minute, and its last wait.
 -- name: stats_finished
 SELECT task, status,
-       (julianday(finished_at) - julianday(started_at)) * 86400.0 AS run_seconds,
+       CAST(strftime('%s', finished_at) AS INTEGER) / 60 AS finished_minute,
        (julianday(started_at) - julianday(run_at)) * 86400.0 AS wait_seconds
 FROM jobs
 WHERE finished_at >= :since AND finished_at <= :now
   AND status IN ('succeeded', 'failed', 'cancelled');
+
+-- The run time of every attempt that ended in its child (succeeded, failed, timeout)
+-- within the window: from its `started` event to that end event. Attempts that ended
+-- otherwise (lost, interrupted, cancelled, deferred) are not runs. Only the history of
+-- jobs that can hold such an attempt is read, through indexes: jobs finished since the
+-- window began (jobs_finished), and the active ones stats_active named (primary key;
+-- still active, so that a job that finished meanwhile is not read twice). An end event
+-- with no `started` before it (a history written by hand) has no run time (NULL).
+-- name: stats_runs
+WITH candidate AS (
+    SELECT id, task FROM jobs
+    WHERE finished_at >= :since AND status IN ('succeeded', 'failed', 'cancelled')
+    UNION ALL
+    SELECT id, task FROM jobs
+    WHERE id IN (SELECT value FROM json_each(:active_ids))
+      AND status IN ('queued', 'reserved', 'running')
+)
+SELECT c.task,
+       (julianday(e.at) - julianday((
+           SELECT b.at FROM events b
+           WHERE b.job_id = e.job_id AND b.id < e.id AND b.kind = 'started'
+             AND b.attempt = e.attempt
+           ORDER BY b.id DESC
+           LIMIT 1
+       ))) * 86400.0 AS run_seconds
+FROM candidate c
+CROSS JOIN events e ON e.job_id = c.id
+WHERE e.kind IN ('succeeded', 'failed', 'timeout')
+  AND e.at >= :since AND e.at <= :now;
 
 -- name: prune_events
 DELETE FROM events WHERE job_id IN (
@@ -217,6 +258,38 @@ DELETE FROM events WHERE job_id IN (
 
 -- name: prune_jobs
 DELETE FROM jobs WHERE status = :status AND finished_at < :cutoff;
+
+-- Delete ledger rows past their reason to stay: rows naming a job that is gone and due
+-- before `orphans_before`, rows with no job due before `unlinked_before` (NULL: none). The
+-- schedules are found by skipping through the primary key, and each one's rows are read
+-- through it from its oldest: never a scan of the whole ledger.
+-- (A DELETE first, WITH inside it: sqlite3 counts the rows of a statement that begins
+-- with DELETE only.)
+-- name: prune_ticks
+DELETE FROM schedule_ticks
+WHERE schedule IN (
+    WITH RECURSIVE name (schedule) AS (
+        SELECT min(schedule) FROM schedule_ticks
+        UNION ALL
+        SELECT (SELECT min(t.schedule) FROM schedule_ticks t WHERE t.schedule > n.schedule)
+        FROM name n
+        WHERE n.schedule IS NOT NULL
+    )
+    SELECT schedule FROM name WHERE schedule IS NOT NULL
+)
+  AND due_at < :orphans_before
+  AND CASE WHEN job_id IS NULL THEN due_at < :unlinked_before
+           ELSE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = schedule_ticks.job_id) END;
+
+-- Delete workers stopped or lost before `before` that no reserved or running job names
+-- (jobs_held). A running worker is never deleted, and a stopped or lost one never holds
+-- a job again (a worker that comes back registers anew).
+-- name: prune_workers
+DELETE FROM workers
+WHERE status IN ('stopped', 'lost') AND stopped_at < :before
+  AND NOT EXISTS (
+      SELECT 1 FROM jobs j
+      WHERE j.worker_id = workers.id AND j.status IN ('reserved', 'running'));
 
 -- Schedules --------------------------------------------------------------------------
 
