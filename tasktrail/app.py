@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from .backends import Backend, JobFilter, TaskStats, open_backend
 from .clock import to_utc, utcnow
 from .config import parse_dsn, redact_dsn, resolve_dsn
-from .errors import InvalidArguments, JobNotFound, UnknownTask
-from .job import STATUSES, Event, Job, NewJob, QueueState, Ref, WorkerRecord
+from .errors import InvalidArguments, InvalidTransition, JobNotFound, UnknownTask
+from .job import ACTIVE_STATUSES, STATUSES, Event, Job, NewJob, QueueState, Ref, WorkerRecord
 from .schedule import (
     ScheduleDef,
     ScheduleRecord,
@@ -513,11 +513,44 @@ class App:
             raise JobNotFound(f"no job with id {job_id}")
         return events
 
-    def cancel(self, job_id: int, *, reason: str | None = None) -> Job:
-        """Cancel a queued job; its history records who and why."""
+    def cancel(self, job_id: int, *, reason: str | None = None, tree: bool = False) -> Job:
+        """Cancel a job: queued or reserved at once, a running one is stopped by its
+        worker; its history records who and why.
+
+        With ``tree=True``, every follow-up below it that is still queued, reserved or
+        running is cancelled too (their history names this job), and the job itself is
+        left as it is if it has already ended. See :meth:`cancel_tree`.
+        """
+        if tree:
+            return self.cancel_tree(job_id, reason=reason)[0]
         if reason is not None and (not isinstance(reason, str) or not is_utf8(reason)):
             raise InvalidArguments(f"reason must be UTF-8 text, got {reason!r}")
         return self.backend.cancel(_job_id(job_id), now=utcnow(), by=whoami(), reason=reason)
+
+    def cancel_tree(self, job_id: int, *, reason: str | None = None) -> list[Job]:
+        """Cancel ``job_id`` (unless it has ended) and every active follow-up below it;
+        return the job, then the follow-ups cancelled, as they are now."""
+        if reason is not None and (not isinstance(reason, str) or not is_utf8(reason)):
+            raise InvalidArguments(f"reason must be UTF-8 text, got {reason!r}")
+        top = self.job(job_id)
+        below = self.backend.list_jobs(
+            JobFilter(
+                ids=(top.id,), descendants=True, statuses=tuple(sorted(ACTIVE_STATUSES)), limit=None
+            )
+        )
+        by, now = whoami(), utcnow()
+        changed = [
+            top if top.is_final else self.backend.cancel(top.id, now=now, by=by, reason=reason)
+        ]
+        why = f"job {top.id} was cancelled with its tree" + (f": {reason}" if reason else "")
+        for job in sorted(below, key=lambda each: each.id):
+            if job.id == top.id:
+                continue
+            try:
+                changed.append(self.backend.cancel(job.id, now=now, by=by, reason=why))
+            except InvalidTransition:
+                continue  # it ended meanwhile
+        return changed
 
     def retry(self, job_id: int) -> Job:
         """Queue a failed or cancelled job again."""

@@ -436,11 +436,33 @@ def retry_command(
 @common_options
 @click.argument("job_ids", type=int, nargs=-1, required=True)
 @click.option("--reason", help="Recorded in the job's history.")
+@click.option(
+    "--tree",
+    is_flag=True,
+    help="Also every follow-up below each job that is still queued, reserved or running "
+    "(a job that has ended is left as it is).",
+)
 @json_option
 def cancel_command(
-    ctx: AppContext, job_ids: tuple[int, ...], reason: str | None, as_json: bool
+    ctx: AppContext, job_ids: tuple[int, ...], reason: str | None, tree: bool, as_json: bool
 ) -> None:
     """Cancel jobs: queued or reserved ones at once, running ones are killed by their worker."""
+    if tree:
+        app = ctx.reader()
+        for job_id in job_ids:
+            app.job(job_id)  # one unknown id changes nothing
+        changed = [job for job_id in job_ids for job in app.cancel_tree(job_id, reason=reason)]
+        if as_json:
+            echo_json([job.to_dict() for job in changed])
+        else:
+            for job in changed:
+                ended = job.status not in ("cancelled", "running")
+                click.echo(
+                    f"job {job.id} had ended ({job.status}): left as it is"
+                    if ended
+                    else _changed_line(job, "cancelled")
+                )
+        return
     _change_many(
         ctx,
         job_ids,
