@@ -415,8 +415,8 @@ def run_mixed_bounds(ctx: Context, machine: LoadedPeer) -> None:
         f"{len(durations)} (0-based: the middle of each {len(durations) // max(1, s.mixed_long)}"
         f"-job stretch). Begun strictly in that order with nothing lost between jobs they "
         f"begin at {', '.join(f'{starts[p]:.2f}' for p in positions)} s and the last ends at "
-        f"{best:.2f} s; any order at all can do {mixed.ideal_makespan(durations, s.mixed_slots):.2f} s "
-        "only by beginning long jobs ahead of short ones enqueued before them."
+        f"{best:.2f} s (ideal {mixed.ideal_makespan(durations, s.mixed_slots):.2f} s: below the "
+        "first, only a queue that begins long jobs ahead of short ones enqueued before them)."
     )
 
 
