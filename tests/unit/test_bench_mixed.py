@@ -133,6 +133,9 @@ def test_the_histories_show_where_the_long_jobs_ran_and_who_waited_behind_them()
     assert found.last_short_end == pytest.approx(1.21)
     assert found.last_end == pytest.approx(2.02)
     assert found.idle == pytest.approx(2 * 2.02 - 4.02)
+    # in order on 2 processes: long_a and short_ok at 0, long_b at 0.01 (ends 2.01),
+    # short_late at 2.0 (ends 2.01)
+    assert found.fifo_measured == pytest.approx(2.01)
     text = found.summary()
     assert "'given back' interruptions: 1 short, 0 long" in text
     assert "1 (1 waited > 0.1 s, longest 0.70 s)" in text
