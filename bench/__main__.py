@@ -33,6 +33,7 @@ from bench.peers.tasktrail_peer import TasktrailPeer
 
 SCENARIOS = (
     "enqueue", "drain", "latency", "sleep", "sqlite", "scale", "memory", "limits", "map",
+    "mixed",
 )  # fmt: skip
 SERVER_SCENARIOS = ("enqueue", "drain", "latency", "sleep")
 
@@ -84,6 +85,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help="tasktrail workers' reserve per process (-r N x P; default 256 on PostgreSQL, "
         "64 on SQLite: see bench/README.md, tasktrail's settings)",
+    )
+    parser.add_argument(
+        "--tasktrail-history",
+        default=None,
+        metavar="DIR",
+        help="write the job histories of tasktrail's mixed runs to DIR (JSON, one file a run)",
     )
     parser.add_argument(
         "--timeout",
@@ -140,7 +147,8 @@ def applies(scenario: str, lp: LoadedPeer) -> bool:
         return store == "sqlite"
     if scenario in ("scale", "memory"):
         return lp.key == "tasktrail-pg"
-    return False
+    # mixed: every store, its rows by store (as drain's and sqlite's)
+    return scenario == "mixed"
 
 
 def run_peer(ctx: sc.Context, lp: LoadedPeer, chosen: list[str]) -> None:
@@ -178,6 +186,8 @@ def run_peer(ctx: sc.Context, lp: LoadedPeer, chosen: list[str]) -> None:
                 sc.run_scale(ctx, lp)
             elif scenario == "memory":
                 sc.run_memory(ctx, lp)
+            elif scenario == "mixed":
+                sc.run_mixed(ctx, lp)
     finally:
         attempt(lp.peer.teardown, ctx.timeout, log, f"{lp.key} teardown")
 
@@ -251,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         for lp in peers:
             if isinstance(lp.peer, TasktrailPeer):
                 lp.peer.reserve_per_process = args.tasktrail_reserve
+    if args.tasktrail_history is not None:
+        for lp in peers:
+            if isinstance(lp.peer, TasktrailPeer):
+                lp.peer.history_dir = Path(args.tasktrail_history)
     for reason in skipped:
         results.note(f"skipped {reason}")
     for lp in peers:
@@ -275,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     if "map" in args.scenarios:
         log("== micro tasks: app.map against the standard library's pools")
         sc.run_map(ctx, machine)
+    if "mixed" in args.scenarios:
+        sc.run_mixed_bounds(ctx, machine)
     for lp in peers:
         run_peer(ctx, lp, args.scenarios)
     sc.derive(results, sizes, args.scenarios, list(results.columns.values()))

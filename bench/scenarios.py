@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench import mixed
 from bench.config import PG_DSN
 from bench.harness import Failure, Figure, LoadedPeer, Results, attempt, fmt_number, fmt_ratio
 
@@ -43,6 +44,21 @@ class Sizes:
     map_sleeps: int = 200
     map_trivial: int = 20_000
     map_processes: int = 8
+    mixed_long: int = 8
+    mixed_long_seconds: float = 2.0
+    mixed_short: int = 400
+    mixed_short_seconds: float = 0.010
+    mixed_workers: int = 2
+    mixed_processes: int = 2
+
+    def mixed_durations(self) -> list[float]:
+        return mixed.mixed_durations(
+            self.mixed_long, self.mixed_long_seconds, self.mixed_short, self.mixed_short_seconds
+        )
+
+    @property
+    def mixed_slots(self) -> int:
+        return self.mixed_workers * self.mixed_processes
 
 
 QUICK = Sizes(
@@ -60,6 +76,9 @@ QUICK = Sizes(
     pgbench_seconds=2,
     map_sleeps=80,
     map_trivial=2_000,
+    mixed_long=4,
+    mixed_long_seconds=0.5,
+    mixed_short=100,
 )
 
 DRAIN_SHAPES = ((1, 1), (1, 2), (2, 2))
@@ -212,6 +231,42 @@ def map_figures(sizes: Sizes) -> list[Figure]:
     return figures
 
 
+def mixed_figures(store: str, sizes: Sizes) -> tuple[Figure, Figure]:
+    """The makespan and makespan ÷ ideal of the mixed scenario (issue 16)."""
+    p = _prefix(store)
+    ideal = mixed.ideal_makespan(sizes.mixed_durations(), sizes.mixed_slots)
+    what = (
+        f"{p}mixed: {sizes.mixed_long} × {sizes.mixed_long_seconds:g} s among "
+        f"{sizes.mixed_short} × {sizes.mixed_short_seconds * 1000:g} ms, "
+        f"{sizes.mixed_workers} workers × {sizes.mixed_processes} processes"
+    )
+    return (
+        Figure(f"{store}.mixed", f"{what}: makespan", "s", better="lower", store=store),
+        Figure(
+            f"{store}.mixed_vs_ideal",
+            f"{p}mixed: makespan ÷ ideal {ideal:.3g} s (target ≤ 1.05)",
+            "",
+            better="lower",
+            store=store,
+        ),
+    )
+
+
+def mixed_bound_figures(sizes: Sizes) -> tuple[Figure, Figure]:
+    return (
+        Figure(
+            "mixed.fifo",
+            f"reference: mixed, begun strictly in enqueue order on {sizes.mixed_slots} "
+            "processes, nothing lost between jobs (the best makespan for that order)",
+            "s",
+            better=None,
+            reference=True,
+        ),
+        Figure("mixed.fifo_vs_ideal", "reference: that ÷ ideal", "", better=None,
+               reference=True),
+    )  # fmt: skip
+
+
 def all_figures(sizes: Sizes, scenarios: list[str]) -> list[Figure]:
     """Every figure the chosen scenarios may produce, in table order."""
     figures: list[Figure] = []
@@ -236,6 +291,10 @@ def all_figures(sizes: Sizes, scenarios: list[str]) -> list[Figure]:
             figures += limit_figures(sizes)
         elif name == "map":
             figures += map_figures(sizes)
+        elif name == "mixed":
+            figures += mixed_figures("server", sizes)
+            figures += mixed_bound_figures(sizes)
+            figures += mixed_figures("sqlite", sizes)
     return figures
 
 
@@ -320,6 +379,44 @@ def run_sleep(ctx: Context, lp: LoadedPeer) -> None:
         figure,
         "sleep",
         lambda: lp.peer.sleep_jobs(s.sleep_count, s.sleep_seconds, s.sleep_processes),
+    )
+
+
+def run_mixed(ctx: Context, lp: LoadedPeer) -> None:
+    s = ctx.sizes
+    store = "sqlite" if getattr(lp.peer, "store", "") == "sqlite" else "server"
+    makespan, ratio = mixed_figures(store, s)
+    durations = s.mixed_durations()
+    ideal = mixed.ideal_makespan(durations, s.mixed_slots)
+    repeat(
+        ctx,
+        lp,
+        [makespan, ratio],
+        "mixed",
+        lambda: lp.peer.mixed_jobs(durations, s.mixed_workers, s.mixed_processes),
+        lambda seconds: [(makespan, seconds), (ratio, mixed.makespan_ratio(seconds, ideal))],
+    )
+
+
+def run_mixed_bounds(ctx: Context, machine: LoadedPeer) -> None:
+    """The reference rows: the best makespan of any schedule that keeps the enqueue
+    order (computed, not measured), and it ÷ ideal."""
+    s = ctx.sizes
+    durations = s.mixed_durations()
+    fifo, fifo_ratio = mixed_bound_figures(s)
+    best = mixed.fifo_makespan(durations, s.mixed_slots)
+    ctx.results.text(fifo, machine.key, fmt_number(best, 2))
+    ratio = mixed.makespan_ratio(best, mixed.ideal_makespan(durations, s.mixed_slots))
+    ctx.results.text(fifo_ratio, machine.key, f"{ratio:.3f}")
+    positions = mixed.long_positions(len(durations), s.mixed_long)
+    starts = mixed.fifo_starts(durations, s.mixed_slots)
+    ctx.results.note(
+        f"mixed: the long jobs are at positions {', '.join(map(str, positions))} of "
+        f"{len(durations)} (0-based: the middle of each {len(durations) // max(1, s.mixed_long)}"
+        f"-job stretch). Begun strictly in that order with nothing lost between jobs they "
+        f"begin at {', '.join(f'{starts[p]:.2f}' for p in positions)} s and the last ends at "
+        f"{best:.2f} s (ideal {mixed.ideal_makespan(durations, s.mixed_slots):.2f} s: below the "
+        "first, only a queue that begins long jobs ahead of short ones enqueued before them)."
     )
 
 

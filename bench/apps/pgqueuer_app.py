@@ -22,7 +22,7 @@ from datetime import timedelta
 from pgqueuer import PgQueuer
 from pgqueuer.models import Job
 
-from bench.peers.pgutil import record_start
+from bench.peers.pgutil import mark_ready, record_start
 
 DSN_ENV = "BENCH_PGQUEUER_DSN"
 DRIVER_ENV = "BENCH_PGQUEUER_DRIVER"
@@ -43,6 +43,7 @@ def register(pgq: PgQueuer) -> PgQueuer:
         """The latency job: writes its id and the time it started to the start log."""
         record_start(job.id)
 
+    mark_ready()  # connected and its entrypoints registered: it runs next
     return pgq
 
 

@@ -14,6 +14,10 @@ import tasktrail
 NOOP = "bench.noop"
 PROBE = "bench.probe"
 SLEEP = "bench.sleep"
+#: The mixed scenario's long and short jobs: two tasks, as two kinds of work would be in
+#: an application (tasktrail learns each task's run time; see bench/README.md).
+MIXED_LONG = "bench.mixed_long"
+MIXED_SHORT = "bench.mixed_short"
 
 
 def make_app(dsn: str | None = None) -> tasktrail.App:
@@ -31,6 +35,14 @@ def make_app(dsn: str | None = None) -> tasktrail.App:
 
     @app.task(name=SLEEP)
     def sleep(seconds: float) -> None:
+        time.sleep(seconds)
+
+    @app.task(name=MIXED_LONG)
+    def mixed_long(seconds: float) -> None:
+        time.sleep(seconds)
+
+    @app.task(name=MIXED_SHORT)
+    def mixed_short(seconds: float) -> None:
         time.sleep(seconds)
 
     return app

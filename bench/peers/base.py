@@ -13,6 +13,7 @@ worker's exit.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -74,3 +75,11 @@ class Peer(ABC):
         """Wall time (seconds) to run ``count`` jobs that each sleep ``seconds``, with one
         worker of ``processes`` processes (or the system's nearest equivalent), from
         worker start to the last job final."""
+
+    def mixed_jobs(self, durations: Sequence[float], workers: int, processes: int) -> float:
+        """The mixed scenario: with ``workers`` workers of ``processes`` processes each
+        (or the system's nearest equivalent: ``processes`` jobs at once per worker)
+        started and idle, enqueue one job per item of ``durations``, in that order, in
+        one bulk call; each job sleeps its item's seconds. Return the seconds from the
+        end of the enqueue to the last job final in the store."""
+        raise NotSupported("no driver for the mixed scenario yet")

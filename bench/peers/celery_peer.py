@@ -5,6 +5,8 @@ Workers are ``celery -A bench.apps.celery_app worker`` subprocesses with the pre
 talk to each other). Bulk enqueue sends through one producer inside kombu's
 ``Producer.batch()`` (one Redis pipeline per 1,000 messages), Celery's ``apply_async(
 producer=...)`` being its documented way to send many tasks over one connection.
+The mixed scenario keeps the default prefetch (4 per process) and waits, before the
+enqueue, until every worker answers ``app.control.ping``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import time
+from collections.abc import Sequence
 
 import redis
 
@@ -210,5 +213,28 @@ class CeleryPeer(Peer):
             end = _procs.wait_for(
                 lambda: self._done() >= count, self.timeout, pool, what="Celery sleep jobs"
             )
+        self._flush()
+        return end - start
+
+    def _wait_ready(self, pool: _procs.Workers, workers: int, timeout: float = 120.0) -> None:
+        """Until every worker answers a remote-control ping (it consumes its queue), then
+        a moment."""
+        deadline = time.monotonic() + timeout
+        while len(self.tasks.app.control.ping(timeout=0.5) or []) < workers:
+            pool.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {workers} Celery workers answered in {timeout:g} s")
+        time.sleep(0.5)
+
+    def mixed_jobs(self, durations: Sequence[float], workers: int, processes: int) -> float:
+        self._flush()
+        with self._start_workers(workers, processes) as pool:
+            self._wait_ready(pool, workers)
+            self._send_many(self.tasks.nap, [(seconds,) for seconds in durations])
+            start = time.perf_counter()
+            end = _procs.wait_for(
+                lambda: self._done() >= len(durations), self.timeout, pool,
+                what="Celery mixed jobs",
+            )  # fmt: skip
         self._flush()
         return end - start

@@ -10,7 +10,8 @@
   batch run as tasks in it); its way to use more cores is more ``pgq run`` processes, so
   "W workers x P processes" is W*P processes. The I/O-like scenario's "P processes" is
   one process with ``--max-concurrent-tasks P`` (and ``--batch-size P/2``, the largest
-  it accepts), its nearest equivalent.
+  it accepts), its nearest equivalent; the mixed scenario's "W workers x P processes"
+  is W such processes.
 - Drained: the queue table ``pgqueuer`` is empty (finished jobs are deleted from it and
   logged) and ``pgqueuer_log`` holds ``count`` "successful" rows; the end time is the last
   such row's ``created``, the start the moment the first worker process is spawned.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Any
 
@@ -72,7 +74,8 @@ class PgQueuerPeer(Peer):
             f"(workers: {self.driver} driver); durable tables; each worker process "
             f"`pgqueuer.run(factory, batch_size={self.batch_size})` (as `pgq run`); W workers x P processes = W*P "
             "processes; I/O scenario: 1 process, --max-concurrent-tasks P --batch-size P/2, "
-            f"asyncio.sleep; bulk: Queries.enqueue with lists of {self.enqueue_batch}; "
+            "asyncio.sleep; mixed: W such processes; "
+            f"bulk: Queries.enqueue with lists of {self.enqueue_batch}; "
             "throw-away database"
         )
 
@@ -200,6 +203,39 @@ class PgQueuerPeer(Peer):
         )
         self._reset()
         return wall
+
+    def mixed_jobs(self, durations: Sequence[float], workers: int, processes: int) -> float:
+        """``workers`` worker processes, each ``--max-concurrent-tasks processes`` (and
+        ``--batch-size processes/2``), as the I/O-like scenario's one; started and ready
+        (each creates a file when it has connected), then one ``Queries.enqueue`` of
+        every job. The end is the last "successful" log row's ``created``."""
+        self._reset()
+        batch = max(1, processes // 2)
+        options = ("--batch-size", str(batch), "--max-concurrent-tasks",
+                   str(max(processes, 2 * batch)))  # fmt: skip
+        ready = pgutil.ReadyDir()
+
+        async def enqueue(queries: Any) -> float:
+            payloads = [repr(seconds).encode() for seconds in durations]
+            await queries.enqueue(["sleep"] * len(payloads), payloads, [0] * len(payloads))
+            return time.time()
+
+        try:
+            with self._workers(workers, *options, env=ready.env()) as pool:
+                pool.start()
+                ready.wait_for(workers, pool)
+                time.sleep(0.5)
+                enqueued = asyncio.run(self._with_queries(enqueue))
+                pgutil.wait_for_zero(self._db(), REMAINING, pool)
+                pool.stop()
+        finally:
+            ready.remove()
+        succeeded = int(self._db().scalar(SUCCEEDED))  # type: ignore[arg-type]
+        if succeeded != len(durations):
+            raise RuntimeError(f"{succeeded}/{len(durations)} PGQueuer jobs successful")
+        last = float(self._db().scalar(LAST_SUCCEEDED))  # type: ignore[arg-type]
+        self._reset()
+        return last - enqueued
 
     def latency(self, count: int, interval: float) -> Latency:
         self._reset()

@@ -38,6 +38,9 @@ POLL_INTERVAL = 0.05
 
 #: Environment variable naming the file where jobs append "<job id> <time.time()>".
 START_LOG_ENV = "BENCH_START_LOG"
+#: Environment variable naming the folder where a worker process that is ready to take
+#: jobs creates a file named by its pid (for peers with no registry of their workers).
+READY_DIR_ENV = "BENCH_READY_DIR"
 
 
 def base_dsn() -> str:
@@ -223,6 +226,39 @@ class StartLog:
     def remove(self) -> None:
         with contextlib.suppress(OSError):
             self.path.unlink()
+
+
+class ReadyDir:
+    """A folder where worker processes say they are ready (:func:`mark_ready`)."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="bench-ready-"))
+
+    def env(self) -> dict[str, str]:
+        return {READY_DIR_ENV: str(self.path)}
+
+    def wait_for(self, count: int, workers: Workers | None = None, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(list(self.path.iterdir())) < count:
+            if workers is not None:
+                workers.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {count} worker processes ready in {timeout:g}s")
+            time.sleep(POLL_INTERVAL)
+
+    def remove(self) -> None:
+        for path in self.path.iterdir():
+            with contextlib.suppress(OSError):
+                path.unlink()
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+def mark_ready() -> None:
+    """Called by a worker process once it is about to take jobs (if the driver asked)."""
+    folder = os.environ.get(READY_DIR_ENV)
+    if folder:
+        Path(folder, str(os.getpid())).touch()
 
 
 def record_start(job_id: object) -> None:

@@ -9,7 +9,8 @@
   one, by ``--concurrency`` asynchronous sub-workers. So "W workers x P processes" is run
   as W*P worker processes of ``--concurrency C`` each, C chosen by measurement (see
   ``CONCURRENCY``); the I/O-like scenario's "P processes" is one worker process of
-  ``--concurrency P`` (async sleeps), its nearest equivalent.
+  ``--concurrency P`` (async sleeps), its nearest equivalent, and the mixed scenario's
+  "W workers x P processes" is W worker processes of ``--concurrency P``.
 - Drained: no job left in ``todo``/``doing`` in ``procrastinate_jobs`` (and all
   ``succeeded``); the end time is the last ``succeeded`` event's timestamp in
   ``procrastinate_events``, the start the moment the first worker process is spawned.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Any
 
@@ -74,7 +76,8 @@ class ProcrastinatePeer(Peer):
             f"(psycopg {version('psycopg')}); async task `{self.task}`; each worker process "
             f"`procrastinate --log-level=warning worker --concurrency {self.concurrency}` (listen/notify, "
             "delete_jobs=never); W workers x P processes = W*P worker processes; I/O "
-            "scenario: 1 process, --concurrency P, asyncio.sleep; bulk: batch_defer_async, "
+            "scenario: 1 process, --concurrency P, asyncio.sleep; mixed: W processes, "
+            "--concurrency P each; bulk: batch_defer_async, "
             f"{self.batch} jobs per call; throw-away database"
         )
 
@@ -197,6 +200,38 @@ class ProcrastinatePeer(Peer):
         wall = self._run_until_drained(count, 1, processes)
         self._reset()
         return wall
+
+    def mixed_jobs(self, durations: Sequence[float], workers: int, processes: int) -> float:
+        """``workers`` worker processes of ``--concurrency processes`` each (as the
+        I/O-like scenario's one), started and registered in ``procrastinate_workers``,
+        then one ``batch_defer_async`` of every job (async sleeps). The end is the last
+        ``succeeded`` event's time."""
+        self._reset()
+        db = self._db()
+
+        async def defer(app: Any) -> float:
+            deferrer = app.configure_task(name="sleep", allow_unknown=False)
+            await deferrer.batch_defer_async(*({"seconds": s} for s in durations))
+            return time.time()
+
+        with self._workers(workers, processes) as pool:
+            pool.start()
+            deadline = time.monotonic() + 120
+            while int(db.scalar("SELECT count(*) FROM procrastinate_workers")) < workers:  # type: ignore[call-overload]
+                pool.check()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"fewer than {workers} procrastinate workers registered")
+                time.sleep(pgutil.POLL_INTERVAL)
+            time.sleep(0.5)
+            enqueued = asyncio.run(self._with_app(defer))
+            pgutil.wait_for_zero(db, REMAINING, pool)
+            pool.stop()
+        succeeded = int(db.scalar(SUCCEEDED))  # type: ignore[arg-type]
+        if succeeded != len(durations):
+            raise RuntimeError(f"{succeeded}/{len(durations)} procrastinate jobs succeeded")
+        last = float(db.scalar(LAST_SUCCEEDED))  # type: ignore[arg-type]
+        self._reset()
+        return last - enqueued
 
     def latency(self, count: int, interval: float) -> Latency:
         self._reset()

@@ -5,6 +5,7 @@ subprocess. RQ's own performance notes say ``SimpleWorker`` (the job runs in the
 process) is several times faster than the default ``Worker`` (a fork per job) for short jobs,
 so that is the class used; ``worker_class="rq.Worker"`` measures the default. Bulk enqueue is
 ``Queue.enqueue_many`` of ``Queue.prepare_data`` items (one Redis pipeline per call).
+The mixed scenario waits, before the enqueue, until every worker process has registered.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import time
+from collections.abc import Sequence
 
 import redis
 
@@ -217,5 +219,25 @@ class RQPeer(Peer):
             end = _procs.wait_for(
                 lambda: self._done() >= count, self.timeout, pool, what="RQ sleep jobs"
             )
+        self._flush()
+        return end - start
+
+    def mixed_jobs(self, durations: Sequence[float], workers: int, processes: int) -> float:
+        from rq import Worker
+
+        self._flush()
+        with self._start_workers(workers, processes) as pool:
+            # every worker process registers itself once it listens on the queue
+            _procs.wait_for(
+                lambda: Worker.count(connection=self.redis) >= workers * processes,
+                120, pool, what="RQ workers' start",
+            )  # fmt: skip
+            time.sleep(0.5)
+            self._enqueue_many(self.jobs.nap, [(seconds,) for seconds in durations])
+            start = time.perf_counter()
+            end = _procs.wait_for(
+                lambda: self._done() >= len(durations), self.timeout, pool,
+                what="RQ mixed jobs",
+            )  # fmt: skip
         self._flush()
         return end - start

@@ -37,12 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench import mixed
 from bench.config import PG_DSN, ROOT
 from bench.peers._procs import stop_groups
 from bench.peers.base import Latency, NotSupported, Peer
@@ -239,6 +240,7 @@ class TasktrailPeer(Peer):
         reserve_per_process: int | None = None,
         poll_interval: float | None = None,
         pgoptions: str | None = None,
+        mixed_single_task: bool = False,
     ) -> None:
         if store not in ("postgresql", "sqlite"):
             raise ValueError(f"store must be postgresql or sqlite, not {store!r}")
@@ -249,6 +251,12 @@ class TasktrailPeer(Peer):
         self.poll_interval = poll_interval or POLL_INTERVAL[store]
         #: libpq PGOPTIONS for the workers' sessions (diagnosis only; None: as shipped)
         self.pgoptions = pgoptions
+        #: The mixed scenario's jobs all of one task (bench.sleep) rather than two
+        #: (diagnosis only: tasktrail learns run times per task).
+        self.mixed_single_task = mixed_single_task
+        #: Where to write the job histories of the mixed runs (JSON), if anywhere.
+        self.history_dir: Path | None = None
+        self._mixed_runs = 0
         self._tmp: Path | None = None
         self._stores: list[_Store] = []
         self._scale: _Store | None = None
@@ -371,6 +379,85 @@ class TasktrailPeer(Peer):
                 pool.stop()
             self._check_succeeded(store, count)
             return ended - began
+
+    def mixed_jobs(self, durations: Sequence[float], workers: int, processes: int) -> float:
+        """See :meth:`Peer.mixed_jobs`. The jobs lasting the longest of ``durations`` are
+        ``bench.mixed_long``, the others ``bench.mixed_short`` (both sleep their seconds),
+        enqueued with one ``enqueue_many``; the end is seen by polling, as in a drain.
+        Afterwards the jobs' histories are read (:func:`bench.mixed.diagnose`): the
+        summary goes to the log, and the histories to ``history_dir`` if set."""
+        from bench.apps.tasktrail_app import MIXED_LONG, MIXED_SHORT, SLEEP
+
+        long_seconds = max(durations)
+        with self._fresh() as store:
+            app = store.app
+            if self.mixed_single_task:
+                sleep = app.get_task(SLEEP)
+                jobs = [sleep.prepare(seconds) for seconds in durations]
+            else:
+                long, short = app.get_task(MIXED_LONG), app.get_task(MIXED_SHORT)
+                jobs = [
+                    (long if seconds >= long_seconds else short).prepare(seconds)
+                    for seconds in durations
+                ]
+            pool = _Workers(store.dsn, self.pgoptions)
+            try:
+                for _ in range(workers):
+                    pool.start(processes, self.reserve_per_process * processes, self.poll_interval)
+                self._wait_ready(store, pool, processes)
+                handles = app.enqueue_many(jobs)
+                enqueued = time.perf_counter()
+                enqueued_at = time.time()
+                ended = _wait(lambda: not store.active(), pool, "the mixed jobs")
+            finally:
+                pool.stop()
+            self._check_succeeded(store, len(durations))
+            histories = []
+            for position, (handle, seconds) in enumerate(zip(handles, durations, strict=True)):
+                events = tuple(
+                    mixed.HistoryEvent(e.kind, e.at, e.worker_id, e.child_pid, e.detail)
+                    for e in app.backend.list_events(handle.id)
+                )
+                histories.append(mixed.JobHistory(position, seconds, events))
+        makespan = ended - enqueued
+        found = mixed.diagnose(histories, enqueued_at, workers * processes, long_seconds)
+        self.detail = {"histories": found.summary()}
+        if self.history_dir is not None:
+            self._mixed_runs += 1
+            path = self.history_dir / f"mixed-{self.key}-{self._mixed_runs}.json"
+            self.history_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(
+                json.dumps(
+                    {
+                        "store": self.store,
+                        "makespan": makespan,
+                        "enqueued_at": enqueued_at,
+                        "summary": found.summary(),
+                        "jobs": [
+                            {
+                                "id": handle.id,
+                                "position": h.position,
+                                "seconds": h.seconds,
+                                "events": [
+                                    {
+                                        "kind": e.kind,
+                                        "at": round(e.at.timestamp() - enqueued_at, 4),
+                                        "worker_id": e.worker_id,
+                                        "child_pid": e.child_pid,
+                                        "detail": e.detail,
+                                    }
+                                    for e in h.events
+                                ],
+                            }
+                            for handle, h in zip(handles, histories, strict=True)
+                        ],
+                    },
+                    indent=1,
+                    default=str,
+                )
+            )
+            self.detail["written"] = str(path)
+        return makespan
 
     # -- tasktrail-only scenarios ---------------------------------------------------------
 
@@ -746,14 +833,15 @@ class TasktrailPeer(Peer):
             raise RuntimeError(f"expected {count:,} succeeded jobs, found {counts}")
 
     def _wait_ready(self, store: _Store, pool: _Workers, processes: int) -> None:
-        """Until the worker is registered and has forked its children, then a moment."""
+        """Until every worker is registered and has forked its children, then a moment."""
+        workers = len(pool.procs)
         _wait(
             lambda: (
-                bool(store.sql("SELECT 1 FROM workers WHERE status = 'running'"))
-                and len(pool.children()) >= processes
+                store.sql("SELECT count(*) FROM workers WHERE status = 'running'")[0][0] >= workers
+                and all(len(pool.children(index)) >= processes for index in range(workers))
             ),
             pool,
-            "the worker's start",
+            "the workers' start",
         )
         time.sleep(0.5)
 
