@@ -771,3 +771,55 @@ def test_the_backend_session_never_jit_compiles_and_plans_generically(apps: Apps
             for name in ("jit", "plan_cache_mode", "TimeZone")
         }
     assert settings == {"jit": "off", "plan_cache_mode": "force_generic_plan", "TimeZone": "UTC"}
+
+
+# -- a claim racing the recovery of its own worker ---------------------------------------
+
+
+def test_a_claim_waits_for_a_recovery_of_its_worker_and_then_takes_nothing(
+    apps: Apps, pg_server: str, pg_dsn: str
+) -> None:
+    """A worker that was declared lost (its lease expired: a frozen process, a partition)
+    may claim at the very moment another worker recovers it. The claim waits for that
+    recovery and, once it is committed, takes nothing: a job claimed for a worker already
+    declared lost would be taken back by nobody."""
+    import threading
+
+    backend = apps.backend
+    worker = backend.register_worker(worker_info(), now=utcnow())
+    handle = apps.echo.enqueue(1)
+    schema = schema_of(pg_dsn)
+    result: dict[str, Any] = {}
+
+    def claim() -> None:
+        result["started"] = backend.exchange(
+            worker, outcomes=(), start_ids=(), claim=1, start_claimed=1, queues=(),
+            now=utcnow(),
+        ).started  # fmt: skip
+
+    with psycopg.connect(pg_server) as recovery:
+        # what mark_expired_workers_lost does, held open: the worker row is locked
+        recovery.execute(
+            sql.SQL("UPDATE {} SET status = 'lost', stopped_at = now() WHERE id = %s").format(
+                sql.Identifier(schema, "workers")
+            ),
+            (worker,),
+        )
+        claimer = threading.Thread(target=claim)
+        claimer.start()
+        deadline = time.monotonic() + DEADLINE
+        with psycopg.connect(pg_server, autocommit=True) as watcher:
+            while time.monotonic() < deadline and claimer.is_alive():
+                waiting = watcher.execute(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN "
+                    "('tuple', 'transactionid')"
+                ).fetchone()
+                if waiting and waiting[0]:
+                    break
+                time.sleep(0.01)
+        assert claimer.is_alive(), f"the claim did not wait for the recovery: {result}"
+        recovery.commit()
+    claimer.join(DEADLINE)
+    assert not claimer.is_alive()
+    assert result["started"] == []
+    assert apps.app.job(handle.id).status == "queued"

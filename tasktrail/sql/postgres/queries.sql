@@ -513,7 +513,12 @@ WITH outcome AS (
     RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
               max_attempts, timeout, worker_id, lock_key
 ), worker AS (
+    -- Locked (FOR SHARE) so that a recovery declaring this worker lost and taking back
+    -- its jobs (its FOR UPDATE) either comes first, and then this claim sees the worker
+    -- lost and takes nothing, or after, and sees what was claimed: never a job claimed
+    -- for a worker already declared lost, which nobody would take back.
     SELECT id FROM tasktrail.workers WHERE id = %(worker_id)s AND status = 'running'
+    FOR SHARE
 ), candidates AS (
     SELECT c.id, c.priority, c.run_at
     FROM tasktrail.claimable_jobs(
