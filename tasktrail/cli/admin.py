@@ -9,7 +9,7 @@ import click
 
 from ..backends import open_backend, setup_sql
 from ..clock import parse_duration, utcnow
-from ..config import parse_dsn, resolve_dsn
+from ..config import PostgresDsn, parse_dsn, resolve_dsn
 from ..errors import InvalidArguments
 from . import AppContext, cli, common_options, json_option, parse_window
 from .output import echo_json, print_table
@@ -76,16 +76,33 @@ def stats_command(ctx: AppContext, window: str, as_json: bool) -> None:
 
 @cli.command("schema")
 @common_options
-def schema_command(ctx: AppContext) -> None:
+@click.option(
+    "--roles",
+    is_flag=True,
+    help="Print the least-privilege roles script instead (PostgreSQL: owner, worker, "
+    "producer; see docs/security.md), for the DSN's schema.",
+)
+def schema_command(ctx: AppContext, roles: bool) -> None:
     """Print the setup SQL for the DSN's database (run it with psql -f or sqlite3).
 
     Nothing is connected to or changed.
     """
     if ctx.app_spec:
         app = ctx.app()
-        click.echo(setup_sql(parse_dsn(app.dsn, app._schema)))
+        parsed = parse_dsn(app.dsn, app._schema)
     else:
-        click.echo(setup_sql(parse_dsn(resolve_dsn(ctx.dsn), ctx.schema)))
+        parsed = parse_dsn(resolve_dsn(ctx.dsn), ctx.schema)
+    if not roles:
+        click.echo(setup_sql(parsed))
+        return
+    if not isinstance(parsed, PostgresDsn):
+        raise InvalidArguments(
+            "--roles is for PostgreSQL (a SQLite file has no roles: its file permissions "
+            "are the access control); give --dsn postgresql://…"
+        )
+    from ..backends.postgres.sql import render_roles
+
+    click.echo(render_roles(parsed.schema))
 
 
 @cli.command("migrate")

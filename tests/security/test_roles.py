@@ -621,3 +621,20 @@ def test_a_role_without_grants_gets_a_schema_error(setup: Setup, pg_server: str)
     finally:
         with admin(pg_server) as conn:
             conn.execute(f'DROP ROLE "{nobody}"'.encode())
+
+
+def test_the_schema_command_prints_the_roles_script_for_the_dsns_schema(pg_server: str) -> None:
+    from click.testing import CliRunner
+
+    from tasktrail.backends.postgres.sql import render_roles
+    from tasktrail.cli import cli
+
+    runner = CliRunner()
+    dsn = "postgresql://nobody@127.0.0.1:1/nowhere"  # nothing is connected to
+    done = runner.invoke(cli, ["schema", "--roles", "--dsn", dsn, "--schema", "shop_jobs"])
+    assert done.exit_code == 0, done.output
+    assert done.output.strip() == render_roles("shop_jobs").strip()
+    assert '"shop_jobs"' in done.output and "GRANT" in done.output
+    refused = runner.invoke(cli, ["schema", "--roles", "--dsn", "sqlite:///x.db"])
+    assert refused.exit_code == 1
+    assert "--roles is for PostgreSQL" in refused.output
