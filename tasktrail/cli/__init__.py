@@ -20,7 +20,7 @@ import click
 
 from ..app import App
 from ..clock import parse_duration, to_utc, utcnow
-from ..config import SqliteDsn
+from ..config import PostgresDsn, SqliteDsn
 from ..errors import AppImportError, ConfigurationError, InvalidArguments, TasktrailError
 
 __all__ = ["AppContext", "cli", "load_app", "main", "parse_since"]
@@ -109,6 +109,20 @@ class AppContext:
                 f"no tasktrail database at {parsed.path.resolve()}: name yours with --dsn "
                 "sqlite:///path.db or postgresql://…, TASKTRAIL_DSN, or --app module:app"
             )
+        if isinstance(parsed, PostgresDsn) and app._backend is None:
+            from ..backends.postgres.backend import PostgresBackend
+
+            probe = PostgresBackend(parsed)  # not set up: that would create the schema
+            try:
+                missing = probe.schema_version() is None
+            finally:
+                probe.close()
+            if missing:
+                raise ConfigurationError(
+                    f"no tasktrail schema {parsed.schema!r} in {parsed.url}: "
+                    "create it with `tasktrail migrate`, or name yours with --schema "
+                    "(TASKTRAIL_SCHEMA) or --dsn"
+                )
         return app
 
     def app(self, need_tasks: bool = False) -> App:

@@ -255,3 +255,33 @@ def test_a_final_job_shows_the_attempts_it_used(app: tasktrail.App, tt: Cli) -> 
     row = next(line for line in tt.ok("jobs").splitlines() if line.startswith(str(handle.id)))
     assert "/" not in row.split("succeeded")[1].split()[0]  # "2", not "2/2"
     assert "attempts:  2\n" in tt.ok("show", str(handle.id))
+
+
+@pytest.mark.postgres
+def test_a_read_command_on_postgresql_does_not_create_the_schema(
+    pg_server: str, pg_dsn: str
+) -> None:
+    import psycopg
+
+    from tasktrail.config import PostgresDsn, parse_dsn
+
+    parsed = parse_dsn(pg_dsn)
+    assert isinstance(parsed, PostgresDsn)
+    runner = Cli(pg_dsn).runner
+    env = {"TASKTRAIL_DSN": pg_dsn, "TASKTRAIL_APP": None}
+
+    def schema_exists() -> bool:
+        with psycopg.connect(pg_server) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (parsed.schema,)
+            ).fetchone()
+        return found is not None
+
+    done = runner.invoke(cli, ["jobs"], env=env)
+    assert done.exit_code == 1
+    assert f"no tasktrail schema {parsed.schema!r} in" in done.stderr
+    assert "tasktrail migrate" in done.stderr
+    assert not schema_exists()
+    assert runner.invoke(cli, ["migrate"], env=env).exit_code == 0
+    listed = runner.invoke(cli, ["jobs", "--json"], env=env)
+    assert (listed.exit_code, json.loads(listed.stdout)) == (0, [])
