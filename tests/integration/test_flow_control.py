@@ -416,8 +416,10 @@ def test_cancel_of_a_running_job_from_the_command_line(
     )
     assert done.returncode == 0, done.stderr
     [printed] = json.loads(done.stdout)
-    # (the history and the log say why, should the job not be running at that moment)
-    assert (printed["id"], printed["status"]) == (victim.id, "running"), (
+    # Running when asked; the command reads the job back after the request, by which
+    # time its worker (woken by the request) may have stopped it already.
+    assert printed["id"] == victim.id
+    assert printed["status"] in ("running", "cancelled"), (
         [e.kind for e in victim.events()], worker.diagnose(),
     )  # fmt: skip
     assert printed["cancel_requested_at"] is not None
