@@ -9,9 +9,11 @@ current directory, holding both the business table and the jobs), or on PostgreS
 1. creates a small business table ``websites`` and, in the same transaction as each row,
    enqueues ``refresh_frontpage(website_id)`` with ``ref=("website", id)``;
 2. runs a worker with 4 forked processes until the queue is drained. Front-page jobs
-   enqueue one ``count_comments`` job per article; a flaky website fails its first attempt
-   and succeeds on retry; a broken one fails every attempt;
-3. prints per-task statistics and the full history of one website's jobs.
+   enqueue one ``count_comments`` job per article, and a ``website_kpis`` job that waits
+   for all of them (``after=``) and sums their counts into the website's row; a flaky
+   website fails its first attempt and succeeds on retry; a broken one fails every
+   attempt;
+3. prints per-task statistics, the tree of one website's jobs and its full history.
 """
 
 from __future__ import annotations
@@ -82,9 +84,11 @@ def refresh_frontpage(website_id: int) -> dict[str, Any]:
             (len(articles), website_id),
         )
         db.commit()
-    app.enqueue_many(
+    counts = app.enqueue_many(
         count_comments.prepare(website_id, path, ref=("website", website_id)) for path in articles
     )
+    # runs once every count has ended (cancelled if one of them fails for good)
+    website_kpis.enqueue(website_id, ref=("website", website_id), after=counts)
     return {"host": host, "articles": articles}
 
 
@@ -95,13 +99,26 @@ def count_comments(website_id: int, path: str) -> int:
     return int(hashlib.sha256(f"{website_id}{path}".encode()).hexdigest(), 16) % 500
 
 
+@app.task(name="website_kpis")
+def website_kpis(website_id: int) -> dict[str, int]:
+    """Sum the comment counts of a website's articles into its row."""
+    job = tasktrail.current_job()
+    assert job is not None
+    counts = job.after_results()  # {count_comments job id: its result}
+    total = sum(counts.values())
+    with closing(business_db()) as db:
+        db.execute(sql("UPDATE websites SET comments = ? WHERE id = ?"), (total, website_id))
+        db.commit()
+    return {"articles": len(counts), "comments": total}
+
+
 def create_websites() -> None:
     """The business table, each row inserted with its job in one transaction."""
     with closing(business_db()) as db:
         db.execute("DROP TABLE IF EXISTS websites")
         db.execute(
             "CREATE TABLE websites (id integer PRIMARY KEY, host text NOT NULL, "
-            "articles integer, refreshed_at timestamp)"
+            "articles integer, comments integer, refreshed_at timestamp)"
         )
         db.commit()
         for website_id, host in enumerate(WEBSITES, start=1):
@@ -133,10 +150,18 @@ def main() -> int:
         cli.main(args=args, standalone_mode=False)
         print()
     front = app.jobs(ref=("website", flaky_id), task=refresh_frontpage.name, limit=1)[0]
-    print(f"history of job {front.id}, the front page of {FLAKY} (website:{flaky_id}):")
+    print(f"the jobs of {FLAKY} (website:{flaky_id}), from its front page down:")
+    cli.main(args=["tree", "--dsn", DSN, str(front.id)], standalone_mode=False)
+    print(f"\nhistory of job {front.id}, the front page of {FLAKY}:")
     cli.main(args=["show", "--dsn", DSN, str(front.id)], standalone_mode=False)
     broken = app.jobs(ref=("website", WEBSITES.index(BROKEN) + 1), task=refresh_frontpage.name)
     print(f"\n{BROKEN}: {broken[0].status} after {broken[0].attempts} attempts: {broken[0].error}")
+    with closing(business_db()) as db:
+        totals = db.execute("SELECT host, articles, comments FROM websites ORDER BY id").fetchall()
+    print("\nwebsites (articles, comments summed by website_kpis once all its counts ended):")
+    for host, articles, comments in totals:
+        print(f"  {host:<20} {articles if articles is not None else '-':>3} articles"
+              f"  {comments if comments is not None else '-':>5} comments")  # fmt: skip
     return 0
 
 

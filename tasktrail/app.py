@@ -513,6 +513,15 @@ class App:
             raise JobNotFound(f"no job with id {job_id}")
         return events
 
+    def after_results(self, job_id: int) -> dict[int, Any]:
+        """The results of the jobs ``job_id`` was enqueued to wait for (``after=``), by
+        id: each one's result if it succeeded, else ``None``. A task reads its own
+        with ``current_job().after_results()``."""
+        return {
+            after_id: result if status == "succeeded" else None
+            for after_id, status, result in self.backend.after_results(_job_id(job_id))
+        }
+
     def cancel(self, job_id: int, *, reason: str | None = None, tree: bool = False) -> Job:
         """Cancel a job: queued or reserved at once, a running one is stopped by its
         worker; its history records who and why.

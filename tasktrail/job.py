@@ -32,8 +32,9 @@ __all__ = [
     "WorkerRecord",
 ]
 
-JobStatus = Literal["queued", "reserved", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["waiting", "queued", "reserved", "running", "succeeded", "failed", "cancelled"]
 
+WAITING: Final = "waiting"
 QUEUED: Final = "queued"
 RESERVED: Final = "reserved"
 RUNNING: Final = "running"
@@ -41,12 +42,15 @@ SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
 CANCELLED: Final = "cancelled"
 
-STATUSES: Final = (QUEUED, RESERVED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
-ACTIVE_STATUSES: Final = frozenset({QUEUED, RESERVED, RUNNING})
+STATUSES: Final = (WAITING, QUEUED, RESERVED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+ACTIVE_STATUSES: Final = frozenset({WAITING, QUEUED, RESERVED, RUNNING})
 FINAL_STATUSES: Final = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 # Event kinds, one per arrow of the lifecycle (see docs/lifecycle.md):
 #   enqueued         -> queued
+#   waiting          queued -> waiting, at once: enqueued with `after=`, it waits for the
+#                    jobs its detail names
+#   ready            waiting -> queued: the last of them has ended
 #   reserved         queued -> reserved (a worker took it into its buffer)
 #   released         reserved -> queued (worker shut down before starting it)
 #   started          reserved -> running (attempt counted)
@@ -60,11 +64,14 @@ FINAL_STATUSES: Final = frozenset({SUCCEEDED, FAILED, CANCELLED})
 #   deferred         running -> queued: its worker has no task of that name (a deploy in
 #                    progress): back later, attempt given back; failed after a grace
 #   cancel_requested running: a cancel was asked; its worker kills it, then `cancelled`
-#   cancelled        queued/reserved/running -> cancelled
+#   cancelled        waiting/queued/reserved/running -> cancelled (a waiting job also
+#                    when a job it waits for did not succeed, unless after_policy="finished")
 #   retried          failed/cancelled -> queued by a person (CLI or API)
 #   outcome_rejected a late outcome from a worker that no longer holds the job (fencing)
 EVENT_KINDS: Final = (
     "enqueued",
+    "waiting",
+    "ready",
     "reserved",
     "released",
     "started",
@@ -154,6 +161,8 @@ class NewJob(NamedTuple):
     lock_key: str | None = None  # at most one reserved/running job per key
     parent_id: int | None = None  # the job that enqueued it (a follow-up)
     root_id: int | None = None  # its tree's root (filled in by the backend from the parent)
+    after: tuple[int, ...] = ()  # jobs to wait for: it is queued once they have all ended
+    after_policy: str = "succeeded"  # or "finished": see Task.enqueue
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +209,12 @@ class Job:
     #: The root of its tree of follow-ups: its own id for a root (as the backends read
     #: it; stored NULL for a root).
     root_id: int | None = None
+    #: Enqueued with ``after=``: how many of the jobs it waits for have not ended yet
+    #: (0 once it is queued); None for a job that waits for none.
+    waiting_for: int | None = None
+    #: With ``after=``: ``"succeeded"`` (it is cancelled if one of them does not
+    #: succeed) or ``"finished"`` (it runs however they ended); None without.
+    after_policy: str | None = None
 
     @property
     def is_final(self) -> bool:
@@ -232,6 +247,8 @@ class Job:
             "cancel_requested_at": _iso(self.cancel_requested_at),
             "parent_id": self.parent_id,
             "root_id": self.root_id,
+            "waiting_for": self.waiting_for,
+            "after_policy": self.after_policy,
         }
 
 

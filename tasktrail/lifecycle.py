@@ -6,6 +6,10 @@ it on every job), and as the reference for what each event kind means. Pure; no 
 ::
 
     enqueued -> queued
+    queued    --waiting--->  waiting       (enqueued with after=: at once, in the same
+                                            transaction; waits for the jobs it names)
+    waiting   --ready----->  queued        (the last of them has ended)
+    waiting   --cancelled->  cancelled     (one of them did not succeed, or a person)
     queued    --reserved-->  reserved      --cancelled--> cancelled
     queued    --started--->  running       (claimed straight into a worker's process)
     reserved  --released-->  queued        (worker stopped before starting it)
@@ -32,7 +36,13 @@ from typing import Any, Final
 __all__ = ["TRANSITIONS", "check_history"]
 
 TRANSITIONS: Final[dict[str, dict[str, str]]] = {
-    "queued": {"reserved": "reserved", "started": "running", "cancelled": "cancelled"},
+    "waiting": {"ready": "queued", "cancelled": "cancelled"},
+    "queued": {
+        "waiting": "waiting",
+        "reserved": "reserved",
+        "started": "running",
+        "cancelled": "cancelled",
+    },
     "reserved": {
         "released": "queued",
         "started": "running",

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .backends.base import TaskStats
-from .job import STATUSES
+from .job import STATUSES, WAITING
 
 __all__ = ["RUN_END_KINDS", "build_task_stats", "percentile"]
 
@@ -51,7 +51,9 @@ def build_task_stats(
             end event; ``None`` (no ``started`` event found for it: a history written
             by hand, or cut by pruning) is skipped.
     """
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STATUSES, 0))
+    # (jobs waiting for others are not counted: they have not been queued yet)
+    counted = tuple(status for status in STATUSES if status != WAITING)
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(counted, 0))
     run_times: dict[str, list[float]] = defaultdict(list)
     waits: dict[str, list[float]] = defaultdict(list)
     minutes: dict[str, set[Any]] = defaultdict(set)

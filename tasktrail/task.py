@@ -8,7 +8,7 @@ import itertools
 import math
 import re
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .app import App, JobHandle
 
 __all__ = [
+    "AFTER_POLICIES",
     "ENQUEUE_OPTIONS",
     "MAX_RETRIES",
     "MAX_RETRY_DELAY",
@@ -37,7 +38,13 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Keyword arguments of ``enqueue`` that are options, not arguments of the task.
-ENQUEUE_OPTIONS = ("ref", "queue", "priority", "delay", "run_at", "connection")
+ENQUEUE_OPTIONS = (
+    "ref", "queue", "priority", "delay", "run_at", "connection", "parent", "after",
+    "after_policy",
+)  # fmt: skip
+#: What ``after_policy`` may be: the waiting job needs them all to have succeeded, or
+#: only to have finished.
+AFTER_POLICIES = ("succeeded", "finished")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,199}$")
 _PRIORITY_RANGE = (-32768, 32767)
@@ -180,6 +187,8 @@ class Task(Generic[P, R]):
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
         parent: Any = None,
+        after: Any = None,
+        after_policy: str = "succeeded",
         **kwargs: Any,
     ) -> NewJob:
         """Validate a call and return it as a :class:`NewJob`, for ``App.enqueue_many``.
@@ -187,7 +196,8 @@ class Task(Generic[P, R]):
         Called while a task runs (in a worker's child), the job is a follow-up of the
         one running: its ``parent_id`` names it, its ``root_id`` the root of that tree.
         ``parent`` (a job id, a :class:`JobHandle` or a :class:`Job`) names another
-        parent, or one from outside a task.
+        parent, or one from outside a task. ``after`` and ``after_policy``: see
+        :meth:`enqueue`.
 
         Raises:
             InvalidArguments: the arguments do not fit the function, or bad options.
@@ -231,6 +241,8 @@ class Task(Generic[P, R]):
             unique_key=unique_key,
             lock_key=lock_key,
             parent_id=_parent_id(parent),
+            after=_after_ids(after),
+            after_policy=_after_policy(after_policy),
         )
 
     def enqueue(
@@ -243,6 +255,8 @@ class Task(Generic[P, R]):
         run_at: datetime | None = None,
         connection: Any = None,
         parent: Any = None,
+        after: Any = None,
+        after_policy: str = "succeeded",
         **kwargs: Any,
     ) -> JobHandle:
         """Ask a worker to run ``func(*args, **kwargs)``; return a handle on the job.
@@ -257,10 +271,19 @@ class Task(Generic[P, R]):
                 if and only if that transaction commits.
             parent: the job this one follows up (default: the one running, when called
                 from a task); see :meth:`prepare`.
+            after: jobs (handles, :class:`Job` records or ids) to wait for. The job is
+                created ``waiting`` and is queued once every one of them has ended
+                (succeeded, failed for good, or cancelled; a failure that will be
+                retried is not an end). The database does it, in the transaction of
+                each one's last change. Its task reads their results with
+                ``current_job().after_results()``.
+            after_policy: ``"succeeded"`` (the default): if one of them ends failed or
+                cancelled, this job is cancelled, its history naming that job.
+                ``"finished"``: it runs however they ended.
         """
         job = self.prepare(
             *args, ref=ref, queue=queue, priority=priority, delay=delay, run_at=run_at,
-            parent=parent, **kwargs,
+            parent=parent, after=after, after_policy=after_policy, **kwargs,
         )  # fmt: skip
         return self.app.enqueue_many([job], connection=connection)[0]
 
@@ -275,6 +298,29 @@ def _parent_id(parent: Any) -> int | None:
     if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
         raise InvalidArguments(f"parent must be a job id, a JobHandle or a Job, got {parent!r}")
     return job_id
+
+
+def _after_ids(after: Any) -> tuple[int, ...]:
+    """The ids of the jobs a new one waits for, in order, each once."""
+    if after is None:
+        return ()
+    if isinstance(after, str | bytes) or not isinstance(after, Iterable):
+        after = [after]
+    ids: dict[int, None] = {}
+    for item in after:
+        job_id = getattr(item, "id", item)
+        if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
+            raise InvalidArguments(f"after takes job ids, JobHandles or Jobs, got {item!r}")
+        ids[job_id] = None
+    return tuple(ids)
+
+
+def _after_policy(policy: Any) -> str:
+    if policy not in AFTER_POLICIES:
+        raise InvalidArguments(
+            f"after_policy must be one of {', '.join(map(repr, AFTER_POLICIES))}, got {policy!r}"
+        )
+    return str(policy)
 
 
 def _plain_parameters(signature: inspect.Signature) -> tuple[dict[str, int], int] | None:

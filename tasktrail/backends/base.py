@@ -479,6 +479,11 @@ class Backend(ABC):
         """A job's history in the order it happened."""
 
     @abstractmethod
+    def after_results(self, job_id: int) -> list[tuple[int, str | None, Any]]:
+        """``(id, status, result)`` of each job ``job_id`` was enqueued to wait for, by
+        id; a job since pruned has the status it ended with and no result."""
+
+    @abstractmethod
     def list_workers(
         self, *, include_stopped: bool = False, limit: int | None = 100
     ) -> list[WorkerRecord]:

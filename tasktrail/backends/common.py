@@ -6,18 +6,20 @@ Pure functions with no I/O, so the mapping is written once and unit-tested direc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, NoReturn
 
 from ..errors import InvalidArguments, InvalidTransition, JobNotFound
-from ..job import NewJob, Outcome
+from ..job import Enqueued, NewJob, Outcome
 
 __all__ = [
     "LOST_ERROR_TEMPLATE",
     "Transition",
     "after_cancel_request",
+    "after_links",
+    "check_after",
     "lost_error",
     "new_job_columns",
     "outcome_events",
@@ -67,6 +69,34 @@ def with_roots(
     return [
         job._replace(root_id=roots[job.parent_id]) if job.parent_id and job.root_id is None else job
         for job in jobs
+    ]
+
+
+def check_after(jobs: Sequence[NewJob], exists: Callable[[list[int]], Collection[int]]) -> None:
+    """Check, before inserting anything, that the jobs to wait for (``after=``) exist;
+    ``exists`` reads which of the ids given are jobs, in the enqueueing transaction.
+
+    Raises:
+        InvalidArguments: a job to wait for that does not exist.
+    """
+    wanted = sorted({job_id for job in jobs for job_id in job.after})
+    if not wanted:
+        return
+    known = set(exists(wanted))
+    missing = [job_id for job_id in wanted if job_id not in known]
+    if missing:
+        raise InvalidArguments(f"after: there is no job {missing[0]}")
+
+
+def after_links(jobs: Sequence[NewJob], enqueued: Sequence[Enqueued]) -> list[dict[str, Any]]:
+    """What makes the new jobs enqueued with ``after=`` wait: one ``{job_id, after_id,
+    policy}`` per job created and job it waits for. A unique job that joined an active
+    one adds nothing: that one stays as it is."""
+    return [
+        {"job_id": item.id, "after_id": after_id, "policy": job.after_policy}
+        for job, item in zip(jobs, enqueued, strict=True)
+        if item.created
+        for after_id in job.after
     ]
 
 

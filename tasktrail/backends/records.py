@@ -102,6 +102,8 @@ class Columns:
             cancel_requested_at=time(row[22]),
             parent_id=row[23],
             root_id=row[24] if row[24] is not None else row[0],
+            waiting_for=row[25] if len(row) > 25 else None,
+            after_policy=row[26] if len(row) > 26 else None,
         )
 
     def event(self, row: Sequence[Any]) -> Event:

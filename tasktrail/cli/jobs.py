@@ -180,6 +180,17 @@ def _event_summary(event: Event) -> str:
     return "; ".join(parts)
 
 
+def _after_line(job: Job, after: list[tuple[int, str | None, Any]]) -> str:
+    """The jobs a job waits (or waited) for and how they stand: ``12 succeeded, 13
+    running: waiting for 1 (policy succeeded)``."""
+    if not after:
+        return ""
+    each = ", ".join(f"{after_id} {status or 'pruned'}" for after_id, status, _ in after)
+    if job.status == "waiting":
+        return f"{each}: waiting for {job.waiting_for} (policy {job.after_policy})"
+    return f"{each} (policy {job.after_policy})"
+
+
 @cli.command("show")
 @common_options
 @click.argument("job_id", type=int)
@@ -210,6 +221,7 @@ def show_command(ctx: AppContext, job_id: int, as_json: bool) -> None:
         ("worker", _worker(job)),
         ("parent", job.parent_id or ""),
         ("tree", f"root {job.root_id} (tasktrail tree {job.id})" if job.parent_id else ""),
+        ("after", _after_line(job, app.backend.after_results(job.id) if job.after_policy else [])),
         ("result", json.dumps(job.result) if job.status == "succeeded" else ""),
         ("error", _error(job)),
     ]
@@ -298,6 +310,21 @@ def json_value(text: str | None, what: str, kind: type) -> Any:
 @click.option("--queue", help="Overrides the task's queue.")
 @click.option("--priority", type=int, help="Higher runs first.")
 @click.option("--delay", help="Run no sooner than this from now (30s, 5m).")
+@click.option(
+    "--after",
+    "after",
+    type=int,
+    multiple=True,
+    metavar="JOB_ID",
+    help="Wait until this job has ended (repeatable): the job is `waiting` until then.",
+)
+@click.option(
+    "--after-policy",
+    type=click.Choice(["succeeded", "finished"]),
+    default="succeeded",
+    show_default=True,
+    help="succeeded: cancelled if one of them does not succeed; finished: runs anyway.",
+)
 @json_option
 def enqueue_command(
     ctx: AppContext,
@@ -308,6 +335,8 @@ def enqueue_command(
     queue: str | None,
     priority: int | None,
     delay: str | None,
+    after: tuple[int, ...],
+    after_policy: str,
     as_json: bool,
 ) -> None:
     """Enqueue a job of a registered task (needs --app)."""
@@ -323,13 +352,16 @@ def enqueue_command(
         queue=queue,
         priority=priority,
         delay=parse_duration(delay) if delay else None,
+        after=after or None,
+        after_policy=after_policy,
         **kwargs,
     )
     job = handle.get()
     if as_json:
         echo_json(job.to_dict())
     else:
-        click.echo(f"enqueued job {job.id} ({job.task}, queue {job.queue})")
+        state = f", {job.status}" if job.status != "queued" else ""
+        click.echo(f"enqueued job {job.id} ({job.task}, queue {job.queue}{state})")
 
 
 def _change_many(
@@ -439,14 +471,15 @@ def retry_command(
 @click.option(
     "--tree",
     is_flag=True,
-    help="Also every follow-up below each job that is still queued, reserved or running "
+    help="Also every follow-up below each job that is still waiting, queued, reserved or running "
     "(a job that has ended is left as it is).",
 )
 @json_option
 def cancel_command(
     ctx: AppContext, job_ids: tuple[int, ...], reason: str | None, tree: bool, as_json: bool
 ) -> None:
-    """Cancel jobs: queued or reserved ones at once, running ones are killed by their worker."""
+    """Cancel jobs: waiting, queued or reserved ones at once, running ones are killed by
+    their worker."""
     if tree:
         app = ctx.reader()
         for job_id in job_ids:
@@ -469,5 +502,5 @@ def cancel_command(
         as_json,
         lambda app, job_id: app.cancel(job_id, reason=reason),
         "cancelled",
-        ("queued", "reserved", "running"),
+        ("waiting", "queued", "reserved", "running"),
     )

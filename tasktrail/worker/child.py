@@ -86,8 +86,11 @@ def run_job(app: App, message: dict[str, Any]) -> dict[str, Any]:
         return failure(f"unknown task {message['task']!r}", "unknown_task")
     ref = message.get("ref")
     _set_current(
-        JobContext(job_id, message["attempt"], task.name, Ref(ref[0], ref[1]) if ref else None)
-    )
+        JobContext(
+            job_id, message["attempt"], task.name, Ref(ref[0], ref[1]) if ref else None,
+            app.after_results,
+        )
+    )  # fmt: skip
     try:
         result = task.func(*args, **kwargs)
     except Terminated:

@@ -823,3 +823,52 @@ def test_a_claim_waits_for_a_recovery_of_its_worker_and_then_takes_nothing(
     assert not claimer.is_alive()
     assert result["started"] == []
     assert apps.app.job(handle.id).status == "queued"
+
+
+# -- fan-in ---------------------------------------------------------------------------------
+
+
+def test_a_job_ending_while_a_transaction_enqueues_one_waiting_for_it_waits_for_that_commit(
+    apps: Apps, pg_server: str, pg_dsn: str
+) -> None:
+    """The race fan-in must not lose: the waiting job's transaction has not committed when
+    the job it waits for ends. The end waits for that transaction (it holds the row it
+    counts its dependents on), then releases the new job: it is never left waiting."""
+    import threading
+
+    backend = apps.backend
+    parent = apps.echo.enqueue()
+    worker = backend.register_worker(worker_info(), now=utcnow())
+    backend.exchange(
+        worker, outcomes=(), start_ids=(), claim=1, start_claimed=1, queues=[], now=utcnow()
+    )
+    running = backend.get_job(parent.id)
+    assert running is not None and running.status == "running"
+    ended: dict[str, Any] = {}
+
+    def end_it() -> None:
+        other = open_backend(pg_dsn)
+        try:
+            outcome = Outcome(running.id, running.attempts, "succeeded", utcnow(), "null")
+            ended["rejected"] = other.finish(worker, [outcome], now=utcnow())
+        finally:
+            other.close()
+
+    with psycopg.connect(pg_server) as conn:
+        child = apps.echo.enqueue(after=[parent], connection=conn)
+        thread = threading.Thread(target=end_it)
+        thread.start()
+        deadline = time.monotonic() + DEADLINE
+        with psycopg.connect(pg_server, autocommit=True) as watcher:
+            while not watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            ).fetchone()[0]:  # type: ignore[index]
+                assert time.monotonic() < deadline, "the end never waited for the enqueue"
+                time.sleep(0.01)
+        assert thread.is_alive() and "rejected" not in ended
+        conn.commit()
+    thread.join(DEADLINE)
+    assert ended == {"rejected": []}
+    assert apps.app.job(child.id).status == "queued"
+    assert [e.kind for e in apps.app.events(child.id)] == ["enqueued", "waiting", "ready"]

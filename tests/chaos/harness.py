@@ -99,7 +99,8 @@ class ChaosResult:
             f"{self.oom_kills} OOM kills, {self.connections_killed} connections killed; "
             f"recovered {f.recovered}, lost {f.lost}, duplicates {f.duplicates}, "
             f"rejected outcomes {f.rejected} ({self.partition_rejected} after a partition), "
-            f"overlaps after a loss {f.overlaps_after_loss}; {self.seconds:.0f}s — {verdict}"
+            f"overlaps after a loss {f.overlaps_after_loss}, fan-in jobs {f.waited}; "
+            f"{self.seconds:.0f}s — {verdict}"
         )
 
 
@@ -616,21 +617,23 @@ class ChaosRun:
 
     # -- load and the watcher ---------------------------------------------------------------
 
-    def _enqueue(self, batch: list[Any]) -> None:
+    def _enqueue(self, batch: list[Any]) -> list[Any]:
+        """Enqueue ``batch`` (retrying through outages); its handles, or [] if it could
+        not be enqueued in time."""
         deadline = time.monotonic() + 120
         while True:
             with self._db_lock:
                 try:
-                    tasks.app.enqueue_many(batch)
+                    handles = tasks.app.enqueue_many(batch)
                     self.tally.enqueued.update(job.task for job in batch)
-                    return
+                    return handles
                 except Exception as exc:
                     # An outage. If it hit after the commit, the retry makes a second copy
                     # of the batch: at-least-once enqueue, which the checks allow.
                     self.log(f"enqueue failed ({type(exc).__name__}: {exc}); retrying")
             if time.monotonic() > deadline:
                 self.violate("could not enqueue a batch within 120s")
-                return
+                return []
             time.sleep(0.5)
 
     def _produce(self) -> None:
@@ -660,7 +663,12 @@ class ChaosRun:
                 batch.append(tasks.work.prepare(index, round(seconds, 3), rng.random() < 0.03))
                 index += 1
             for start in range(0, len(batch), 500):
-                self._enqueue(batch[start : start + 500])
+                handles = self._enqueue(batch[start : start + 500])
+                if handles:
+                    # fan-in: a job that waits for the whole batch, whatever the faults
+                    # do to it, and must run exactly once after the last of it ended
+                    self._enqueue([tasks.gather.prepare(index, after=handles,
+                                                        after_policy="finished")])  # fmt: skip
 
     def _watch(self) -> None:
         """Until the run ends: play the OOM killer, and notice workers that die alone."""

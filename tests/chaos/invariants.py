@@ -17,6 +17,8 @@ The rules:
   events, every execution belongs to an attempt the database started, in a child of
   the worker that started it, and a succeeded attempt really ran to its end;
 * every job's history is a valid path of the lifecycle (``check_history``);
+* a job that waited for others (``after=``) was released once (one ``ready`` event), not
+  before the last of them ended (its ``finished_at``), and ran only after that;
 * no worker is left registered as running.
 """
 
@@ -103,6 +105,7 @@ class Figures:
     overlaps_after_loss: int = 0  # allowed overlaps (the earlier worker was declared lost)
     lost: int = 0  # jobs enqueued and missing, or not final
     duplicates: int = 0  # second successes, attempts run twice, overlaps while alive
+    waited: int = 0  # jobs enqueued to wait for others (fan-in)
     violations: list[str] = field(default_factory=list)
 
     def violate(self, message: str) -> None:
@@ -203,6 +206,28 @@ def _check_job(
             )
 
 
+def _check_fan_in(
+    job: Any, events: Sequence[Any], by_id: Mapping[int, Any], figures: Figures
+) -> None:
+    waits = [e for e in events if e.kind == "waiting"]
+    if not waits:
+        return
+    figures.waited += 1
+    after = waits[0].detail.get("after", [])
+    readies = [e for e in events if e.kind == "ready"]
+    if len(readies) != 1:
+        figures.violate(f"job {job.id}: released {len(readies)} times (waited for {after})")
+        return
+    ends = [by_id[a].finished_at for a in after if a in by_id and by_id[a].finished_at]
+    if len(ends) != len(after):
+        figures.violate(f"job {job.id}: released, but not all of {after} have ended")
+    elif readies[0].at < max(ends):
+        figures.violate(
+            f"job {job.id}: released at {readies[0].at}, before the last of {after} ended "
+            f"({max(ends)})"
+        )
+
+
 def check(
     jobs: Sequence[Any],
     events_of: Mapping[int, Sequence[Any]],
@@ -240,6 +265,9 @@ def check(
         events = events_of.get(job.id, [])
         figures.rejected += sum(1 for e in events if e.kind == "outcome_rejected")
         _check_job(job, events, runs_of.get(job.id, []), worker_pids, figures)
+    by_id = {job.id: job for job in jobs}
+    for job in jobs:
+        _check_fan_in(job, events_of.get(job.id, []), by_id, figures)
     for worker in workers:
         if worker.status == "running":
             figures.violate(f"worker {worker.id} ({worker.name}) is still registered as running")

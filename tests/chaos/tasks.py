@@ -126,6 +126,18 @@ def work(index: int, seconds: float, fail_first: bool = False) -> int:
     return index
 
 
+@app.task(name="chaos.gather", retries=40, **RETRY)
+def gather(index: int) -> int:
+    """A fan-in job: enqueued to wait for a batch (``after=``, policy ``finished``), it
+    reads their results; how many of them succeeded."""
+    record("start")
+    job = tasktrail.current_job()
+    assert job is not None
+    results = job.after_results()
+    record("end")
+    return sum(1 for result in results.values() if result is not None)
+
+
 @app.task(name="chaos.hang", timeout=1.0, retries=1, **RETRY)
 def hang(index: int) -> None:
     """A job that never returns: its timeout kills it, twice, and it ends failed."""

@@ -51,6 +51,7 @@ def test_chaos_on_sqlite() -> None:
     kinds = {"kill_child", "kill_supervisor", "stall", "sigterm", "hang", "hog"}
     assert kinds <= set(result.faults), result.line()
     assert result.figures.statuses["succeeded"] > config.jobs // 2
+    assert result.figures.waited > 10, result.line()  # fan-in jobs ran through the faults
 
 
 @pytest.mark.timeout(600)
@@ -78,4 +79,6 @@ def test_chaos_on_postgresql() -> None:
     if use_netns:
         expected.add("partition")
     assert expected <= set(result.faults), result.line()
+    assert result.figures.waited > 10, result.line()  # fan-in jobs ran through the faults
     assert result.figures.statuses["succeeded"] > config.jobs // 2
+    assert result.figures.waited > 10, result.line()  # fan-in jobs ran through the faults

@@ -148,3 +148,36 @@ def test_the_schedule_is_seeded_and_has_every_kind() -> None:
     assert all(0 < fault.at < 60.0 for fault in first)
     assert not POSTGRES_ONLY & set(kinds_for("sqlite"))
     assert "partition" not in kinds_for("postgres", netns=False)
+
+
+def _fan_in(ready_at: list[float], parent_end: float) -> tuple[list[Any], dict[int, list[Any]]]:
+    """Job 1 (succeeded, ended at ``parent_end``) and job 2 that waited for it, released
+    at each of ``ready_at``."""
+    parent, parent_events, _ = _clean_job()
+    parent.finished_at = datetime.fromtimestamp(parent_end, timezone.utc)
+    child = _job(2, "succeeded", 1, task="gather")
+    events = [
+        _event("enqueued", 0, T0, worker=None),
+        _event("waiting", 0, T0, worker=None, after=[1], policy="finished"),
+        *[_event("ready", 0, at, worker=None) for at in ready_at],
+        _event("started", 1, T0 + 2),
+        _event("succeeded", 1, T0 + 3),
+    ]
+    return [parent, child], {1: parent_events, 2: events}
+
+
+def test_a_waiting_job_released_once_after_its_jobs_ended_passes() -> None:
+    jobs, events = _fan_in([T0 + 0.5], parent_end=T0 + 0.5)
+    runs = [*_clean_job()[2], Execution(2, 1, 1002, 100, T0 + 2.1, T0 + 2.5)]
+    figures = check(jobs, events, WORKERS, runs, {"work": 1, "gather": 1})
+    assert figures.violations == [] and figures.waited == 1
+
+
+def test_a_waiting_job_released_early_or_twice_is_caught() -> None:
+    jobs, events = _fan_in([T0 + 0.3], parent_end=T0 + 0.5)
+    runs = [*_clean_job()[2], Execution(2, 1, 1002, 100, T0 + 2.1, T0 + 2.5)]
+    figures = check(jobs, events, WORKERS, runs, {"work": 1, "gather": 1})
+    assert any("before the last of [1] ended" in v for v in figures.violations)
+    jobs, events = _fan_in([T0 + 0.5, T0 + 0.6], parent_end=T0 + 0.5)
+    figures = check(jobs, events, WORKERS, runs, {"work": 1, "gather": 1})
+    assert any("released 2 times" in v for v in figures.violations)

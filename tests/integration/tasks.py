@@ -70,6 +70,35 @@ def spawn_leaves(count: int) -> list[int]:
     return [noop.enqueue().id for _ in range(count)]
 
 
+@app.task(name="count_then_sum")
+def count_then_sum(values: list[int], fail_one: bool = False) -> list[int]:
+    """Fan-out then fan-in: a ``square`` job per value (from the task's own process) and a
+    ``total`` job that waits for all of them; with ``fail_one``, the first square fails
+    (the total is then cancelled)."""
+    squares = app.enqueue_many(
+        square.prepare(value, fail=fail_one and index == 0) for index, value in enumerate(values)
+    )
+    total.enqueue(after=squares)
+    return [handle.id for handle in squares]
+
+
+@app.task(name="square")
+def square(value: int, fail: bool = False) -> int:
+    if fail:
+        raise ValueError(f"no square of {value} today")
+    time.sleep(0.05)
+    return value * value
+
+
+@app.task(name="total")
+def total() -> dict[str, Any]:
+    """The sum of the results of the jobs it waited for, and how many there were."""
+    job = tasktrail.current_job()
+    assert job is not None
+    results = job.after_results()
+    return {"jobs": sorted(results), "sum": sum(results.values())}
+
+
 @app.task(name="echo")
 def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """Any arguments, returned as they came."""

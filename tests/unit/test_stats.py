@@ -131,7 +131,8 @@ def test_tasks_come_sorted_and_with_every_status() -> None:
     result = build_task_stats([("z", "queued", "2"), ("m", "running", 1)], [], [])
     assert [s.task for s in result] == ["m", "z"]
     assert result[1].counts["queued"] == 2
-    assert all(set(s.counts) == set(STATUSES) for s in result)
+    # every status a job has once queued (a job waiting for others is not counted yet)
+    assert all(set(s.counts) == set(STATUSES) - {"waiting"} for s in result)
     assert all(s.throughput_per_active_minute == 0.0 for s in result)
 
 

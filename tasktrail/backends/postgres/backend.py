@@ -59,6 +59,8 @@ from ..base import (
 from ..common import (
     LOST_ERROR_TEMPLATE,
     after_cancel_request,
+    after_links,
+    check_after,
     new_job_columns,
     outcome_events,
     raise_transition_error,
@@ -425,6 +427,21 @@ class PostgresBackend(Backend):
                 return dict(cursor.execute(self._q["job_roots"], {"ids": ids}).fetchall())
 
         jobs = with_roots(jobs, roots_of)
+        if any(job.after for job in jobs):
+            check_after(jobs, roots_of)
+            with _atomic(conn):
+                enqueued = self._enqueue_rows(conn, jobs, now)
+                links = after_links(jobs, enqueued)
+                if links:
+                    with conn.cursor(row_factory=tuple_row) as cursor:
+                        params = {"links": json.dumps(links), "now": now}
+                        cursor.execute(self._q["wait_for_jobs"], params)
+            return enqueued
+        return self._enqueue_rows(conn, jobs, now)
+
+    def _enqueue_rows(
+        self, conn: psycopg.Connection[Any], jobs: Sequence[NewJob], now: datetime
+    ) -> list[Enqueued]:
         if not any(job.unique_key for job in jobs):
             if len(jobs) >= COPY_FROM:
                 with _atomic(conn):
@@ -741,6 +758,9 @@ class PostgresBackend(Backend):
 
     def list_events(self, job_id: int) -> list[Event]:
         return [rows.event(row) for row in self._fetch("list_events", {"job_id": job_id})]
+
+    def after_results(self, job_id: int) -> list[tuple[int, str | None, Any]]:
+        return [tuple(row) for row in self._fetch("after_results", {"job_id": job_id})]
 
     def list_workers(
         self, *, include_stopped: bool = False, limit: int | None = 100

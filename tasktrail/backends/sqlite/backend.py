@@ -34,7 +34,7 @@ from ...job import (
 )
 from ...schedule import ScheduleDef, ScheduleRecord, Tick
 from .._sql import queries, read_sql
-from .._wake import CANCEL, WakeListener, notify_all, wake_directory
+from .._wake import CANCEL, JOBS, WakeListener, notify_all, wake_directory
 from ..base import (
     Backend,
     Exchange,
@@ -45,14 +45,14 @@ from ..base import (
     WorkerControl,
 )
 from ..common import raise_transition_error, requeues_now
-from ..records import held
+from ..records import FROM_TEXT, held
 from ..ticks import fire_due
 from . import jobs as job_sql
 from . import reads, rows, schedules
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 _Q = queries("sqlite")
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -123,6 +123,8 @@ class SqliteBackend(Backend):
             # arguments cannot be bound as parameters.
             conn.execute(f"PRAGMA synchronous={self.dsn.synchronous.upper()}")
             conn.execute("PRAGMA foreign_keys=ON")
+            # a waiting job cancelled by the trigger releases its own dependents
+            conn.execute("PRAGMA recursive_triggers=ON")
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise BackendUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
@@ -271,6 +273,8 @@ class SqliteBackend(Backend):
                 f"connection= is open on {', '.join(files) or 'an in-memory database'}, "
                 f"not on the tasktrail database {self.path}"
             )
+        # (what the backend's own connections do: see _connect)
+        connection.execute("PRAGMA recursive_triggers=ON")
         return connection
 
     def cancel(self, job_id: int, *, now: datetime, by: str, reason: str | None = None) -> Job:
@@ -290,8 +294,8 @@ class SqliteBackend(Backend):
             conn.execute(
                 _Q["insert_event"], rows.event_row(job_id, now, kind, row[0], None, detail)
             )
-        if kind == "cancel_requested":
-            notify_all(self._wake_dir, CANCEL)
+        # a cancel request wakes its worker; a cancel may have released waiting jobs
+        notify_all(self._wake_dir, CANCEL if kind == "cancel_requested" else JOBS)
         return self._must_get(job_id)
 
     def cancel_requests(self, worker_id: int) -> list[int]:
@@ -507,6 +511,11 @@ class SqliteBackend(Backend):
     def list_events(self, job_id: int) -> list[Event]:
         with self._reading() as conn:
             return reads.list_events(conn, job_id)
+
+    def after_results(self, job_id: int) -> list[tuple[int, str | None, Any]]:
+        with self._reading() as conn:
+            found = conn.execute(_Q["after_results"], {"job_id": job_id}).fetchall()
+        return [(after_id, status, FROM_TEXT.data(result)) for after_id, status, result in found]
 
     def list_workers(
         self, *, include_stopped: bool = False, limit: int | None = 100

@@ -16,6 +16,8 @@ from .._sql import queries
 from ..base import RecoveredJob
 from ..common import (
     after_cancel_request,
+    after_links,
+    check_after,
     lost_error,
     new_job_columns,
     outcome_events,
@@ -36,6 +38,7 @@ def enqueue_in(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: datetime) 
         return dict(conn.execute(_Q["job_roots"], {"ids": json.dumps(ids)}).fetchall())
 
     jobs = with_roots(jobs, roots_of)
+    check_after(jobs, roots_of)
     result: list[Enqueued] = []
     created: list[int] = []
     for job in jobs:
@@ -57,7 +60,52 @@ def enqueue_in(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: datetime) 
         _Q["insert_event"],
         [rows.event_row(job_id, now, "enqueued", 0, None) for job_id in created],
     )
+    links = after_links(jobs, result)
+    if links:
+        wait_for(conn, links, now)
     return result
+
+
+def wait_for(conn: sqlite3.Connection, links: list[dict[str, Any]], now: datetime) -> None:
+    """Make jobs just inserted wait for others (``common.after_links``): waiting, a
+    ``waiting`` event naming them, a ``job_after`` row each, and each of those counts
+    its dependents (the trigger releases them at once if that one has ended)."""
+    by_job: dict[int, list[int]] = {}
+    policy: dict[int, str] = {}
+    for link in links:
+        by_job.setdefault(link["job_id"], []).append(link["after_id"])
+        policy[link["job_id"]] = link["policy"]
+    waiting: list[int] = []
+    for job_id, after in by_job.items():
+        params = {"job_id": job_id, "count": len(after), "policy": policy[job_id]}
+        if conn.execute(_Q["make_waiting"], params).fetchone() is not None:
+            waiting.append(job_id)
+    conn.executemany(
+        _Q["insert_event"],
+        [
+            rows.event_row(
+                job_id, now, "waiting", 0, None,
+                {"after": sorted(by_job[job_id]), "policy": policy[job_id]},
+            )
+            for job_id in waiting
+        ],
+    )  # fmt: skip
+    conn.executemany(
+        _Q["insert_after"],
+        [
+            {"job_id": job_id, "after_id": after_id}
+            for job_id in waiting
+            for after_id in by_job[job_id]
+        ],
+    )
+    per_parent: dict[int, int] = {}
+    for job_id in waiting:
+        for after_id in by_job[job_id]:
+            per_parent[after_id] = per_parent.get(after_id, 0) + 1
+    conn.executemany(
+        _Q["add_dependents"],
+        [{"after_id": after_id, "count": count} for after_id, count in sorted(per_parent.items())],
+    )
 
 
 def candidates(

@@ -103,6 +103,7 @@ def prune(conn: sqlite3.Connection, older_than: dict[str, timedelta], now: datet
     for status, keep in sorted(older_than.items()):
         params = {"status": status, "cutoff": rows.ts(now - keep)}
         events += conn.execute(_Q["prune_events"], params).rowcount
+        conn.execute(_Q["prune_after"], params)
         jobs[status] = conn.execute(_Q["prune_jobs"], params).rowcount
     cutoffs = PruneCutoffs.of(older_than, now)
     ticks = workers = 0

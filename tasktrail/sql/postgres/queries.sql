@@ -20,7 +20,7 @@ WITH new_jobs AS (
               root_id bigint)
     ORDER BY t.ord
     ON CONFLICT (unique_key)
-        WHERE unique_key IS NOT NULL AND status IN ('queued', 'reserved', 'running')
+        WHERE unique_key IS NOT NULL AND status IN ('waiting', 'queued', 'reserved', 'running')
         DO NOTHING
     RETURNING id, unique_key
 ), events AS (
@@ -42,7 +42,7 @@ WITH new_job AS (
             %(now)s, %(unique_key)s::text, %(lock_key)s::text, %(parent_id)s::bigint,
             %(root_id)s::bigint)
     ON CONFLICT (unique_key)
-        WHERE unique_key IS NOT NULL AND status IN ('queued', 'reserved', 'running')
+        WHERE unique_key IS NOT NULL AND status IN ('waiting', 'queued', 'reserved', 'running')
         DO NOTHING
     RETURNING id, unique_key
 ), events AS (
@@ -78,9 +78,21 @@ FROM STDIN (FORMAT BINARY);
 -- name: job_roots
 SELECT id, coalesce(root_id, id) FROM tasktrail.jobs WHERE id = ANY (%(ids)s::bigint[]);
 
+-- Jobs just inserted wait for others (after=): see wait_for_jobs in schema.sql.
+-- name: wait_for_jobs
+SELECT tasktrail.wait_for_jobs(%(links)s::json, %(now)s);
+
+-- The jobs a job waits (or waited) for, how each ended and its result.
+-- name: after_results
+SELECT a.after_id, coalesce(j.status, a.after_status), j.result
+FROM tasktrail.job_after a LEFT JOIN tasktrail.jobs j ON j.id = a.after_id
+WHERE a.job_id = %(job_id)s
+ORDER BY a.after_id;
+
 -- name: active_unique
 SELECT id, unique_key FROM tasktrail.jobs
-WHERE unique_key = ANY (%(keys)s::text[]) AND status IN ('queued', 'reserved', 'running');
+WHERE unique_key = ANY (%(keys)s::text[])
+  AND status IN ('waiting', 'queued', 'reserved', 'running');
 
 -- name: release
 WITH released AS (
@@ -145,7 +157,7 @@ SELECT EXISTS (
 -- name: cancel_waiting
 WITH cancelled AS (
     UPDATE tasktrail.jobs SET status = 'cancelled', finished_at = %(now)s
-    WHERE id = %(job_id)s AND status IN ('queued', 'reserved')
+    WHERE id = %(job_id)s AND status IN ('waiting', 'queued', 'reserved')
     RETURNING id, attempts
 ), events AS (
     INSERT INTO tasktrail.events (job_id, at, kind, attempt, detail)
@@ -187,7 +199,7 @@ SELECT id, pg_notify('tasktrail', queue) FROM retried;
 -- name: unique_key_holder
 SELECT a.id, a.status, a.unique_key FROM tasktrail.jobs AS j
 JOIN tasktrail.jobs AS a ON a.unique_key = j.unique_key AND a.id <> j.id
-WHERE j.id = %(job_id)s AND a.status IN ('queued', 'reserved', 'running');
+WHERE j.id = %(job_id)s AND a.status IN ('waiting', 'queued', 'reserved', 'running');
 
 -- name: job_status
 SELECT status FROM tasktrail.jobs WHERE id = %(job_id)s;
@@ -205,7 +217,8 @@ WITH RECURSIVE tree (id) AS (SELECT j.id FROM tasktrail.jobs j WHERE
 SELECT j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args, j.kwargs,
        j.attempts, j.max_attempts, j.timeout, j.run_at, j.created_at, j.started_at,
        j.finished_at, j.worker_id, w.name AS worker_name, j.result, j.error, j.unique_key,
-       j.lock_key, j.cancel_requested_at, j.parent_id, j.root_id
+       j.lock_key, j.cancel_requested_at, j.parent_id, j.root_id, j.waiting_for,
+       j.after_policy
 FROM tasktrail.jobs j LEFT JOIN tasktrail.workers w ON w.id = j.worker_id;
 
 -- name: list_events
@@ -291,6 +304,8 @@ WITH doomed AS (
     FOR UPDATE SKIP LOCKED
 ), gone_events AS (
     DELETE FROM tasktrail.events WHERE job_id IN (SELECT id FROM doomed) RETURNING 1
+), gone_links AS (
+    DELETE FROM tasktrail.job_after WHERE job_id IN (SELECT id FROM doomed)
 ), gone_jobs AS (
     DELETE FROM tasktrail.jobs WHERE id IN (SELECT id FROM doomed) RETURNING 1
 )

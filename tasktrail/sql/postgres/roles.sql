@@ -96,7 +96,8 @@ BEGIN
         'INSERT, UPDATE ON tasktrail.queues TO tasktrail_worker',
         'INSERT ON tasktrail.jobs TO tasktrail_producer',
         'INSERT ON tasktrail.events TO tasktrail_producer',
-        'INSERT, UPDATE, DELETE ON tasktrail.schedules TO tasktrail_producer'
+        'INSERT, UPDATE, DELETE ON tasktrail.schedules TO tasktrail_producer',
+        'DELETE ON tasktrail.job_after TO tasktrail_worker'
     ] LOOP
         IF to_regclass(substring(grant_line FROM ' ON ([^ ]+) ')) IS NULL THEN
             missing := missing || substring(grant_line FROM ' ON ([^ ]+) ');
@@ -120,6 +121,13 @@ BEGIN
     ELSE
         GRANT EXECUTE ON FUNCTION tasktrail.take_back_jobs(bigint[], timestamptz, text)
             TO tasktrail_worker;
+    END IF;
+    -- enqueue with after=: it writes what it needs as the schema's owner (security definer)
+    IF to_regprocedure('tasktrail.wait_for_jobs(json, timestamptz)') IS NULL THEN
+        missing := missing || 'tasktrail.wait_for_jobs'::text;
+    ELSE
+        GRANT EXECUTE ON FUNCTION tasktrail.wait_for_jobs(json, timestamptz)
+            TO tasktrail_worker, tasktrail_producer;
     END IF;
     IF cardinality(missing) > 0 THEN
         RAISE NOTICE 'not there yet, so not granted: %; migrate as tasktrail_owner, then run this script again',

@@ -1,4 +1,4 @@
--- tasktrail schema for PostgreSQL: the complete current version (6).
+-- tasktrail schema for PostgreSQL: the complete current version (7).
 --
 -- Run it with `psql -f schema.sql`, or let `tasktrail migrate` apply the versioned files
 -- in migrations/ (the same result; a test compares the two catalogs). Every object lives
@@ -46,7 +46,9 @@ CREATE TABLE IF NOT EXISTS tasktrail.jobs (
     task          text NOT NULL,
     queue         text NOT NULL,
     status        text NOT NULL
-                  CHECK (status IN ('queued', 'reserved', 'running', 'succeeded', 'failed', 'cancelled')),
+                  CONSTRAINT jobs_status_check CHECK (status IN (
+                      'waiting', 'queued', 'reserved', 'running', 'succeeded', 'failed',
+                      'cancelled')),
     ref_type      text,
     ref_id        text,
     priority      smallint NOT NULL DEFAULT 0,      -- higher runs first
@@ -66,7 +68,11 @@ CREATE TABLE IF NOT EXISTS tasktrail.jobs (
     lock_key      text,                             -- at most one reserved/running job per key
     cancel_requested_at timestamptz,                -- a cancel was asked while it ran
     parent_id     bigint,                           -- the job that enqueued it (a follow-up)
-    root_id       bigint                            -- its tree's root; NULL: it is a root
+    root_id       bigint,                           -- its tree's root; NULL: it is a root
+    waiting_for   integer,                          -- `after=`: jobs it still waits for
+    after_policy  text CONSTRAINT jobs_after_policy_check
+                  CHECK (after_policy IN ('succeeded', 'finished')),
+    dependents    integer NOT NULL DEFAULT 0        -- jobs waiting for it (job_after)
 ) WITH (
     fillfactor = 90,
     autovacuum_vacuum_scale_factor = 0.02,
@@ -92,7 +98,7 @@ CREATE INDEX IF NOT EXISTS jobs_root ON tasktrail.jobs (root_id) WHERE root_id I
 CREATE INDEX IF NOT EXISTS jobs_finished ON tasktrail.jobs (finished_at)
     WHERE finished_at IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON tasktrail.jobs (unique_key)
-    WHERE unique_key IS NOT NULL AND status IN ('queued', 'reserved', 'running');
+    WHERE unique_key IS NOT NULL AND status IN ('waiting', 'queued', 'reserved', 'running');
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_lock_held ON tasktrail.jobs (lock_key)
     WHERE lock_key IS NOT NULL AND status IN ('reserved', 'running');
 CREATE INDEX IF NOT EXISTS jobs_lock_queued ON tasktrail.jobs (lock_key)
@@ -112,6 +118,17 @@ CREATE TABLE IF NOT EXISTS tasktrail.events (
     child_pid  integer              -- the worker's child process that ran the attempt
 );
 CREATE INDEX IF NOT EXISTS events_job ON tasktrail.events (job_id, id);
+
+-- Fan-in: one row per (waiting job, job it waits for); after_status is that job's final
+-- status once it has ended (NULL while it has not), so each dependency is counted down
+-- once (see release_dependents).
+CREATE TABLE IF NOT EXISTS tasktrail.job_after (
+    job_id        bigint NOT NULL,
+    after_id      bigint NOT NULL,
+    after_status  text,
+    PRIMARY KEY (after_id, job_id)
+);
+CREATE INDEX IF NOT EXISTS job_after_job ON tasktrail.job_after (job_id);
 
 -- Periodic jobs. Code-declared ones (@app.periodic) are written here by workers at start;
 -- run-time ones by app.schedules.add / `tasktrail schedules add`.
@@ -175,6 +192,110 @@ DROP TRIGGER IF EXISTS jobs_notify ON tasktrail.jobs;
 CREATE TRIGGER jobs_notify AFTER INSERT ON tasktrail.jobs
     REFERENCING NEW TABLE AS new_jobs
     FOR EACH STATEMENT EXECUTE FUNCTION tasktrail.notify_jobs();
+
+-- Make just-inserted jobs wait for others (`after=`): p_links is a JSON array of
+-- {"job_id", "after_id", "policy"}. Each job becomes `waiting` (its `waiting` event names
+-- what it waits for), a job_after row per job it waits for, and each of those counts its
+-- dependents; one that has already ended releases them at once (the trigger below).
+-- Security definer: a producer, who may only insert jobs, need not update them.
+CREATE OR REPLACE FUNCTION tasktrail.wait_for_jobs(p_links json, p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    missing bigint;
+BEGIN
+    SELECT l.after_id INTO missing
+    FROM json_to_recordset(p_links) AS l(after_id bigint)
+    WHERE NOT EXISTS (SELECT 1 FROM tasktrail.jobs j WHERE j.id = l.after_id)
+    LIMIT 1;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'after: there is no job %', missing
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    WITH links AS (
+        SELECT DISTINCT l.job_id, l.after_id, l.policy
+        FROM json_to_recordset(p_links) AS l(job_id bigint, after_id bigint, policy text)
+    ), counts AS (
+        SELECT l.job_id, count(*) AS n, min(l.policy) AS policy,
+               json_agg(l.after_id ORDER BY l.after_id) AS ids
+        FROM links l GROUP BY l.job_id
+    ), waiting AS (
+        UPDATE tasktrail.jobs j
+        SET status = 'waiting', waiting_for = c.n, after_policy = c.policy
+        FROM counts c
+        WHERE j.id = c.job_id AND j.status = 'queued' AND j.attempts = 0
+          AND j.waiting_for IS NULL
+        RETURNING j.id
+    ), events AS (
+        INSERT INTO tasktrail.events (job_id, at, kind, attempt, detail)
+        SELECT c.job_id, p_now, 'waiting', 0,
+               json_build_object('after', c.ids, 'policy', c.policy)
+        FROM counts c JOIN waiting w ON w.id = c.job_id
+    ), linked AS (
+        INSERT INTO tasktrail.job_after (job_id, after_id)
+        SELECT l.job_id, l.after_id FROM links l JOIN waiting w ON w.id = l.job_id
+        RETURNING after_id
+    )
+    -- (a job that has ended already fires the trigger now, and releases them at once)
+    UPDATE tasktrail.jobs j SET dependents = j.dependents + p.n
+    FROM (SELECT after_id, count(*) AS n FROM linked GROUP BY after_id) AS p
+    WHERE j.id = p.after_id;
+END;
+$$;
+
+-- A job that has ended (now, or before a job waiting for it was enqueued) counts down
+-- the jobs waiting for it: one whose last dependency this was is queued (`ready`, from
+-- then on in line), one whose policy asks for success is cancelled at once if this job
+-- did not succeed (`cancelled`, naming it), which in turn releases its own dependents.
+CREATE OR REPLACE FUNCTION tasktrail.release_dependents() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    woken integer;
+BEGIN
+    WITH resolved AS (
+        UPDATE tasktrail.job_after a SET after_status = NEW.status
+        WHERE a.after_id = NEW.id AND a.after_status IS NULL
+        RETURNING a.job_id
+    ), changed AS (
+        UPDATE tasktrail.jobs j
+        SET waiting_for = j.waiting_for - 1,
+            status = CASE WHEN j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'
+                          THEN 'cancelled'
+                          WHEN j.waiting_for <= 1 THEN 'queued' ELSE 'waiting' END,
+            finished_at = CASE WHEN j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'
+                               THEN greatest(NEW.finished_at, j.created_at) END,
+            error = CASE WHEN j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'
+                         THEN format('cancelled: job %s it waited for ended %s', NEW.id,
+                                     NEW.status) END,
+            run_at = CASE WHEN j.waiting_for <= 1
+                          THEN greatest(j.run_at, NEW.finished_at) ELSE j.run_at END
+        FROM resolved r
+        WHERE j.id = r.job_id AND j.status = 'waiting'
+        RETURNING j.id, j.status, j.queue, greatest(NEW.finished_at, j.created_at) AS at
+    ), events AS (
+        INSERT INTO tasktrail.events (job_id, at, kind, attempt, detail)
+        SELECT c.id, c.at, CASE WHEN c.status = 'queued' THEN 'ready' ELSE 'cancelled' END, 0,
+               CASE WHEN c.status = 'queued'
+                    THEN json_build_object('after', NEW.id, 'after_status', NEW.status)
+                    ELSE json_build_object(
+                        'after', NEW.id, 'after_status', NEW.status,
+                        'reason', format('job %s it waited for ended %s', NEW.id, NEW.status))
+               END
+        FROM changed c WHERE c.status <> 'waiting'
+        ORDER BY c.id
+    )
+    SELECT count(pg_notify('tasktrail', q.queue)) INTO woken
+    FROM (SELECT DISTINCT queue FROM changed WHERE status = 'queued') AS q;
+    RETURN NULL;
+END;
+$$;
+DROP TRIGGER IF EXISTS jobs_release_dependents ON tasktrail.jobs;
+CREATE TRIGGER jobs_release_dependents AFTER UPDATE OF status, dependents ON tasktrail.jobs
+    FOR EACH ROW
+    WHEN (NEW.dependents > 0 AND NEW.status IN ('succeeded', 'failed', 'cancelled')
+          AND (OLD.status NOT IN ('succeeded', 'failed', 'cancelled')
+               OR NEW.dependents <> OLD.dependents))
+    EXECUTE FUNCTION tasktrail.release_dependents();
 
 -- Take back every job the given workers hold: reserved ones are requeued, running ones
 -- get a `lost` event and are retried (attempts left) or failed. Used by lease recovery
@@ -305,5 +426,5 @@ FROM tasktrail.jobs
 WHERE finished_at IS NOT NULL
 GROUP BY task, date_trunc('hour', finished_at);
 
-INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control'), (5, 'lineage'), (6, 'business_calendar')
+INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control'), (5, 'lineage'), (6, 'business_calendar'), (7, 'fan_in')
 ON CONFLICT (version) DO NOTHING;

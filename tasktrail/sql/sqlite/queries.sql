@@ -15,9 +15,31 @@ VALUES (:task, :queue, 'queued', :ref_type, :ref_id, :priority, :args, :kwargs,
 ON CONFLICT DO NOTHING
 RETURNING id;
 
+-- Jobs just inserted wait for others (after=), in three steps (see job_after and the
+-- trigger jobs_release_dependents in schema.sql): each becomes `waiting`, a row per job
+-- it waits for, and each of those counts its dependents (one that has ended already
+-- releases them at once).
+-- name: make_waiting
+UPDATE jobs SET status = 'waiting', waiting_for = :count, after_policy = :policy
+WHERE id = :job_id AND status = 'queued' AND attempts = 0 AND waiting_for IS NULL
+RETURNING id;
+
+-- name: insert_after
+INSERT OR IGNORE INTO job_after (job_id, after_id) VALUES (:job_id, :after_id);
+
+-- name: add_dependents
+UPDATE jobs SET dependents = dependents + :count WHERE id = :after_id;
+
+-- The jobs a job waits (or waited) for, how each ended and its result.
+-- name: after_results
+SELECT a.after_id, coalesce(j.status, a.after_status), j.result
+FROM job_after a LEFT JOIN jobs j ON j.id = a.after_id
+WHERE a.job_id = :job_id
+ORDER BY a.after_id;
+
 -- name: active_unique
 SELECT id FROM jobs
-WHERE unique_key = :unique_key AND status IN ('queued', 'reserved', 'running');
+WHERE unique_key = :unique_key AND status IN ('waiting', 'queued', 'reserved', 'running');
 
 -- name: insert_event
 INSERT INTO events (job_id, at, kind, attempt, worker_id, detail, child_pid)
@@ -136,7 +158,7 @@ RETURNING id, attempts;
 
 -- name: cancel_waiting
 UPDATE jobs SET status = 'cancelled', finished_at = :now
-WHERE id = :job_id AND status IN ('queued', 'reserved')
+WHERE id = :job_id AND status IN ('waiting', 'queued', 'reserved')
 RETURNING attempts;
 
 -- A running job is killed by its worker; meanwhile it may not be retried.
@@ -161,7 +183,7 @@ RETURNING attempts;
 -- name: unique_key_holder
 SELECT a.id, a.status, a.unique_key FROM jobs AS j
 JOIN jobs AS a ON a.unique_key = j.unique_key AND a.id <> j.id
-WHERE j.id = :job_id AND a.status IN ('queued', 'reserved', 'running');
+WHERE j.id = :job_id AND a.status IN ('waiting', 'queued', 'reserved', 'running');
 
 -- name: job_status
 SELECT status FROM jobs WHERE id = :job_id;
@@ -179,7 +201,8 @@ WITH RECURSIVE tree (id) AS (SELECT j.id FROM jobs j WHERE
 SELECT j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args, j.kwargs,
        j.attempts, j.max_attempts, j.timeout, j.run_at, j.created_at, j.started_at,
        j.finished_at, j.worker_id, w.name AS worker_name, j.result, j.error, j.unique_key,
-       j.lock_key, j.cancel_requested_at, j.parent_id, j.root_id
+       j.lock_key, j.cancel_requested_at, j.parent_id, j.root_id, j.waiting_for,
+       j.after_policy
 FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id;
 
 -- name: list_events
@@ -253,6 +276,11 @@ WHERE e.kind IN ('succeeded', 'failed', 'timeout')
 
 -- name: prune_events
 DELETE FROM events WHERE job_id IN (
+    SELECT id FROM jobs WHERE status = :status AND finished_at < :cutoff
+);
+
+-- name: prune_after
+DELETE FROM job_after WHERE job_id IN (
     SELECT id FROM jobs WHERE status = :status AND finished_at < :cutoff
 );
 

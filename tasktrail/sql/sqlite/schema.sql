@@ -1,4 +1,4 @@
--- tasktrail schema for SQLite: the complete current version (6).
+-- tasktrail schema for SQLite: the complete current version (7).
 -- A database made by an older version is brought here by the files in migrations/.
 --
 -- The embedded default: one file on one host, shared by every worker and producer on it.
@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     task          TEXT NOT NULL,
     queue         TEXT NOT NULL,
     status        TEXT NOT NULL
-                  CHECK (status IN ('queued', 'reserved', 'running', 'succeeded', 'failed', 'cancelled')),
+                  CHECK (status IN ('waiting', 'queued', 'reserved', 'running', 'succeeded',
+                                    'failed', 'cancelled')),
     ref_type      TEXT,
     ref_id        TEXT,
     priority      INTEGER NOT NULL DEFAULT 0,      -- higher runs first
@@ -61,7 +62,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     lock_key      TEXT,                            -- at most one reserved/running job per key
     cancel_requested_at TEXT,                      -- a cancel was asked while it ran
     parent_id     INTEGER,                         -- the job that enqueued it (a follow-up)
-    root_id       INTEGER                          -- its tree's root; NULL: it is a root
+    root_id       INTEGER,                         -- its tree's root; NULL: it is a root
+    waiting_for   INTEGER,                         -- `after=`: jobs it still waits for
+    after_policy  TEXT CHECK (after_policy IN ('succeeded', 'finished')),
+    dependents    INTEGER NOT NULL DEFAULT 0       -- jobs waiting for it (job_after)
 );
 CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_root ON jobs (root_id) WHERE root_id IS NOT NULL;
@@ -74,7 +78,7 @@ CREATE INDEX IF NOT EXISTS jobs_held ON jobs (worker_id) WHERE status IN ('reser
 CREATE INDEX IF NOT EXISTS jobs_ref ON jobs (ref_type, ref_id, id) WHERE ref_type IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON jobs (unique_key)
-    WHERE unique_key IS NOT NULL AND status IN ('queued', 'reserved', 'running');
+    WHERE unique_key IS NOT NULL AND status IN ('waiting', 'queued', 'reserved', 'running');
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_lock_held ON jobs (lock_key)
     WHERE lock_key IS NOT NULL AND status IN ('reserved', 'running');
 
@@ -91,6 +95,60 @@ CREATE TABLE IF NOT EXISTS events (
     child_pid  INTEGER             -- the worker's child process that ran the attempt
 );
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, id);
+
+-- Fan-in: one row per (waiting job, job it waits for); after_status is that job's final
+-- status once it has ended (NULL while it has not), so each dependency is counted down
+-- once (see the trigger jobs_release_dependents).
+CREATE TABLE IF NOT EXISTS job_after (
+    job_id        INTEGER NOT NULL,
+    after_id      INTEGER NOT NULL,
+    after_status  TEXT,
+    PRIMARY KEY (after_id, job_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS job_after_job ON job_after (job_id);
+
+-- A job that has ended (now, or before a job waiting for it was enqueued: its dependents
+-- count went up) counts down the jobs waiting for it: one whose last dependency this was
+-- is queued (`ready`, in line from then on), one whose policy asks for success is
+-- cancelled at once if this job did not succeed (`cancelled`, naming it), which in turn
+-- releases its own dependents (the backend's connections set recursive_triggers).
+CREATE TRIGGER IF NOT EXISTS jobs_release_dependents
+AFTER UPDATE OF status, dependents ON jobs
+WHEN NEW.dependents > 0 AND NEW.status IN ('succeeded', 'failed', 'cancelled')
+     AND (OLD.status NOT IN ('succeeded', 'failed', 'cancelled')
+          OR NEW.dependents <> OLD.dependents)
+BEGIN
+    INSERT INTO events (job_id, at, kind, attempt, detail)
+    SELECT j.id, max(coalesce(NEW.finished_at, j.created_at), j.created_at),
+           CASE WHEN j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'
+                THEN 'cancelled' ELSE 'ready' END,
+           0,
+           CASE WHEN j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'
+                THEN json_object('after', NEW.id, 'after_status', NEW.status,
+                                 'reason', 'job ' || NEW.id || ' it waited for ended '
+                                           || NEW.status)
+                ELSE json_object('after', NEW.id, 'after_status', NEW.status) END
+    FROM job_after a JOIN jobs j ON j.id = a.job_id
+    WHERE a.after_id = NEW.id AND a.after_status IS NULL AND j.status = 'waiting'
+      AND (j.waiting_for <= 1 OR (j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'))
+    ORDER BY j.id;
+    UPDATE jobs
+    SET waiting_for = waiting_for - 1,
+        status = CASE WHEN after_policy = 'succeeded' AND NEW.status <> 'succeeded'
+                      THEN 'cancelled'
+                      WHEN waiting_for <= 1 THEN 'queued' ELSE 'waiting' END,
+        finished_at = CASE WHEN after_policy = 'succeeded' AND NEW.status <> 'succeeded'
+                           THEN max(coalesce(NEW.finished_at, created_at), created_at) END,
+        error = CASE WHEN after_policy = 'succeeded' AND NEW.status <> 'succeeded'
+                     THEN 'cancelled: job ' || NEW.id || ' it waited for ended ' || NEW.status
+                END,
+        run_at = CASE WHEN waiting_for <= 1
+                      THEN max(run_at, coalesce(NEW.finished_at, run_at)) ELSE run_at END
+    WHERE status = 'waiting'
+      AND id IN (SELECT job_id FROM job_after WHERE after_id = NEW.id AND after_status IS NULL);
+    UPDATE job_after SET after_status = NEW.status
+    WHERE after_id = NEW.id AND after_status IS NULL;
+END;
 
 -- Every event with the worker's name, host and pid: the timeline `tasktrail show` prints.
 CREATE VIEW IF NOT EXISTS job_history AS
@@ -157,4 +215,5 @@ VALUES (1, 'initial', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (3, 'child_pid', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (4, 'worker_control', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (5, 'lineage', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
-       (6, 'business_calendar', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
+       (6, 'business_calendar', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+       (7, 'fan_in', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
