@@ -178,6 +178,8 @@ class App:
         retry_jitter: float = 0.25,
         unique: bool | str = False,
         lock: str | None = None,
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(  # type: ignore[misc]  # mypy cannot match the ParamSpec across overloads
@@ -196,6 +198,8 @@ class App:
         retry_jitter: float = 0.25,
         unique: bool | str = False,
         lock: str | None = None,
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task: ``@app.task`` or ``@app.task(retries=3, …)``.
 
@@ -215,6 +219,11 @@ class App:
             lock: at most one job per key runs at any moment, across all workers:
                 ``"ref"`` (one job per business object at a time) or a key template. The
                 others wait in the queue, in order, without holding a worker slot.
+            concurrency: at most this many of its jobs run at any moment, across every
+                worker on every host (``lock`` is the case of 1, per key).
+            concurrency_key: with ``concurrency``, the limit applies per key, a
+                template as for ``lock`` (``"{ref.type}"``, ``"{ref}"``,
+                ``"crm:{account_id}"``); without, to the task as a whole.
         """
         if func is not None and not callable(func):
             raise InvalidArguments(f"app.task takes a function, got {type(func).__name__}")
@@ -233,6 +242,8 @@ class App:
                 priority=priority,
                 unique=unique,
                 lock=lock,
+                concurrency=concurrency,
+                concurrency_key=concurrency_key,
             )
             existing = self.tasks.get(task.name)
             if existing is not None and existing.func is not function:
@@ -523,7 +534,7 @@ class App:
         }
 
     def cancel(self, job_id: int, *, reason: str | None = None, tree: bool = False) -> Job:
-        """Cancel a job: queued or reserved at once, a running one is stopped by its
+        """Cancel a job: waiting, queued or reserved at once, a running one is stopped by its
         worker; its history records who and why.
 
         With ``tree=True``, every follow-up below it that is still queued, reserved or

@@ -159,6 +159,7 @@ class NewJob(NamedTuple):
     run_at: datetime | None  # None: as soon as possible (the backend's "now")
     unique_key: str | None = None  # at most one queued/reserved/running job per key
     lock_key: str | None = None  # at most one reserved/running job per key
+    lock_limit: int | None = None  # ... or this many (a task's concurrency); None: one
     parent_id: int | None = None  # the job that enqueued it (a follow-up)
     root_id: int | None = None  # its tree's root (filled in by the backend from the parent)
     after: tuple[int, ...] = ()  # jobs to wait for: it is queued once they have all ended
@@ -215,6 +216,9 @@ class Job:
     #: With ``after=``: ``"succeeded"`` (it is cancelled if one of them does not
     #: succeed) or ``"finished"`` (it runs however they ended); None without.
     after_policy: str | None = None
+    #: How many jobs of its ``lock_key`` may be reserved or running at once (a task's
+    #: ``concurrency``); None: one (a ``lock``).
+    lock_limit: int | None = None
 
     @property
     def is_final(self) -> bool:
@@ -249,6 +253,7 @@ class Job:
             "root_id": self.root_id,
             "waiting_for": self.waiting_for,
             "after_policy": self.after_policy,
+            "lock_limit": self.lock_limit,
         }
 
 

@@ -50,6 +50,8 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,199}$")
 _PRIORITY_RANGE = (-32768, 32767)
 #: The most retries a task may ask for (attempts are counted in a 32-bit column).
 MAX_RETRIES = 1_000_000
+#: The most jobs of a task (or of one of its keys) a concurrency limit may allow at once.
+MAX_CONCURRENCY = 10_000
 #: The longest retry delay in seconds (ten years): a retry must stay a representable time.
 MAX_RETRY_DELAY = 10 * 366 * 86400.0
 
@@ -134,6 +136,8 @@ class Task(Generic[P, R]):
         priority: int,
         unique: bool | str = False,
         lock: str | None = None,
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
     ) -> None:
         self.app = app
         self.func = func
@@ -161,8 +165,32 @@ class Task(Generic[P, R]):
                 f"lock of task {name!r} must be 'ref' or a key template such as "
                 f"'kpi:{{kpi_id}}', got {lock!r}"
             )
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int)
+            or not 1 <= concurrency <= MAX_CONCURRENCY
+        ):  # fmt: skip
+            raise ConfigurationError(
+                f"concurrency of task {name!r} must be a whole number from 1 to "
+                f"{MAX_CONCURRENCY}, got {concurrency!r}"
+            )
+        if concurrency_key is not None:
+            if concurrency is None:
+                raise ConfigurationError(
+                    f"task {name!r}: concurrency_key needs concurrency (how many at once)"
+                )
+            if not isinstance(concurrency_key, str) or not concurrency_key:
+                raise ConfigurationError(
+                    f"concurrency_key of task {name!r} must be a key template such as "
+                    f"'{{ref.type}}', got {concurrency_key!r}"
+                )
+        if concurrency is not None and lock is not None:
+            raise ConfigurationError(
+                f"task {name!r}: lock= is concurrency=1 with concurrency_key=; give one of them"
+            )
         self.unique = unique
         self.lock = lock
+        self.concurrency = concurrency
+        self.concurrency_key = concurrency_key
         self.signature = inspect.signature(func)
         self._plain = _plain_parameters(self.signature)
         clash = [p for p in self.signature.parameters if p in ENQUEUE_OPTIONS]
@@ -204,7 +232,7 @@ class Task(Generic[P, R]):
             InvalidPayload: the arguments are not JSON, or too large.
             ConfigurationError: an invalid queue name.
         """
-        keyed = bool(self.unique) or self.lock is not None
+        keyed = bool(self.unique) or self.lock is not None or self.concurrency_key is not None
         if keyed or not _fits(self._plain, args, kwargs):
             try:
                 bound = self.signature.bind(*args, **kwargs)
@@ -224,10 +252,17 @@ class Task(Generic[P, R]):
         elif self.unique:
             template = "{task}:{ref}" if self.unique == "ref" else self.unique
             unique_key = _render_key(template, fields, "unique", self.name)
-        lock_key = None
+        lock_key, lock_limit = None, None
         if self.lock is not None:
             template = "{ref}" if self.lock == "ref" else self.lock
             lock_key = _render_key(template, fields, "lock", self.name)
+        elif self.concurrency is not None:
+            # its own key space: a limit of this task never shares a key with a lock
+            lock_key = f"concurrency:{self.name}"
+            if self.concurrency_key is not None:
+                rendered = _render_key(self.concurrency_key, fields, "concurrency_key", self.name)
+                lock_key = f"{lock_key}:{rendered}"
+            lock_limit = self.concurrency if self.concurrency > 1 else None
         return NewJob(
             task=self.name,
             queue=validate_name(queue, "queue name") if queue is not None else self.queue,
@@ -240,6 +275,7 @@ class Task(Generic[P, R]):
             run_at=_run_at(delay, run_at),
             unique_key=unique_key,
             lock_key=lock_key,
+            lock_limit=lock_limit,
             parent_id=_parent_id(parent),
             after=_after_ids(after),
             after_policy=_after_policy(after_policy),

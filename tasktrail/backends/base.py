@@ -254,7 +254,7 @@ class Backend(ABC):
     def cancel(self, job_id: int, *, now: datetime, by: str, reason: str | None = None) -> Job:
         """Cancel a job, recording who and why.
 
-        A queued or reserved job becomes ``cancelled`` at once. A running job gets a
+        A waiting, queued or reserved job becomes ``cancelled`` at once. A running job gets a
         ``cancel_requested`` event; the worker running it kills it and records it as
         ``cancelled`` (see :meth:`cancel_requests`). Returns the job as it is now.
 

@@ -45,6 +45,7 @@ def new_job_columns(job: NewJob) -> dict[str, Any]:
         "timeout": job.timeout,
         "unique_key": job.unique_key,
         "lock_key": job.lock_key,
+        "lock_limit": job.lock_limit,
         "parent_id": job.parent_id,
         "root_id": job.root_id,
     }

@@ -104,6 +104,7 @@ class Columns:
             root_id=row[24] if row[24] is not None else row[0],
             waiting_for=row[25] if len(row) > 25 else None,
             after_policy=row[26] if len(row) > 26 else None,
+            lock_limit=row[27] if len(row) > 27 else None,
         )
 
     def event(self, row: Sequence[Any]) -> Event:

@@ -378,7 +378,7 @@ def _change_many(
         job = app.job(job_id)
         if job.status not in allowed:
             raise InvalidTransition(
-                f"job {job_id} is {job.status}; only {' or '.join(allowed)} jobs can be {verb}"
+                f"job {job_id} is {job.status}; only {_either(allowed)} jobs can be {verb}"
             )
     changed = [change(app, job_id) for job_id in job_ids]
     if as_json:
@@ -386,6 +386,11 @@ def _change_many(
     else:
         for job in changed:
             click.echo(_changed_line(job, verb))
+
+
+def _either(words: tuple[str, ...]) -> str:
+    """``a, b or c``."""
+    return " or ".join(words) if len(words) < 3 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def _changed_line(job: Job, verb: str) -> str:

@@ -279,3 +279,16 @@ def test_jobs_enqueued_to_wait_while_it_ends_are_all_released(
     assert len(children) == 30
     # whichever came first, none is left waiting for a job that has ended
     assert {must_get(backend, job_id).status for job_id in children} == {"queued"}
+
+
+def test_it_is_released_as_of_the_last_end_even_when_that_outcome_came_first(
+    backend: Backend,
+) -> None:
+    # Outcomes are written in batches, after the fact: the job whose outcome is written
+    # last may have ended earlier than another (found by the chaos run).
+    a, b = parents(backend, 2)
+    [child] = enqueue(backend, [waiting(a, b)], now=at(1))
+    run(backend, b, 30)  # ended at 31, written first
+    run(backend, a, 20)  # ended at 21, written last: it releases the job
+    ready = backend.list_events(child)[-1]
+    assert (ready.kind, ready.at, must_get(backend, child).run_at) == ("ready", at(31), at(31))

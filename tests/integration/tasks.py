@@ -99,6 +99,13 @@ def total() -> dict[str, Any]:
     return {"jobs": sorted(results), "sum": sum(results.values())}
 
 
+@app.task(name="limited_sleep", concurrency=2)
+def limited_sleep(index: int, seconds: float) -> int:
+    """A call to a slow third-party system that allows two at once, fleet-wide."""
+    time.sleep(seconds)
+    return index
+
+
 @app.task(name="echo")
 def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """Any arguments, returned as they came."""

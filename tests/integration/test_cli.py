@@ -55,6 +55,9 @@ JOB_KEYS = {
     "worker_name",
     "parent_id",
     "root_id",
+    "waiting_for",
+    "after_policy",
+    "lock_limit",
 }
 #: ``--json`` keys of an event: the ``events`` columns, plus its worker's name, host, pid.
 EVENT_KEYS = {"id", "job_id", "at", "kind", "attempt", "worker_id", "detail"} | {

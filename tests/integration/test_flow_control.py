@@ -448,8 +448,8 @@ def test_cancel_of_a_running_job_from_the_command_line(
     )
     assert again.returncode == 1
     assert again.stderr.strip().splitlines() == [
-        f"Error: job {victim.id} is cancelled; only queued or reserved or running jobs can be "
-        "cancelled"
+        f"Error: job {victim.id} is cancelled; only waiting, queued, reserved or running jobs "
+        "can be cancelled"
     ]
     stop_all(workers)
     assert_valid_histories(flow_app)

@@ -40,6 +40,11 @@ def double(number: int) -> int:
     return 2 * number
 
 
+@roles_app.task(name="limited", concurrency=2)
+def limited(number: int) -> int:
+    return number
+
+
 @roles_app.task(name="flaky", retries=1, retry_delay=0.01, retry_jitter=0.0)
 def flaky(marker: str) -> str:
     """Fails on its first attempt, succeeds on the second."""

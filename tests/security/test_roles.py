@@ -212,7 +212,11 @@ EXPECTED = {
         "workers": READ,
         "queues": READ,
         "migrations": READ,
+        "job_after": READ,
+        "job_limits": READ,
         **VIEWS,
+        # enqueue with after= (security definer: it writes as the owner)
+        "wait_for_jobs()": {"EXECUTE"},
     },
     "worker": {
         "schema": {"USAGE"},
@@ -226,8 +230,11 @@ EXPECTED = {
         "queues": {"SELECT", "INSERT", "UPDATE"},  # tasktrail queues pause / resume
         "migrations": READ,
         **VIEWS,
+        "job_after": {"SELECT", "DELETE"},  # maintain prunes it with the jobs
+        "job_limits": READ,
         "claimable_jobs()": {"EXECUTE"},
         "take_back_jobs()": {"EXECUTE"},
+        "wait_for_jobs()": {"EXECUTE"},
     },
 }
 
@@ -436,6 +443,9 @@ def test_a_worker_role_runs_jobs_end_to_end(setup: Setup, tmp_path: Path) -> Non
     try:
         doubled = tasks.double.enqueue(21)
         flaky = tasks.flaky.enqueue("second time lucky")
+        # fan-in and concurrency limits work through their security-definer functions
+        after = tasks.double.enqueue(4, after=[doubled, flaky])
+        limited = [tasks.limited.enqueue(n) for n in range(3)]
     finally:
         tasks.roles_app.close()
 
@@ -447,6 +457,8 @@ def test_a_worker_role_runs_jobs_end_to_end(setup: Setup, tmp_path: Path) -> Non
         assert doubled.wait(timeout=30).result == 42, worker.diagnose()
         assert flaky.wait(timeout=30).result == "second time lucky", worker.diagnose()
         assert app.job(flaky.id).attempts == 2
+        assert after.wait(timeout=30).result == 8, worker.diagnose()
+        assert [h.wait(timeout=30).result for h in limited] == [0, 1, 2], worker.diagnose()
         wait_for(
             lambda: app.jobs(task="tests.security.tasks.periodic_tick", status="succeeded"),
             "the periodic job to fire and run",

@@ -567,3 +567,45 @@ def test_bad_unique_or_lock_options_are_refused_at_registration(
     with pytest.raises(ConfigurationError, match=message):
         app.task(name="x", **options)(refresh_kpi)
     assert app.tasks == {}
+
+
+def test_concurrency_is_a_limit_per_task_or_per_key_in_its_own_key_space(app: App) -> None:
+    whole = app.task(name="crm.sync", concurrency=4)(refresh_kpi)
+    job = whole.prepare(1, ref=("website", 3))
+    assert (job.lock_key, job.lock_limit) == ("concurrency:crm.sync", 4)
+    per_type = app.task(name="api.fetch", concurrency=10, concurrency_key="{ref.type}")(refresh_kpi)
+    job = per_type.prepare(1, ref=("website", 3))
+    assert (job.lock_key, job.lock_limit) == ("concurrency:api.fetch:website", 10)
+    # the limit of one is a lock: stored as one (None), in the task's own key space
+    one = app.task(name="one.at.a.time", concurrency=1, concurrency_key="{kpi_id}")(refresh_kpi)
+    assert (one.prepare(7).lock_key, one.prepare(7).lock_limit) == (
+        "concurrency:one.at.a.time:7",
+        None,
+    )
+    assert app.task(name="plain")(refresh_kpi).prepare(1).lock_limit is None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": 0}, "concurrency of task 'x' must be a whole number from 1 to 10000"),
+        ({"concurrency": 2.5}, "concurrency of task 'x' must be a whole number"),
+        ({"concurrency": True}, "concurrency of task 'x' must be a whole number"),
+        ({"concurrency": 10_001}, "from 1 to 10000, got 10001"),
+        ({"concurrency_key": "{ref}"}, "concurrency_key needs concurrency"),
+        ({"concurrency": 2, "concurrency_key": ""}, "concurrency_key of task 'x' must be a key"),
+        ({"concurrency": 2, "lock": "ref"}, "lock= is concurrency=1 with concurrency_key="),
+    ],
+)
+def test_bad_concurrency_options_are_refused_at_registration(
+    app: App, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        app.task(name="x", **options)(refresh_kpi)
+    assert app.tasks == {}
+
+
+def test_a_concurrency_key_that_needs_the_ref_says_so(app: App) -> None:
+    task = app.task(name="api.fetch", concurrency=3, concurrency_key="{ref}")(refresh_kpi)
+    with pytest.raises(InvalidArguments, match=r"concurrency_key=.*needs the job's ref"):
+        task.prepare(1)

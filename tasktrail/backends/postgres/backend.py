@@ -114,7 +114,7 @@ COPY_FROM = 100
 #: The binary COPY types of ``copy_jobs``' columns (json goes as its text).
 _COPY_JOB_TYPES = [
     "text", "text", "text", "text", "int2", "text", "text", "int4", "float8", "text", "text",
-    "int8", "int8", "int8", "text", "timestamptz", "timestamptz",
+    "int4", "int8", "int8", "int8", "text", "timestamptz", "timestamptz",
 ]  # fmt: skip
 
 
@@ -541,6 +541,8 @@ class PostgresBackend(Backend):
                 extra.append(f',"unique_key":{_quote(job.unique_key)}')
             if job.lock_key is not None:
                 extra.append(f',"lock_key":{_quote(job.lock_key)}')
+            if job.lock_limit is not None:
+                extra.append(f',"lock_limit":{int(job.lock_limit)}')
             if job.parent_id is not None:
                 extra.append(f',"parent_id":{int(job.parent_id)},"root_id":{int(job.root_id or 0)}')
             documents.append(f"{text}{''.join(extra)}}}" if extra else f"{text}}}")
@@ -644,9 +646,10 @@ class PostgresBackend(Backend):
             try:
                 found = self._fetch("exchange", params)
                 break
-            except psycopg.errors.UniqueViolation:
-                # Another worker claimed a job with one of our lock keys at the same moment;
-                # nothing was written. Try again; in the end, without claiming.
+            except psycopg.errors.DeadlockDetected:
+                # Claims in two workers at once counted two lock keys' jobs (job_limits) in
+                # opposite orders and one was chosen to fail: nothing was written. Try
+                # again; in the end, without claiming.
                 if attempt == _CLAIM_ATTEMPTS - 2:
                     params["claim"] = params["start_claimed"] = 0
         else:  # pragma: no cover - the last attempt claims nothing, so it cannot collide

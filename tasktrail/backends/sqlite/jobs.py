@@ -113,20 +113,22 @@ def candidates(
 ) -> list[int]:
     """Ids to claim, best first: priority, then run_at, then id, across the queues.
 
-    At most one job per lock key: the others wait for it to finish. Jobs that share a
-    key with a better one do not count towards ``limit``: if they fill a page of
-    candidates, a bigger page is read, so they never keep unrelated jobs waiting.
+    A job with a lock key only while its key has room: fewer reserved or running than
+    its limit (one for a lock, the task's concurrency), counting those claimed here
+    (the trigger jobs_admit_keyed refuses any more). Jobs that wait for their key do not
+    count towards ``limit``: if they fill a page of candidates, a bigger page is read,
+    so they never keep unrelated jobs waiting.
     """
     page = limit
     while True:
         found, complete = _candidate_rows(conn, queues, page, now_text)
         ids: list[int] = []
-        locks: set[str] = set()
-        for job_id, _, _, lock_key in found:
+        taken: dict[str, int] = {}
+        for job_id, _, _, lock_key, room in found:
             if lock_key is not None:
-                if lock_key in locks:
+                if taken.get(lock_key, 0) >= room:
                     continue
-                locks.add(lock_key)
+                taken[lock_key] = taken.get(lock_key, 0) + 1
             ids.append(job_id)
             if len(ids) == limit:
                 return ids
@@ -138,8 +140,9 @@ def candidates(
 def _candidate_rows(
     conn: sqlite3.Connection, queues: Sequence[str], limit: int, now_text: str
 ) -> tuple[list[Any], bool]:
-    """``(id, priority, run_at, lock_key)`` of up to ``limit`` claimable jobs per queue,
-    best first, and whether that is all of them."""
+    """``(id, priority, run_at, lock_key, room)`` of up to ``limit`` claimable jobs per
+    queue, best first, and whether that is all of them (``room``: how many more jobs of
+    its key may be claimed)."""
     if not queues:
         found = conn.execute(_Q["claim_candidates"], {"now": now_text, "limit": limit}).fetchall()
         return found, len(found) < limit

@@ -8,16 +8,16 @@
 WITH new_jobs AS (
     INSERT INTO tasktrail.jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
                                 max_attempts, timeout, run_at, created_at, unique_key, lock_key,
-                                parent_id, root_id)
+                                lock_limit, parent_id, root_id)
     SELECT t.task, t.queue, 'queued', t.ref_type, t.ref_id, t.priority, t.args::json,
            t.kwargs::json, t.max_attempts, t.timeout, coalesce(t.run_at, %(now)s), %(now)s,
-           t.unique_key, t.lock_key, t.parent_id, t.root_id
+           t.unique_key, t.lock_key, t.lock_limit, t.parent_id, t.root_id
     -- the batch is one JSON document: parsed by the server, not bound value by value
     FROM json_to_recordset(%(jobs)s::json)
          AS t(ord integer, task text, queue text, ref_type text, ref_id text, priority smallint,
               args text, kwargs text, max_attempts integer, timeout double precision,
-              run_at timestamptz, unique_key text, lock_key text, parent_id bigint,
-              root_id bigint)
+              run_at timestamptz, unique_key text, lock_key text, lock_limit integer,
+              parent_id bigint, root_id bigint)
     ORDER BY t.ord
     ON CONFLICT (unique_key)
         WHERE unique_key IS NOT NULL AND status IN ('waiting', 'queued', 'reserved', 'running')
@@ -35,11 +35,12 @@ SELECT id, unique_key FROM new_jobs ORDER BY id;
 WITH new_job AS (
     INSERT INTO tasktrail.jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
                                 max_attempts, timeout, run_at, created_at, unique_key, lock_key,
-                                parent_id, root_id)
+                                lock_limit, parent_id, root_id)
     VALUES (%(task)s::text, %(queue)s::text, 'queued', %(ref_type)s::text, %(ref_id)s::text,
             %(priority)s::smallint, %(args)s::json, %(kwargs)s::json, %(max_attempts)s::integer,
             %(timeout)s::double precision, coalesce(%(run_at)s::timestamptz, %(now)s),
-            %(now)s, %(unique_key)s::text, %(lock_key)s::text, %(parent_id)s::bigint,
+            %(now)s, %(unique_key)s::text, %(lock_key)s::text, %(lock_limit)s::integer,
+            %(parent_id)s::bigint,
             %(root_id)s::bigint)
     ON CONFLICT (unique_key)
         WHERE unique_key IS NOT NULL AND status IN ('waiting', 'queued', 'reserved', 'running')
@@ -70,8 +71,8 @@ SELECT id FROM ids ORDER BY id;
 
 -- name: copy_jobs
 COPY tasktrail.jobs (task, queue, ref_type, ref_id, priority, args, kwargs, max_attempts,
-                     timeout, unique_key, lock_key, parent_id, root_id, id, status, run_at,
-                     created_at)
+                     timeout, unique_key, lock_key, lock_limit, parent_id, root_id, id, status,
+                     run_at, created_at)
 FROM STDIN (FORMAT BINARY);
 
 -- The root of each parent's tree, for its follow-ups (a root's root_id is NULL).
@@ -218,7 +219,7 @@ SELECT j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args
        j.attempts, j.max_attempts, j.timeout, j.run_at, j.created_at, j.started_at,
        j.finished_at, j.worker_id, w.name AS worker_name, j.result, j.error, j.unique_key,
        j.lock_key, j.cancel_requested_at, j.parent_id, j.root_id, j.waiting_for,
-       j.after_policy
+       j.after_policy, j.lock_limit
 FROM tasktrail.jobs j LEFT JOIN tasktrail.workers w ON w.id = j.worker_id;
 
 -- name: list_events

@@ -1,4 +1,4 @@
--- tasktrail schema for PostgreSQL: the complete current version (7).
+-- tasktrail schema for PostgreSQL: the complete current version (8).
 --
 -- Run it with `psql -f schema.sql`, or let `tasktrail migrate` apply the versioned files
 -- in migrations/ (the same result; a test compares the two catalogs). Every object lives
@@ -65,14 +65,15 @@ CREATE TABLE IF NOT EXISTS tasktrail.jobs (
     result        json,
     error         text,
     unique_key    text,                             -- at most one active job per key
-    lock_key      text,                             -- at most one reserved/running job per key
+    lock_key      text,                             -- at most lock_limit reserved/running per key
     cancel_requested_at timestamptz,                -- a cancel was asked while it ran
     parent_id     bigint,                           -- the job that enqueued it (a follow-up)
     root_id       bigint,                           -- its tree's root; NULL: it is a root
     waiting_for   integer,                          -- `after=`: jobs it still waits for
     after_policy  text CONSTRAINT jobs_after_policy_check
                   CHECK (after_policy IN ('succeeded', 'finished')),
-    dependents    integer NOT NULL DEFAULT 0        -- jobs waiting for it (job_after)
+    dependents    integer NOT NULL DEFAULT 0,       -- jobs waiting for it (job_after)
+    lock_limit    integer                           -- jobs of its lock_key at once; NULL: one
 ) WITH (
     fillfactor = 90,
     autovacuum_vacuum_scale_factor = 0.02,
@@ -99,7 +100,7 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON tasktrail.jobs (finished_at)
     WHERE finished_at IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON tasktrail.jobs (unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('waiting', 'queued', 'reserved', 'running');
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_lock_held ON tasktrail.jobs (lock_key)
+CREATE INDEX IF NOT EXISTS jobs_lock_held ON tasktrail.jobs (lock_key)
     WHERE lock_key IS NOT NULL AND status IN ('reserved', 'running');
 CREATE INDEX IF NOT EXISTS jobs_lock_queued ON tasktrail.jobs (lock_key)
     WHERE lock_key IS NOT NULL AND status = 'queued';
@@ -267,11 +268,22 @@ BEGIN
             error = CASE WHEN j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'
                          THEN format('cancelled: job %s it waited for ended %s', NEW.id,
                                      NEW.status) END,
-            run_at = CASE WHEN j.waiting_for <= 1
-                          THEN greatest(j.run_at, NEW.finished_at) ELSE j.run_at END
+            run_at = CASE WHEN j.waiting_for <= 1 AND (j.after_policy = 'finished'
+                                                       OR NEW.status = 'succeeded')
+                          THEN greatest(j.run_at, NEW.finished_at, (
+                              SELECT max(p.finished_at) FROM tasktrail.job_after a
+                              JOIN tasktrail.jobs p ON p.id = a.after_id WHERE a.job_id = j.id))
+                          ELSE j.run_at END
         FROM resolved r
         WHERE j.id = r.job_id AND j.status = 'waiting'
-        RETURNING j.id, j.status, j.queue, greatest(NEW.finished_at, j.created_at) AS at
+        -- released: when the last of them ended, which is not always the one whose
+        -- outcome came last (outcomes are written in batches, after the fact)
+        RETURNING j.id, j.status, j.queue,
+                  CASE WHEN j.status = 'queued'
+                       THEN greatest(NEW.finished_at, j.created_at, (
+                           SELECT max(p.finished_at) FROM tasktrail.job_after a
+                           JOIN tasktrail.jobs p ON p.id = a.after_id WHERE a.job_id = j.id))
+                       ELSE greatest(NEW.finished_at, j.created_at) END AS at
     ), events AS (
         INSERT INTO tasktrail.events (job_id, at, kind, attempt, detail)
         SELECT c.id, c.at, CASE WHEN c.status = 'queued' THEN 'ready' ELSE 'cancelled' END, 0,
@@ -296,6 +308,58 @@ CREATE TRIGGER jobs_release_dependents AFTER UPDATE OF status, dependents ON tas
           AND (OLD.status NOT IN ('succeeded', 'failed', 'cancelled')
                OR NEW.dependents <> OLD.dependents))
     EXECUTE FUNCTION tasktrail.release_dependents();
+
+-- Limits per key (a task's `lock`, or its `concurrency`, per `concurrency_key`): how many
+-- jobs of each key are reserved or running now. A job becomes reserved or running only
+-- if its key has room (jobs_admit_keyed, before the change; it is left queued
+-- otherwise); the row is updated under its lock, so claims in many workers at once
+-- count each other exactly. jobs_release_keyed counts down when one leaves, whatever
+-- the path (outcome, release, cancel, recovery), and wakes the workers of its queue.
+CREATE TABLE IF NOT EXISTS tasktrail.job_limits (
+    lock_key  text PRIMARY KEY,
+    held      integer NOT NULL
+);
+
+CREATE OR REPLACE FUNCTION tasktrail.admit_keyed_job() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO tasktrail.job_limits AS l (lock_key, held) VALUES (NEW.lock_key, 1)
+    ON CONFLICT (lock_key) DO UPDATE SET held = l.held + 1
+        WHERE l.held < coalesce(NEW.lock_limit, 1);
+    IF NOT FOUND THEN
+        RETURN NULL;  -- its key is full: this row is left as it was (queued)
+    END IF;
+    RETURN NEW;
+END;
+$$;
+DROP TRIGGER IF EXISTS jobs_admit_keyed ON tasktrail.jobs;
+CREATE TRIGGER jobs_admit_keyed BEFORE UPDATE OF status ON tasktrail.jobs
+    FOR EACH ROW
+    WHEN (NEW.lock_key IS NOT NULL AND NEW.status IN ('reserved', 'running')
+          AND OLD.status NOT IN ('reserved', 'running'))
+    EXECUTE FUNCTION tasktrail.admit_keyed_job();
+
+CREATE OR REPLACE FUNCTION tasktrail.release_keyed_job() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    WITH counted AS (
+        UPDATE tasktrail.job_limits SET held = held - 1 WHERE lock_key = OLD.lock_key
+        RETURNING lock_key, held
+    )
+    DELETE FROM tasktrail.job_limits l
+    USING counted c WHERE l.lock_key = c.lock_key AND c.held <= 0;
+    -- a job of its key may be waiting: wake the idle workers of its queue, as an enqueue
+    -- does (one notification per queue and transaction)
+    PERFORM pg_notify('tasktrail', OLD.queue);
+    RETURN NULL;
+END;
+$$;
+DROP TRIGGER IF EXISTS jobs_release_keyed ON tasktrail.jobs;
+CREATE TRIGGER jobs_release_keyed AFTER UPDATE OF status ON tasktrail.jobs
+    FOR EACH ROW
+    WHEN (OLD.lock_key IS NOT NULL AND OLD.status IN ('reserved', 'running')
+          AND NEW.status NOT IN ('reserved', 'running'))
+    EXECUTE FUNCTION tasktrail.release_keyed_job();
 
 -- Take back every job the given workers hold: reserved ones are requeued, running ones
 -- get a `lost` event and are retried (attempts left) or failed. Used by lease recovery
@@ -341,7 +405,8 @@ $$;
 -- partial claim indexes in order and stops after
 -- p_limit rows: the planner settings make sure of that even when the table's statistics
 -- are stale (right after a bulk enqueue), when it would otherwise sort every queued job.
--- A locked job waits while its key is held, and behind earlier jobs of its key. With
+-- A job with a lock key waits while its key is full (as many reserved or running as its
+-- lock_limit, one for a lock), and behind the earlier jobs of its key that fill the rest. With
 -- p_queues, each queue is read through its own index, so a worker never reads through
 -- the backlog of a queue it does not serve.
 CREATE OR REPLACE FUNCTION tasktrail.claimable_jobs(
@@ -358,13 +423,16 @@ BEGIN
         SELECT j.id, j.priority, j.run_at FROM tasktrail.jobs j
         WHERE p_queues IS NULL AND j.status = 'queued' AND j.run_at <= p_now
           AND (j.lock_key IS NULL OR (
-              NOT EXISTS (
+              (SELECT count(*) FROM (
                   SELECT 1 FROM tasktrail.jobs h
-                  WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running'))
-              AND NOT EXISTS (
+                  WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')
+                  LIMIT coalesce(j.lock_limit, 1)) AS held)
+              + (SELECT count(*) FROM (
                   SELECT 1 FROM tasktrail.jobs b
                   WHERE b.lock_key = j.lock_key AND b.status = 'queued' AND b.run_at <= p_now
-                    AND ROW(-b.priority, b.run_at, b.id) < ROW(-j.priority, j.run_at, j.id))))
+                    AND ROW(-b.priority, b.run_at, b.id) < ROW(-j.priority, j.run_at, j.id)
+                  LIMIT coalesce(j.lock_limit, 1)) AS ahead)
+              < coalesce(j.lock_limit, 1)))
         ORDER BY j.priority DESC, j.run_at, j.id
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
@@ -376,13 +444,16 @@ BEGIN
         SELECT j.id, j.priority, j.run_at FROM tasktrail.jobs j
         WHERE j.queue = q.name AND j.status = 'queued' AND j.run_at <= p_now
           AND (j.lock_key IS NULL OR (
-              NOT EXISTS (
+              (SELECT count(*) FROM (
                   SELECT 1 FROM tasktrail.jobs h
-                  WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running'))
-              AND NOT EXISTS (
+                  WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')
+                  LIMIT coalesce(j.lock_limit, 1)) AS held)
+              + (SELECT count(*) FROM (
                   SELECT 1 FROM tasktrail.jobs b
                   WHERE b.lock_key = j.lock_key AND b.status = 'queued' AND b.run_at <= p_now
-                    AND ROW(-b.priority, b.run_at, b.id) < ROW(-j.priority, j.run_at, j.id))))
+                    AND ROW(-b.priority, b.run_at, b.id) < ROW(-j.priority, j.run_at, j.id)
+                  LIMIT coalesce(j.lock_limit, 1)) AS ahead)
+              < coalesce(j.lock_limit, 1)))
         ORDER BY j.priority DESC, j.run_at, j.id
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
@@ -426,5 +497,5 @@ FROM tasktrail.jobs
 WHERE finished_at IS NOT NULL
 GROUP BY task, date_trunc('hour', finished_at);
 
-INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control'), (5, 'lineage'), (6, 'business_calendar'), (7, 'fan_in')
+INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control'), (5, 'lineage'), (6, 'business_calendar'), (7, 'fan_in'), (8, 'concurrency')
 ON CONFLICT (version) DO NOTHING;

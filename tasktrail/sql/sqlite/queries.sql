@@ -8,10 +8,11 @@ SELECT id, coalesce(root_id, id) FROM jobs WHERE id IN (SELECT value FROM json_e
 -- A job whose unique_key is already active is not inserted (no row comes back).
 -- name: insert_job
 INSERT INTO jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
-                  max_attempts, timeout, run_at, created_at, unique_key, lock_key, parent_id,
-                  root_id)
+                  max_attempts, timeout, run_at, created_at, unique_key, lock_key, lock_limit,
+                  parent_id, root_id)
 VALUES (:task, :queue, 'queued', :ref_type, :ref_id, :priority, :args, :kwargs,
-        :max_attempts, :timeout, :run_at, :now, :unique_key, :lock_key, :parent_id, :root_id)
+        :max_attempts, :timeout, :run_at, :now, :unique_key, :lock_key, :lock_limit,
+        :parent_id, :root_id)
 ON CONFLICT DO NOTHING
 RETURNING id;
 
@@ -51,18 +52,30 @@ SELECT lease_seconds FROM workers WHERE id = :worker_id AND status = 'running';
 -- Claimable jobs, best first. A job whose lock_key is held by a reserved or running job
 -- waits (it stays queued and holds no worker slot).
 -- name: claim_candidates
-SELECT id, priority, run_at, lock_key FROM jobs AS j INDEXED BY jobs_claim
-WHERE status = 'queued' AND run_at <= :now
-  AND (lock_key IS NULL OR NOT EXISTS (
-      SELECT 1 FROM jobs AS h WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')))
+SELECT id, priority, run_at, lock_key, coalesce(lock_limit, 1) - held AS room
+FROM (
+    SELECT id, priority, run_at, lock_key, lock_limit,
+           CASE WHEN lock_key IS NULL THEN 0 ELSE (
+               SELECT count(*) FROM jobs AS h
+               WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')) END AS held
+    FROM jobs AS j INDEXED BY jobs_claim
+    WHERE status = 'queued' AND run_at <= :now
+)
+WHERE lock_key IS NULL OR held < coalesce(lock_limit, 1)
 ORDER BY priority DESC, run_at, id
 LIMIT :limit;
 
 -- name: claim_candidates_in_queue
-SELECT id, priority, run_at, lock_key FROM jobs AS j INDEXED BY jobs_claim_by_queue
-WHERE status = 'queued' AND queue = :queue AND run_at <= :now
-  AND (lock_key IS NULL OR NOT EXISTS (
-      SELECT 1 FROM jobs AS h WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')))
+SELECT id, priority, run_at, lock_key, coalesce(lock_limit, 1) - held AS room
+FROM (
+    SELECT id, priority, run_at, lock_key, lock_limit,
+           CASE WHEN lock_key IS NULL THEN 0 ELSE (
+               SELECT count(*) FROM jobs AS h
+               WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')) END AS held
+    FROM jobs AS j INDEXED BY jobs_claim_by_queue
+    WHERE status = 'queued' AND queue = :queue AND run_at <= :now
+)
+WHERE lock_key IS NULL OR held < coalesce(lock_limit, 1)
 ORDER BY priority DESC, run_at, id
 LIMIT :limit;
 
@@ -202,7 +215,7 @@ SELECT j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args
        j.attempts, j.max_attempts, j.timeout, j.run_at, j.created_at, j.started_at,
        j.finished_at, j.worker_id, w.name AS worker_name, j.result, j.error, j.unique_key,
        j.lock_key, j.cancel_requested_at, j.parent_id, j.root_id, j.waiting_for,
-       j.after_policy
+       j.after_policy, j.lock_limit
 FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id;
 
 -- name: list_events

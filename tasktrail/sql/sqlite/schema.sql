@@ -1,4 +1,4 @@
--- tasktrail schema for SQLite: the complete current version (7).
+-- tasktrail schema for SQLite: the complete current version (8).
 -- A database made by an older version is brought here by the files in migrations/.
 --
 -- The embedded default: one file on one host, shared by every worker and producer on it.
@@ -59,13 +59,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     result        TEXT,                            -- JSON
     error         TEXT,
     unique_key    TEXT,                            -- at most one active job per key
-    lock_key      TEXT,                            -- at most one reserved/running job per key
+    lock_key      TEXT,                            -- at most lock_limit reserved/running per key
     cancel_requested_at TEXT,                      -- a cancel was asked while it ran
     parent_id     INTEGER,                         -- the job that enqueued it (a follow-up)
     root_id       INTEGER,                         -- its tree's root; NULL: it is a root
     waiting_for   INTEGER,                         -- `after=`: jobs it still waits for
     after_policy  TEXT CHECK (after_policy IN ('succeeded', 'finished')),
-    dependents    INTEGER NOT NULL DEFAULT 0       -- jobs waiting for it (job_after)
+    dependents    INTEGER NOT NULL DEFAULT 0,      -- jobs waiting for it (job_after)
+    lock_limit    INTEGER                          -- jobs of its lock_key at once; NULL: one
 );
 CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_root ON jobs (root_id) WHERE root_id IS NOT NULL;
@@ -79,7 +80,7 @@ CREATE INDEX IF NOT EXISTS jobs_ref ON jobs (ref_type, ref_id, id) WHERE ref_typ
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON jobs (unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('waiting', 'queued', 'reserved', 'running');
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_lock_held ON jobs (lock_key)
+CREATE INDEX IF NOT EXISTS jobs_lock_held ON jobs (lock_key)
     WHERE lock_key IS NOT NULL AND status IN ('reserved', 'running');
 
 -- A job's history, append-only. No foreign key: events are written in the same
@@ -119,7 +120,14 @@ WHEN NEW.dependents > 0 AND NEW.status IN ('succeeded', 'failed', 'cancelled')
           OR NEW.dependents <> OLD.dependents)
 BEGIN
     INSERT INTO events (job_id, at, kind, attempt, detail)
-    SELECT j.id, max(coalesce(NEW.finished_at, j.created_at), j.created_at),
+    SELECT j.id,
+           -- released: when the last of them ended, which is not always the one whose
+           -- outcome came last (outcomes are written in batches, after the fact)
+           CASE WHEN j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'
+                THEN max(coalesce(NEW.finished_at, j.created_at), j.created_at)
+                ELSE max(coalesce(NEW.finished_at, j.created_at), j.created_at, coalesce((
+                    SELECT max(p.finished_at) FROM job_after b JOIN jobs p ON p.id = b.after_id
+                    WHERE b.job_id = j.id), j.created_at)) END,
            CASE WHEN j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'
                 THEN 'cancelled' ELSE 'ready' END,
            0,
@@ -143,11 +151,29 @@ BEGIN
                      THEN 'cancelled: job ' || NEW.id || ' it waited for ended ' || NEW.status
                 END,
         run_at = CASE WHEN waiting_for <= 1
-                      THEN max(run_at, coalesce(NEW.finished_at, run_at)) ELSE run_at END
+                      THEN max(run_at, coalesce(NEW.finished_at, run_at), coalesce((
+                          SELECT max(p.finished_at) FROM job_after b JOIN jobs p
+                          ON p.id = b.after_id WHERE b.job_id = jobs.id), run_at))
+                      ELSE run_at END
     WHERE status = 'waiting'
       AND id IN (SELECT job_id FROM job_after WHERE after_id = NEW.id AND after_status IS NULL);
     UPDATE job_after SET after_status = NEW.status
     WHERE after_id = NEW.id AND after_status IS NULL;
+END;
+
+-- Limits per key (a task's `lock`, or its `concurrency`, per `concurrency_key`): a job
+-- becomes reserved or running only while fewer jobs of its key are than its lock_limit
+-- (one for a lock); otherwise the change is skipped and it stays queued. SQLite has one
+-- writer at a time, so the count is exact.
+CREATE TRIGGER IF NOT EXISTS jobs_admit_keyed
+BEFORE UPDATE OF status ON jobs
+WHEN NEW.lock_key IS NOT NULL AND NEW.status IN ('reserved', 'running')
+     AND OLD.status NOT IN ('reserved', 'running')
+BEGIN
+    SELECT RAISE(IGNORE)
+    WHERE (SELECT count(*) FROM jobs h
+           WHERE h.lock_key = NEW.lock_key AND h.status IN ('reserved', 'running'))
+          >= coalesce(NEW.lock_limit, 1);
 END;
 
 -- Every event with the worker's name, host and pid: the timeline `tasktrail show` prints.
@@ -216,4 +242,5 @@ VALUES (1, 'initial', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (4, 'worker_control', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (5, 'lineage', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (6, 'business_calendar', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
-       (7, 'fan_in', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
+       (7, 'fan_in', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+       (8, 'concurrency', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));

@@ -108,11 +108,22 @@ BEGIN
             error = CASE WHEN j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'
                          THEN format('cancelled: job %s it waited for ended %s', NEW.id,
                                      NEW.status) END,
-            run_at = CASE WHEN j.waiting_for <= 1
-                          THEN greatest(j.run_at, NEW.finished_at) ELSE j.run_at END
+            run_at = CASE WHEN j.waiting_for <= 1 AND (j.after_policy = 'finished'
+                                                       OR NEW.status = 'succeeded')
+                          THEN greatest(j.run_at, NEW.finished_at, (
+                              SELECT max(p.finished_at) FROM tasktrail.job_after a
+                              JOIN tasktrail.jobs p ON p.id = a.after_id WHERE a.job_id = j.id))
+                          ELSE j.run_at END
         FROM resolved r
         WHERE j.id = r.job_id AND j.status = 'waiting'
-        RETURNING j.id, j.status, j.queue, greatest(NEW.finished_at, j.created_at) AS at
+        -- released: when the last of them ended, which is not always the one whose
+        -- outcome came last (outcomes are written in batches, after the fact)
+        RETURNING j.id, j.status, j.queue,
+                  CASE WHEN j.status = 'queued'
+                       THEN greatest(NEW.finished_at, j.created_at, (
+                           SELECT max(p.finished_at) FROM tasktrail.job_after a
+                           JOIN tasktrail.jobs p ON p.id = a.after_id WHERE a.job_id = j.id))
+                       ELSE greatest(NEW.finished_at, j.created_at) END AS at
     ), events AS (
         INSERT INTO tasktrail.events (job_id, at, kind, attempt, detail)
         SELECT c.id, c.at, CASE WHEN c.status = 'queued' THEN 'ready' ELSE 'cancelled' END, 0,

@@ -92,7 +92,14 @@ WHEN NEW.dependents > 0 AND NEW.status IN ('succeeded', 'failed', 'cancelled')
           OR NEW.dependents <> OLD.dependents)
 BEGIN
     INSERT INTO events (job_id, at, kind, attempt, detail)
-    SELECT j.id, max(coalesce(NEW.finished_at, j.created_at), j.created_at),
+    SELECT j.id,
+           -- released: when the last of them ended, which is not always the one whose
+           -- outcome came last (outcomes are written in batches, after the fact)
+           CASE WHEN j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'
+                THEN max(coalesce(NEW.finished_at, j.created_at), j.created_at)
+                ELSE max(coalesce(NEW.finished_at, j.created_at), j.created_at, coalesce((
+                    SELECT max(p.finished_at) FROM job_after b JOIN jobs p ON p.id = b.after_id
+                    WHERE b.job_id = j.id), j.created_at)) END,
            CASE WHEN j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'
                 THEN 'cancelled' ELSE 'ready' END,
            0,
@@ -116,7 +123,10 @@ BEGIN
                      THEN 'cancelled: job ' || NEW.id || ' it waited for ended ' || NEW.status
                 END,
         run_at = CASE WHEN waiting_for <= 1
-                      THEN max(run_at, coalesce(NEW.finished_at, run_at)) ELSE run_at END
+                      THEN max(run_at, coalesce(NEW.finished_at, run_at), coalesce((
+                          SELECT max(p.finished_at) FROM job_after b JOIN jobs p
+                          ON p.id = b.after_id WHERE b.job_id = jobs.id), run_at))
+                      ELSE run_at END
     WHERE status = 'waiting'
       AND id IN (SELECT job_id FROM job_after WHERE after_id = NEW.id AND after_status IS NULL);
     UPDATE job_after SET after_status = NEW.status
