@@ -180,6 +180,8 @@ class App:
         lock: str | None = None,
         concurrency: int | None = None,
         concurrency_key: str | None = None,
+        rate: str | None = None,
+        rate_key: str | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(  # type: ignore[misc]  # mypy cannot match the ParamSpec across overloads
@@ -200,6 +202,8 @@ class App:
         lock: str | None = None,
         concurrency: int | None = None,
         concurrency_key: str | None = None,
+        rate: str | None = None,
+        rate_key: str | None = None,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task: ``@app.task`` or ``@app.task(retries=3, …)``.
 
@@ -224,6 +228,10 @@ class App:
             concurrency_key: with ``concurrency``, the limit applies per key, a
                 template as for ``lock`` (``"{ref.type}"``, ``"{ref}"``,
                 ``"crm:{account_id}"``); without, to the task as a whole.
+            rate: at most so many of its jobs start within any window of time, across
+                every worker: ``"10/s"``, ``"100/m"``, ``"1000/h"``, ``"5/10s"``.
+            rate_key: with ``rate``, the rate applies per key (a template as for
+                ``lock``); without, to the task as a whole.
         """
         if func is not None and not callable(func):
             raise InvalidArguments(f"app.task takes a function, got {type(func).__name__}")
@@ -244,6 +252,8 @@ class App:
                 lock=lock,
                 concurrency=concurrency,
                 concurrency_key=concurrency_key,
+                rate=rate,
+                rate_key=rate_key,
             )
             existing = self.tasks.get(task.name)
             if existing is not None and existing.func is not function:

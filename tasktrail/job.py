@@ -160,6 +160,9 @@ class NewJob(NamedTuple):
     unique_key: str | None = None  # at most one queued/reserved/running job per key
     lock_key: str | None = None  # at most one reserved/running job per key
     lock_limit: int | None = None  # ... or this many (a task's concurrency); None: one
+    rate_key: str | None = None  # at most rate_limit jobs of this key start ...
+    rate_limit: int | None = None
+    rate_window: float | None = None  # ... within any window of this many seconds
     parent_id: int | None = None  # the job that enqueued it (a follow-up)
     root_id: int | None = None  # its tree's root (filled in by the backend from the parent)
     after: tuple[int, ...] = ()  # jobs to wait for: it is queued once they have all ended
@@ -219,6 +222,11 @@ class Job:
     #: How many jobs of its ``lock_key`` may be reserved or running at once (a task's
     #: ``concurrency``); None: one (a ``lock``).
     lock_limit: int | None = None
+    #: A task's ``rate``: at most ``rate_limit`` jobs of ``rate_key`` start within any
+    #: ``rate_window`` seconds; None without.
+    rate_key: str | None = None
+    rate_limit: int | None = None
+    rate_window: float | None = None
 
     @property
     def is_final(self) -> bool:
@@ -254,6 +262,9 @@ class Job:
             "waiting_for": self.waiting_for,
             "after_policy": self.after_policy,
             "lock_limit": self.lock_limit,
+            "rate_key": self.rate_key,
+            "rate_limit": self.rate_limit,
+            "rate_window": self.rate_window,
         }
 
 

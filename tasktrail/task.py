@@ -56,6 +56,28 @@ MAX_CONCURRENCY = 10_000
 MAX_RETRY_DELAY = 10 * 366 * 86400.0
 
 
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|m|h)\s*$")
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(value: Any, task: str) -> tuple[int, float]:
+    """``"10/s"`` (also ``/m``, ``/h``, ``"5/10s"``) as ``(jobs, window in seconds)``."""
+    match = _RATE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigurationError(
+            f"rate of task {task!r} must look like '10/s', '100/m', '1000/h' or '5/10s' "
+            f"(jobs per window), got {value!r}"
+        )
+    count, size, unit = int(match.group(1)), match.group(2), match.group(3)
+    window = (int(size) if size else 1) * _RATE_UNITS[unit]
+    if not 1 <= count <= MAX_CONCURRENCY or not 0 < window <= 86400:
+        raise ConfigurationError(
+            f"rate of task {task!r}: 1 to {MAX_CONCURRENCY} jobs per window of at most a "
+            f"day, got {value!r}"
+        )
+    return count, window
+
+
 def validate_name(value: Any, what: str) -> str:
     """A task or queue name: letters, digits and ``_ . : -``, at most 200 characters."""
     if not isinstance(value, str) or not _NAME.fullmatch(value):
@@ -138,6 +160,8 @@ class Task(Generic[P, R]):
         lock: str | None = None,
         concurrency: int | None = None,
         concurrency_key: str | None = None,
+        rate: str | None = None,
+        rate_key: str | None = None,
     ) -> None:
         self.app = app
         self.func = func
@@ -191,6 +215,16 @@ class Task(Generic[P, R]):
         self.lock = lock
         self.concurrency = concurrency
         self.concurrency_key = concurrency_key
+        self.rate = parse_rate(rate, name) if rate is not None else None
+        if rate_key is not None:
+            if rate is None:
+                raise ConfigurationError(f"task {name!r}: rate_key needs rate (such as '10/s')")
+            if not isinstance(rate_key, str) or not rate_key:
+                raise ConfigurationError(
+                    f"rate_key of task {name!r} must be a key template such as "
+                    f"'{{ref.type}}', got {rate_key!r}"
+                )
+        self.rate_key = rate_key
         self.signature = inspect.signature(func)
         self._plain = _plain_parameters(self.signature)
         clash = [p for p in self.signature.parameters if p in ENQUEUE_OPTIONS]
@@ -232,7 +266,12 @@ class Task(Generic[P, R]):
             InvalidPayload: the arguments are not JSON, or too large.
             ConfigurationError: an invalid queue name.
         """
-        keyed = bool(self.unique) or self.lock is not None or self.concurrency_key is not None
+        keyed = (
+            bool(self.unique)
+            or self.lock is not None
+            or self.concurrency_key is not None
+            or self.rate_key is not None
+        )
         if keyed or not _fits(self._plain, args, kwargs):
             try:
                 bound = self.signature.bind(*args, **kwargs)
@@ -263,6 +302,13 @@ class Task(Generic[P, R]):
                 rendered = _render_key(self.concurrency_key, fields, "concurrency_key", self.name)
                 lock_key = f"{lock_key}:{rendered}"
             lock_limit = self.concurrency if self.concurrency > 1 else None
+        rate_key, rate_limit, rate_window = None, None, None
+        if self.rate is not None:
+            rate_key = f"rate:{self.name}"
+            if self.rate_key is not None:
+                rendered = _render_key(self.rate_key, fields, "rate_key", self.name)
+                rate_key = f"{rate_key}:{rendered}"
+            rate_limit, rate_window = self.rate
         return NewJob(
             task=self.name,
             queue=validate_name(queue, "queue name") if queue is not None else self.queue,
@@ -276,6 +322,9 @@ class Task(Generic[P, R]):
             unique_key=unique_key,
             lock_key=lock_key,
             lock_limit=lock_limit,
+            rate_key=rate_key,
+            rate_limit=rate_limit,
+            rate_window=rate_window,
             parent_id=_parent_id(parent),
             after=_after_ids(after),
             after_policy=_after_policy(after_policy),

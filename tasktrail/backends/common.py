@@ -46,6 +46,9 @@ def new_job_columns(job: NewJob) -> dict[str, Any]:
         "unique_key": job.unique_key,
         "lock_key": job.lock_key,
         "lock_limit": job.lock_limit,
+        "rate_key": job.rate_key,
+        "rate_limit": job.rate_limit,
+        "rate_window": job.rate_window,
         "parent_id": job.parent_id,
         "root_id": job.root_id,
     }

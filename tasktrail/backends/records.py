@@ -105,6 +105,9 @@ class Columns:
             waiting_for=row[25] if len(row) > 25 else None,
             after_policy=row[26] if len(row) > 26 else None,
             lock_limit=row[27] if len(row) > 27 else None,
+            rate_key=row[28] if len(row) > 28 else None,
+            rate_limit=row[29] if len(row) > 29 else None,
+            rate_window=row[30] if len(row) > 30 else None,
         )
 
     def event(self, row: Sequence[Any]) -> Event:

@@ -106,6 +106,13 @@ def limited_sleep(index: int, seconds: float) -> int:
     return index
 
 
+@app.task(name="rated_call", rate="4/s")
+def rated_call(index: int) -> int:
+    """A call to a site that allows four requests a second, fleet-wide."""
+    time.sleep(0.01)
+    return index
+
+
 @app.task(name="echo")
 def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """Any arguments, returned as they came."""

@@ -58,6 +58,9 @@ JOB_KEYS = {
     "waiting_for",
     "after_policy",
     "lock_limit",
+    "rate_key",
+    "rate_limit",
+    "rate_window",
 }
 #: ``--json`` keys of an event: the ``events`` columns, plus its worker's name, host, pid.
 EVENT_KEYS = {"id", "job_id", "at", "kind", "attempt", "worker_id", "detail"} | {

@@ -33,3 +33,25 @@ def test_three_workers_never_run_more_of_a_task_than_its_concurrency(
     assert max_overlap(intervals) == 2  # reached, and never passed
     assert len(workers_used) >= 2  # the limit held across workers, not inside one
     assert_valid_histories(app)
+
+
+def test_no_second_holds_more_starts_of_a_task_than_its_rate(app: tasktrail.App, workers) -> None:
+    started = [workers.start(processes=2) for _ in range(3)]
+    handles = [tasks.rated_call.enqueue(i) for i in range(16)]
+    wait_for(
+        lambda: all(app.job(handle.id).is_final for handle in handles),
+        "the sixteen jobs to end",
+        timeout=60,
+        diagnose=started[0].diagnose,
+    )
+    starts = sorted(
+        event.at.timestamp()
+        for handle in handles
+        for event in app.events(handle.id)
+        if event.kind == "started"
+    )
+    assert len(starts) == 16 and all(app.job(h.id).status == "succeeded" for h in handles)
+    # every window of one second, from each start: at most four starts in it
+    assert max(sum(1 for t in starts if first <= t < first + 1.0) for first in starts) <= 4
+    assert starts[-1] - starts[0] >= 3.0  # sixteen at four a second take three seconds at least
+    assert_valid_histories(app)

@@ -214,6 +214,7 @@ EXPECTED = {
         "migrations": READ,
         "job_after": READ,
         "job_limits": READ,
+        "job_starts": READ,
         **VIEWS,
         # enqueue with after= (security definer: it writes as the owner)
         "wait_for_jobs()": {"EXECUTE"},
@@ -232,6 +233,7 @@ EXPECTED = {
         **VIEWS,
         "job_after": {"SELECT", "DELETE"},  # maintain prunes it with the jobs
         "job_limits": READ,
+        "job_starts": READ,
         "claimable_jobs()": {"EXECUTE"},
         "take_back_jobs()": {"EXECUTE"},
         "wait_for_jobs()": {"EXECUTE"},

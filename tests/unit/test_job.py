@@ -83,7 +83,7 @@ def test_job_to_dict_uses_the_column_names() -> None:
         "attempts", "max_attempts", "timeout", "run_at", "created_at", "started_at",
         "finished_at", "worker_id", "worker_name", "result", "error", "unique_key",
         "lock_key", "cancel_requested_at", "parent_id", "root_id", "waiting_for",
-        "after_policy", "lock_limit",
+        "after_policy", "lock_limit", "rate_key", "rate_limit", "rate_window",
     ]  # fmt: skip
     assert data["ref_type"] == "website"
     assert data["ref_id"] == "42"

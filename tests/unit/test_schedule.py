@@ -609,3 +609,35 @@ def test_a_concurrency_key_that_needs_the_ref_says_so(app: App) -> None:
     task = app.task(name="api.fetch", concurrency=3, concurrency_key="{ref}")(refresh_kpi)
     with pytest.raises(InvalidArguments, match=r"concurrency_key=.*needs the job's ref"):
         task.prepare(1)
+
+
+def test_a_rate_is_jobs_per_window_per_task_or_per_key(app: App) -> None:
+    per_second = app.task(name="site.fetch", rate="10/s")(refresh_kpi)
+    job = per_second.prepare(1)
+    assert (job.rate_key, job.rate_limit, job.rate_window) == ("rate:site.fetch", 10, 1.0)
+    per_site = app.task(name="crawl", rate="5/10s", rate_key="{ref.id}")(refresh_kpi)
+    job = per_site.prepare(1, ref=("site", "example.org"))
+    assert (job.rate_key, job.rate_limit, job.rate_window) == ("rate:crawl:example.org", 5, 10.0)
+    assert app.task(name="hourly", rate="1000/h")(refresh_kpi).prepare(1).rate_window == 3600.0
+    assert app.task(name="plain")(refresh_kpi).prepare(1).rate_key is None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"rate": "10"}, "rate of task 'x' must look like '10/s'"),
+        ({"rate": "ten/s"}, "must look like '10/s'"),
+        ({"rate": "10/d"}, "must look like '10/s'"),
+        ({"rate": 10}, "must look like '10/s'"),
+        ({"rate": "0/s"}, "1 to 10000 jobs per window of at most a day, got '0/s'"),
+        ({"rate": "5/25h"}, "per window of at most a day"),
+        ({"rate_key": "{ref}"}, "rate_key needs rate"),
+        ({"rate": "1/s", "rate_key": ""}, "rate_key of task 'x' must be a key template"),
+    ],
+)
+def test_bad_rate_options_are_refused_at_registration(
+    app: App, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        app.task(name="x", **options)(refresh_kpi)
+    assert app.tasks == {}

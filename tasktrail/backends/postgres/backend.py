@@ -114,7 +114,8 @@ COPY_FROM = 100
 #: The binary COPY types of ``copy_jobs``' columns (json goes as its text).
 _COPY_JOB_TYPES = [
     "text", "text", "text", "text", "int2", "text", "text", "int4", "float8", "text", "text",
-    "int4", "int8", "int8", "int8", "text", "timestamptz", "timestamptz",
+    "int4", "text", "int4", "float8", "int8", "int8", "int8", "text", "timestamptz",
+    "timestamptz",
 ]  # fmt: skip
 
 
@@ -543,6 +544,11 @@ class PostgresBackend(Backend):
                 extra.append(f',"lock_key":{_quote(job.lock_key)}')
             if job.lock_limit is not None:
                 extra.append(f',"lock_limit":{int(job.lock_limit)}')
+            if job.rate_key is not None:
+                extra.append(
+                    f',"rate_key":{_quote(job.rate_key)},"rate_limit":{int(job.rate_limit or 1)}'
+                    f',"rate_window":{float(job.rate_window or 1.0)!r}'
+                )
             if job.parent_id is not None:
                 extra.append(f',"parent_id":{int(job.parent_id)},"root_id":{int(job.root_id or 0)}')
             documents.append(f"{text}{''.join(extra)}}}" if extra else f"{text}}}")

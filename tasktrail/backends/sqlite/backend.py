@@ -52,7 +52,7 @@ from . import reads, rows, schedules
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 _Q = queries("sqlite")
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 

@@ -8,15 +8,18 @@
 WITH new_jobs AS (
     INSERT INTO tasktrail.jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
                                 max_attempts, timeout, run_at, created_at, unique_key, lock_key,
-                                lock_limit, parent_id, root_id)
+                                lock_limit, rate_key, rate_limit, rate_window, parent_id,
+                                root_id)
     SELECT t.task, t.queue, 'queued', t.ref_type, t.ref_id, t.priority, t.args::json,
            t.kwargs::json, t.max_attempts, t.timeout, coalesce(t.run_at, %(now)s), %(now)s,
-           t.unique_key, t.lock_key, t.lock_limit, t.parent_id, t.root_id
+           t.unique_key, t.lock_key, t.lock_limit, t.rate_key, t.rate_limit, t.rate_window,
+           t.parent_id, t.root_id
     -- the batch is one JSON document: parsed by the server, not bound value by value
     FROM json_to_recordset(%(jobs)s::json)
          AS t(ord integer, task text, queue text, ref_type text, ref_id text, priority smallint,
               args text, kwargs text, max_attempts integer, timeout double precision,
               run_at timestamptz, unique_key text, lock_key text, lock_limit integer,
+              rate_key text, rate_limit integer, rate_window double precision,
               parent_id bigint, root_id bigint)
     ORDER BY t.ord
     ON CONFLICT (unique_key)
@@ -35,11 +38,13 @@ SELECT id, unique_key FROM new_jobs ORDER BY id;
 WITH new_job AS (
     INSERT INTO tasktrail.jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
                                 max_attempts, timeout, run_at, created_at, unique_key, lock_key,
-                                lock_limit, parent_id, root_id)
+                                lock_limit, rate_key, rate_limit, rate_window, parent_id,
+                                root_id)
     VALUES (%(task)s::text, %(queue)s::text, 'queued', %(ref_type)s::text, %(ref_id)s::text,
             %(priority)s::smallint, %(args)s::json, %(kwargs)s::json, %(max_attempts)s::integer,
             %(timeout)s::double precision, coalesce(%(run_at)s::timestamptz, %(now)s),
             %(now)s, %(unique_key)s::text, %(lock_key)s::text, %(lock_limit)s::integer,
+            %(rate_key)s::text, %(rate_limit)s::integer, %(rate_window)s::double precision,
             %(parent_id)s::bigint,
             %(root_id)s::bigint)
     ON CONFLICT (unique_key)
@@ -71,8 +76,8 @@ SELECT id FROM ids ORDER BY id;
 
 -- name: copy_jobs
 COPY tasktrail.jobs (task, queue, ref_type, ref_id, priority, args, kwargs, max_attempts,
-                     timeout, unique_key, lock_key, lock_limit, parent_id, root_id, id, status,
-                     run_at, created_at)
+                     timeout, unique_key, lock_key, lock_limit, rate_key, rate_limit,
+                     rate_window, parent_id, root_id, id, status, run_at, created_at)
 FROM STDIN (FORMAT BINARY);
 
 -- The root of each parent's tree, for its follow-ups (a root's root_id is NULL).
@@ -219,7 +224,7 @@ SELECT j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args
        j.attempts, j.max_attempts, j.timeout, j.run_at, j.created_at, j.started_at,
        j.finished_at, j.worker_id, w.name AS worker_name, j.result, j.error, j.unique_key,
        j.lock_key, j.cancel_requested_at, j.parent_id, j.root_id, j.waiting_for,
-       j.after_policy, j.lock_limit
+       j.after_policy, j.lock_limit, j.rate_key, j.rate_limit, j.rate_window
 FROM tasktrail.jobs j LEFT JOIN tasktrail.workers w ON w.id = j.worker_id;
 
 -- name: list_events
@@ -554,6 +559,9 @@ WITH outcome AS (
         finished_at = CASE WHEN c.rank <= %(start_claimed)s THEN NULL ELSE j.finished_at END
     FROM chosen c
     WHERE j.id = c.id AND j.id = ANY (ARRAY(SELECT id FROM chosen))
+      -- a job under a rate is only claimed to start now (never left reserved to start
+      -- later: its start is what the rate counts)
+      AND (j.rate_key IS NULL OR c.rank <= %(start_claimed)s)
     -- a job started at once is started for a child process: the worker names it
     RETURNING j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args,
               j.kwargs, j.attempts, j.max_attempts, j.timeout, j.worker_id, j.lock_key, c.rank,

@@ -1,4 +1,4 @@
--- tasktrail schema for PostgreSQL: the complete current version (8).
+-- tasktrail schema for PostgreSQL: the complete current version (9).
 --
 -- Run it with `psql -f schema.sql`, or let `tasktrail migrate` apply the versioned files
 -- in migrations/ (the same result; a test compares the two catalogs). Every object lives
@@ -73,7 +73,10 @@ CREATE TABLE IF NOT EXISTS tasktrail.jobs (
     after_policy  text CONSTRAINT jobs_after_policy_check
                   CHECK (after_policy IN ('succeeded', 'finished')),
     dependents    integer NOT NULL DEFAULT 0,       -- jobs waiting for it (job_after)
-    lock_limit    integer                           -- jobs of its lock_key at once; NULL: one
+    lock_limit    integer,                          -- jobs of its lock_key at once; NULL: one
+    rate_key      text,                             -- at most rate_limit of the key start
+    rate_limit    integer,                          --   within any rate_window seconds
+    rate_window   double precision
 ) WITH (
     fillfactor = 90,
     autovacuum_vacuum_scale_factor = 0.02,
@@ -361,6 +364,43 @@ CREATE TRIGGER jobs_release_keyed AFTER UPDATE OF status ON tasktrail.jobs
           AND NEW.status NOT IN ('reserved', 'running'))
     EXECUTE FUNCTION tasktrail.release_keyed_job();
 
+-- Rates per key (a task's `rate`, per `rate_key`): the starts of the last window, one row
+-- each. A job begins to run only if fewer of its key than its rate_limit started within
+-- its rate_window before it (jobs_admit_by_rate, before the change: it is left as it
+-- was otherwise); claims of one key take turns (a transaction advisory lock), so each
+-- sees the starts of the others. Rows a minute older than the window go as new ones come.
+CREATE TABLE IF NOT EXISTS tasktrail.job_starts (
+    rate_key  text NOT NULL,
+    at        timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_starts_key ON tasktrail.job_starts (rate_key, at);
+
+CREATE OR REPLACE FUNCTION tasktrail.admit_rated_job() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    since timestamptz := NEW.started_at - make_interval(secs => NEW.rate_window);
+BEGIN
+    PERFORM pg_advisory_xact_lock(
+        hashtextextended(TG_TABLE_SCHEMA || ' job_starts ' || NEW.rate_key, 0));
+    -- (kept a minute past the window: a worker whose clock or claim lags behind another's
+    -- still finds the starts its own window holds)
+    DELETE FROM tasktrail.job_starts
+    WHERE rate_key = NEW.rate_key AND at <= since - interval '60 seconds';
+    IF (SELECT count(*) FROM tasktrail.job_starts WHERE rate_key = NEW.rate_key AND at > since)
+            >= NEW.rate_limit THEN
+        RETURN NULL;  -- its rate is used up for now: this row is left as it was
+    END IF;
+    INSERT INTO tasktrail.job_starts (rate_key, at) VALUES (NEW.rate_key, NEW.started_at);
+    RETURN NEW;
+END;
+$$;
+-- (named to fire before jobs_admit_keyed, which counts a job in job_limits once admitted)
+DROP TRIGGER IF EXISTS jobs_admit_by_rate ON tasktrail.jobs;
+CREATE TRIGGER jobs_admit_by_rate BEFORE UPDATE OF status ON tasktrail.jobs
+    FOR EACH ROW
+    WHEN (NEW.rate_key IS NOT NULL AND NEW.status = 'running' AND OLD.status <> 'running')
+    EXECUTE FUNCTION tasktrail.admit_rated_job();
+
 -- Take back every job the given workers hold: reserved ones are requeued, running ones
 -- get a `lost` event and are retried (attempts left) or failed. Used by lease recovery
 -- and by unregistering a worker that could not release its jobs.
@@ -406,7 +446,8 @@ $$;
 -- p_limit rows: the planner settings make sure of that even when the table's statistics
 -- are stale (right after a bulk enqueue), when it would otherwise sort every queued job.
 -- A job with a lock key waits while its key is full (as many reserved or running as its
--- lock_limit, one for a lock), and behind the earlier jobs of its key that fill the rest. With
+-- lock_limit, one for a lock), and behind the earlier jobs of its key that fill the rest; a
+-- job with a rate key while as many of its key have started within its window. With
 -- p_queues, each queue is read through its own index, so a worker never reads through
 -- the backlog of a queue it does not serve.
 CREATE OR REPLACE FUNCTION tasktrail.claimable_jobs(
@@ -433,6 +474,12 @@ BEGIN
                     AND ROW(-b.priority, b.run_at, b.id) < ROW(-j.priority, j.run_at, j.id)
                   LIMIT coalesce(j.lock_limit, 1)) AS ahead)
               < coalesce(j.lock_limit, 1)))
+          AND (j.rate_key IS NULL OR (
+              SELECT count(*) FROM (
+                  SELECT 1 FROM tasktrail.job_starts s
+                  WHERE s.rate_key = j.rate_key
+                    AND s.at > p_now - make_interval(secs => j.rate_window)
+                  LIMIT j.rate_limit) AS started) < j.rate_limit)
         ORDER BY j.priority DESC, j.run_at, j.id
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
@@ -454,6 +501,12 @@ BEGIN
                     AND ROW(-b.priority, b.run_at, b.id) < ROW(-j.priority, j.run_at, j.id)
                   LIMIT coalesce(j.lock_limit, 1)) AS ahead)
               < coalesce(j.lock_limit, 1)))
+          AND (j.rate_key IS NULL OR (
+              SELECT count(*) FROM (
+                  SELECT 1 FROM tasktrail.job_starts s
+                  WHERE s.rate_key = j.rate_key
+                    AND s.at > p_now - make_interval(secs => j.rate_window)
+                  LIMIT j.rate_limit) AS started) < j.rate_limit)
         ORDER BY j.priority DESC, j.run_at, j.id
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
@@ -497,5 +550,5 @@ FROM tasktrail.jobs
 WHERE finished_at IS NOT NULL
 GROUP BY task, date_trunc('hour', finished_at);
 
-INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control'), (5, 'lineage'), (6, 'business_calendar'), (7, 'fan_in'), (8, 'concurrency')
+INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control'), (5, 'lineage'), (6, 'business_calendar'), (7, 'fan_in'), (8, 'concurrency'), (9, 'rate')
 ON CONFLICT (version) DO NOTHING;

@@ -9,10 +9,10 @@ SELECT id, coalesce(root_id, id) FROM jobs WHERE id IN (SELECT value FROM json_e
 -- name: insert_job
 INSERT INTO jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
                   max_attempts, timeout, run_at, created_at, unique_key, lock_key, lock_limit,
-                  parent_id, root_id)
+                  rate_key, rate_limit, rate_window, parent_id, root_id)
 VALUES (:task, :queue, 'queued', :ref_type, :ref_id, :priority, :args, :kwargs,
         :max_attempts, :timeout, :run_at, :now, :unique_key, :lock_key, :lock_limit,
-        :parent_id, :root_id)
+        :rate_key, :rate_limit, :rate_window, :parent_id, :root_id)
 ON CONFLICT DO NOTHING
 RETURNING id;
 
@@ -60,6 +60,10 @@ FROM (
                WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')) END AS held
     FROM jobs AS j INDEXED BY jobs_claim
     WHERE status = 'queued' AND run_at <= :now
+      AND (rate_key IS NULL OR (
+          SELECT count(*) FROM job_starts s
+          WHERE s.rate_key = j.rate_key
+            AND s.at > julianday(:now) - j.rate_window / 86400.0) < j.rate_limit)
 )
 WHERE lock_key IS NULL OR held < coalesce(lock_limit, 1)
 ORDER BY priority DESC, run_at, id
@@ -74,14 +78,19 @@ FROM (
                WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')) END AS held
     FROM jobs AS j INDEXED BY jobs_claim_by_queue
     WHERE status = 'queued' AND queue = :queue AND run_at <= :now
+      AND (rate_key IS NULL OR (
+          SELECT count(*) FROM job_starts s
+          WHERE s.rate_key = j.rate_key
+            AND s.at > julianday(:now) - j.rate_window / 86400.0) < j.rate_limit)
 )
 WHERE lock_key IS NULL OR held < coalesce(lock_limit, 1)
 ORDER BY priority DESC, run_at, id
 LIMIT :limit;
 
+-- (a job under a rate is only claimed to start now: its start is what the rate counts)
 -- name: claim
 UPDATE jobs SET status = 'reserved', worker_id = :worker_id
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued' AND rate_key IS NULL
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
           max_attempts, timeout, worker_id, lock_key;
 
@@ -215,7 +224,7 @@ SELECT j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args
        j.attempts, j.max_attempts, j.timeout, j.run_at, j.created_at, j.started_at,
        j.finished_at, j.worker_id, w.name AS worker_name, j.result, j.error, j.unique_key,
        j.lock_key, j.cancel_requested_at, j.parent_id, j.root_id, j.waiting_for,
-       j.after_policy, j.lock_limit
+       j.after_policy, j.lock_limit, j.rate_key, j.rate_limit, j.rate_window
 FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id;
 
 -- name: list_events

@@ -1,4 +1,4 @@
--- tasktrail schema for SQLite: the complete current version (8).
+-- tasktrail schema for SQLite: the complete current version (9).
 -- A database made by an older version is brought here by the files in migrations/.
 --
 -- The embedded default: one file on one host, shared by every worker and producer on it.
@@ -66,7 +66,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     waiting_for   INTEGER,                         -- `after=`: jobs it still waits for
     after_policy  TEXT CHECK (after_policy IN ('succeeded', 'finished')),
     dependents    INTEGER NOT NULL DEFAULT 0,      -- jobs waiting for it (job_after)
-    lock_limit    INTEGER                          -- jobs of its lock_key at once; NULL: one
+    lock_limit    INTEGER,                         -- jobs of its lock_key at once; NULL: one
+    rate_key      TEXT,                            -- at most rate_limit of the key start
+    rate_limit    INTEGER,                         --   within any rate_window seconds
+    rate_window   REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_root ON jobs (root_id) WHERE root_id IS NOT NULL;
@@ -176,6 +179,31 @@ BEGIN
           >= coalesce(NEW.lock_limit, 1);
 END;
 
+-- Rates per key (a task's `rate`, per `rate_key`): the starts of the last window (`at`
+-- as a Julian day number), one row each. A job begins to run only while fewer of its key
+-- than its rate_limit started within its rate_window before it; otherwise the change is
+-- skipped. Rows a minute older than the window go as new ones come.
+CREATE TABLE IF NOT EXISTS job_starts (
+    rate_key  TEXT NOT NULL,
+    at        REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_starts_key ON job_starts (rate_key, at);
+CREATE TRIGGER IF NOT EXISTS jobs_admit_by_rate
+BEFORE UPDATE OF status ON jobs
+WHEN NEW.rate_key IS NOT NULL AND NEW.status = 'running' AND OLD.status <> 'running'
+BEGIN
+    -- (kept a minute past the window: a worker whose clock or claim lags behind another's
+    -- still finds the starts its own window holds)
+    DELETE FROM job_starts
+    WHERE rate_key = NEW.rate_key
+      AND at <= julianday(NEW.started_at) - (NEW.rate_window + 60.0) / 86400.0;
+    SELECT RAISE(IGNORE)
+    WHERE (SELECT count(*) FROM job_starts
+           WHERE rate_key = NEW.rate_key
+             AND at > julianday(NEW.started_at) - NEW.rate_window / 86400.0) >= NEW.rate_limit;
+    INSERT INTO job_starts (rate_key, at) VALUES (NEW.rate_key, julianday(NEW.started_at));
+END;
+
 -- Every event with the worker's name, host and pid: the timeline `tasktrail show` prints.
 CREATE VIEW IF NOT EXISTS job_history AS
 SELECT e.id, e.job_id, j.task, j.ref_type, j.ref_id, e.at, e.kind, e.attempt,
@@ -243,4 +271,5 @@ VALUES (1, 'initial', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (5, 'lineage', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (6, 'business_calendar', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (7, 'fan_in', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
-       (8, 'concurrency', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
+       (8, 'concurrency', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+       (9, 'rate', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
