@@ -115,7 +115,7 @@ def candidates(
 
     A job with a lock key only while its key has room: fewer reserved or running than
     its limit (one for a lock, the task's concurrency), counting those claimed here
-    (the trigger jobs_admit_keyed refuses any more). Jobs that wait for their key do not
+    (the trigger jobs_admit refuses any more). Jobs that wait for their key do not
     count towards ``limit``: if they fill a page of candidates, a bigger page is read,
     so they never keep unrelated jobs waiting.
     """

@@ -11,8 +11,7 @@ ALTER TABLE tasktrail.jobs
 
 -- Rates per key (a task's `rate`, per `rate_key`): the starts of the last window, one row
 -- each. A job begins to run only if fewer of its key than its rate_limit started within
--- its rate_window before it (jobs_admit_by_rate, before the change: it is left as it
--- was otherwise); claims of one key take turns (a transaction advisory lock), so each
+-- its rate_window before it (jobs_admit, below: it is left as it was otherwise); claims of one key take turns (a transaction advisory lock), so each
 -- sees the starts of the others. Rows a minute older than the window go as new ones come.
 CREATE TABLE IF NOT EXISTS tasktrail.job_starts (
     rate_key  text NOT NULL,
@@ -20,31 +19,144 @@ CREATE TABLE IF NOT EXISTS tasktrail.job_starts (
 );
 CREATE INDEX IF NOT EXISTS job_starts_key ON tasktrail.job_starts (rate_key, at);
 
-CREATE OR REPLACE FUNCTION tasktrail.admit_rated_job() RETURNS trigger
+-- The triggers of migrations 7 and 8 become two, jobs_admit (before) and jobs_changed
+-- (after), which also do the rate's part: each trigger costs every job update its check.
+DROP TRIGGER IF EXISTS jobs_release_dependents ON tasktrail.jobs;
+DROP TRIGGER IF EXISTS jobs_admit_keyed ON tasktrail.jobs;
+DROP TRIGGER IF EXISTS jobs_release_keyed ON tasktrail.jobs;
+DROP FUNCTION IF EXISTS tasktrail.release_dependents();
+DROP FUNCTION IF EXISTS tasktrail.admit_keyed_job();
+DROP FUNCTION IF EXISTS tasktrail.release_keyed_job();
+
+-- Before a job becomes reserved or running: the database's word on its key's room
+-- (job_limits, counted under the row's lock) and on its rate's window (job_starts,
+-- claims of one key taking turns under an advisory lock); a job refused either is left
+-- as it was (queued), as if the claim had not picked it. One trigger for both: each
+-- trigger costs every job update its check, keyed or not.
+CREATE OR REPLACE FUNCTION tasktrail.admit_job() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     since timestamptz := NEW.started_at - make_interval(secs => NEW.rate_window);
 BEGIN
-    PERFORM pg_advisory_xact_lock(
-        hashtextextended(TG_TABLE_SCHEMA || ' job_starts ' || NEW.rate_key, 0));
-    -- (kept a minute past the window: a worker whose clock or claim lags behind another's
-    -- still finds the starts its own window holds)
-    DELETE FROM tasktrail.job_starts
-    WHERE rate_key = NEW.rate_key AND at <= since - interval '60 seconds';
-    IF (SELECT count(*) FROM tasktrail.job_starts WHERE rate_key = NEW.rate_key AND at > since)
-            >= NEW.rate_limit THEN
-        RETURN NULL;  -- its rate is used up for now: this row is left as it was
+    IF NEW.lock_key IS NOT NULL THEN
+        INSERT INTO tasktrail.job_limits AS l (lock_key, held) VALUES (NEW.lock_key, 1)
+        ON CONFLICT (lock_key) DO UPDATE SET held = l.held + 1
+            WHERE l.held < coalesce(NEW.lock_limit, 1);
+        IF NOT FOUND THEN
+            RETURN NULL;  -- its key is full: this row is left as it was (queued)
+        END IF;
     END IF;
-    INSERT INTO tasktrail.job_starts (rate_key, at) VALUES (NEW.rate_key, NEW.started_at);
+    IF NEW.rate_key IS NOT NULL AND NEW.status = 'running' THEN
+        PERFORM pg_advisory_xact_lock(
+            hashtextextended(TG_TABLE_SCHEMA || ' job_starts ' || NEW.rate_key, 0));
+        -- (kept a minute past the window: a worker whose clock or claim lags behind another's
+        -- still finds the starts its own window holds)
+        DELETE FROM tasktrail.job_starts
+        WHERE rate_key = NEW.rate_key AND at <= since - interval '60 seconds';
+        IF (SELECT count(*) FROM tasktrail.job_starts WHERE rate_key = NEW.rate_key AND at > since)
+                >= NEW.rate_limit THEN
+            IF NEW.lock_key IS NOT NULL THEN  -- give back the place just counted for its key
+                UPDATE tasktrail.job_limits SET held = held - 1 WHERE lock_key = NEW.lock_key;
+            END IF;
+            RETURN NULL;  -- its rate is used up for now: this row is left as it was
+        END IF;
+        INSERT INTO tasktrail.job_starts (rate_key, at) VALUES (NEW.rate_key, NEW.started_at);
+    END IF;
     RETURN NEW;
 END;
 $$;
--- (named to fire before jobs_admit_keyed, which counts a job in job_limits once admitted)
-DROP TRIGGER IF EXISTS jobs_admit_by_rate ON tasktrail.jobs;
-CREATE TRIGGER jobs_admit_by_rate BEFORE UPDATE OF status ON tasktrail.jobs
+DROP TRIGGER IF EXISTS jobs_admit ON tasktrail.jobs;
+CREATE TRIGGER jobs_admit BEFORE UPDATE OF status ON tasktrail.jobs
     FOR EACH ROW
-    WHEN (NEW.rate_key IS NOT NULL AND NEW.status = 'running' AND OLD.status <> 'running')
-    EXECUTE FUNCTION tasktrail.admit_rated_job();
+    WHEN ((NEW.lock_key IS NOT NULL OR NEW.rate_key IS NOT NULL)
+          AND NEW.status IN ('reserved', 'running') AND OLD.status NOT IN ('reserved', 'running'))
+    EXECUTE FUNCTION tasktrail.admit_job();
+
+-- After a job changed: one that leaves reserved or running counts its key down (and
+-- wakes the workers of its queue: a job of the key may be waiting); one that has ended
+-- (now, or before a job waiting for it was enqueued) counts down the jobs waiting for
+-- it: one whose last dependency this was is queued (`ready`, in line from then on, as
+-- of the last end among those it waited for), one whose policy asks for success is
+-- cancelled at once if this job did not succeed (`cancelled`, naming it), which in turn
+-- releases its own dependents.
+CREATE OR REPLACE FUNCTION tasktrail.job_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    woken integer;
+BEGIN
+    IF OLD.lock_key IS NOT NULL AND OLD.status IN ('reserved', 'running')
+       AND NEW.status NOT IN ('reserved', 'running') THEN
+        WITH counted AS (
+            UPDATE tasktrail.job_limits SET held = held - 1 WHERE lock_key = OLD.lock_key
+            RETURNING lock_key, held
+        )
+        DELETE FROM tasktrail.job_limits l
+        USING counted c WHERE l.lock_key = c.lock_key AND c.held <= 0;
+        -- a job of its key may be waiting: wake the idle workers of its queue, as an enqueue
+        -- does (one notification per queue and transaction)
+        PERFORM pg_notify('tasktrail', OLD.queue);
+    END IF;
+    IF NEW.dependents > 0 AND NEW.status IN ('succeeded', 'failed', 'cancelled')
+       AND (OLD.status NOT IN ('succeeded', 'failed', 'cancelled')
+            OR NEW.dependents <> OLD.dependents) THEN
+        WITH resolved AS (
+            UPDATE tasktrail.job_after a SET after_status = NEW.status
+            WHERE a.after_id = NEW.id AND a.after_status IS NULL
+            RETURNING a.job_id
+        ), changed AS (
+            UPDATE tasktrail.jobs j
+            SET waiting_for = j.waiting_for - 1,
+                status = CASE WHEN j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'
+                              THEN 'cancelled'
+                              WHEN j.waiting_for <= 1 THEN 'queued' ELSE 'waiting' END,
+                finished_at = CASE WHEN j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'
+                                   THEN greatest(NEW.finished_at, j.created_at) END,
+                error = CASE WHEN j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'
+                             THEN format('cancelled: job %s it waited for ended %s', NEW.id,
+                                         NEW.status) END,
+                run_at = CASE WHEN j.waiting_for <= 1 AND (j.after_policy = 'finished'
+                                                           OR NEW.status = 'succeeded')
+                              THEN greatest(j.run_at, NEW.finished_at, (
+                                  SELECT max(p.finished_at) FROM tasktrail.job_after a
+                                  JOIN tasktrail.jobs p ON p.id = a.after_id WHERE a.job_id = j.id))
+                              ELSE j.run_at END
+            FROM resolved r
+            WHERE j.id = r.job_id AND j.status = 'waiting'
+            -- released: when the last of them ended, which is not always the one whose
+            -- outcome came last (outcomes are written in batches, after the fact)
+            RETURNING j.id, j.status, j.queue,
+                      CASE WHEN j.status = 'queued'
+                           THEN greatest(NEW.finished_at, j.created_at, (
+                               SELECT max(p.finished_at) FROM tasktrail.job_after a
+                               JOIN tasktrail.jobs p ON p.id = a.after_id WHERE a.job_id = j.id))
+                           ELSE greatest(NEW.finished_at, j.created_at) END AS at
+        ), events AS (
+            INSERT INTO tasktrail.events (job_id, at, kind, attempt, detail)
+            SELECT c.id, c.at, CASE WHEN c.status = 'queued' THEN 'ready' ELSE 'cancelled' END, 0,
+                   CASE WHEN c.status = 'queued'
+                        THEN json_build_object('after', NEW.id, 'after_status', NEW.status)
+                        ELSE json_build_object(
+                            'after', NEW.id, 'after_status', NEW.status,
+                            'reason', format('job %s it waited for ended %s', NEW.id, NEW.status))
+                   END
+            FROM changed c WHERE c.status <> 'waiting'
+            ORDER BY c.id
+        )
+        SELECT count(pg_notify('tasktrail', q.queue)) INTO woken
+        FROM (SELECT DISTINCT queue FROM changed WHERE status = 'queued') AS q;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+DROP TRIGGER IF EXISTS jobs_changed ON tasktrail.jobs;
+CREATE TRIGGER jobs_changed AFTER UPDATE OF status, dependents ON tasktrail.jobs
+    FOR EACH ROW
+    WHEN ((OLD.lock_key IS NOT NULL AND OLD.status IN ('reserved', 'running')
+           AND NEW.status NOT IN ('reserved', 'running'))
+          OR (NEW.dependents > 0 AND NEW.status IN ('succeeded', 'failed', 'cancelled')
+              AND (OLD.status NOT IN ('succeeded', 'failed', 'cancelled')
+                   OR NEW.dependents <> OLD.dependents)))
+    EXECUTE FUNCTION tasktrail.job_changed();
 
 -- The jobs a worker may claim now, best first, locked (FOR UPDATE SKIP LOCKED) for the
 -- calling transaction (plpgsql, so its plans are cached per session). It walks the
