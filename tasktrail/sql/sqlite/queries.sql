@@ -96,15 +96,17 @@ RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, att
 
 -- Claimed straight into a worker's process: never waiting reserved.
 -- name: claim_start
+-- (A queued or reserved job has no finished_at: only a final status sets it, and retry,
+-- the way out of one, clears it. Not setting it here keeps jobs_release_dependents,
+-- declared for statements that set it, out of the claim.)
 UPDATE jobs SET status = 'running', worker_id = :worker_id, attempts = attempts + 1,
-                started_at = :now, finished_at = NULL
+                started_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
           max_attempts, timeout, worker_id, lock_key;
 
 -- name: start
-UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = :now,
-                finished_at = NULL
+UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'reserved'
   AND worker_id = :worker_id
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,

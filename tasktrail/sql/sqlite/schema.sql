@@ -116,8 +116,11 @@ CREATE INDEX IF NOT EXISTS job_after_job ON job_after (job_id);
 -- is queued (`ready`, in line from then on), one whose policy asks for success is
 -- cancelled at once if this job did not succeed (`cancelled`, naming it), which in turn
 -- releases its own dependents (the backend's connections set recursive_triggers).
+-- (It fires for statements that set finished_at, as every one that ends a job does, or
+-- dependents: not for a claim. In SQLite a trigger's condition is checked inside the
+-- trigger, at a cost per row of every statement it is declared for.)
 CREATE TRIGGER IF NOT EXISTS jobs_release_dependents
-AFTER UPDATE OF status, dependents ON jobs
+AFTER UPDATE OF finished_at, dependents ON jobs
 WHEN NEW.dependents > 0 AND NEW.status IN ('succeeded', 'failed', 'cancelled')
      AND (OLD.status NOT IN ('succeeded', 'failed', 'cancelled')
           OR NEW.dependents <> OLD.dependents)
@@ -175,8 +178,9 @@ CREATE INDEX IF NOT EXISTS job_starts_key ON job_starts (rate_key, at);
 -- rate's window (each trigger costs every job update its check, keyed or not). A job
 -- of a full key, or whose rate is used up, is skipped (RAISE(IGNORE)): it stays queued.
 -- SQLite has one writer at a time, so the counts are exact.
+-- (It fires for statements that set worker_id, as a claim does: not for an outcome.)
 CREATE TRIGGER IF NOT EXISTS jobs_admit
-BEFORE UPDATE OF status ON jobs
+BEFORE UPDATE OF worker_id ON jobs
 WHEN (NEW.lock_key IS NOT NULL OR NEW.rate_key IS NOT NULL)
      AND NEW.status IN ('reserved', 'running') AND OLD.status NOT IN ('reserved', 'running')
 BEGIN

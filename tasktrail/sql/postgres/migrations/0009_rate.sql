@@ -66,7 +66,8 @@ BEGIN
 END;
 $$;
 DROP TRIGGER IF EXISTS jobs_admit ON tasktrail.jobs;
-CREATE TRIGGER jobs_admit BEFORE UPDATE OF status ON tasktrail.jobs
+-- (declared for statements that set worker_id, as a claim does: not for an outcome)
+CREATE TRIGGER jobs_admit BEFORE UPDATE OF worker_id ON tasktrail.jobs
     FOR EACH ROW
     WHEN ((NEW.lock_key IS NOT NULL OR NEW.rate_key IS NOT NULL)
           AND NEW.status IN ('reserved', 'running') AND OLD.status NOT IN ('reserved', 'running'))

@@ -85,8 +85,11 @@ CREATE INDEX IF NOT EXISTS job_after_job ON job_after (job_id);
 -- is queued (`ready`, in line from then on), one whose policy asks for success is
 -- cancelled at once if this job did not succeed (`cancelled`, naming it), which in turn
 -- releases its own dependents (the backend's connections set recursive_triggers).
+-- (It fires for statements that set finished_at, as every one that ends a job does, or
+-- dependents: not for a claim. In SQLite a trigger's condition is checked inside the
+-- trigger, at a cost per row of every statement it is declared for.)
 CREATE TRIGGER IF NOT EXISTS jobs_release_dependents
-AFTER UPDATE OF status, dependents ON jobs
+AFTER UPDATE OF finished_at, dependents ON jobs
 WHEN NEW.dependents > 0 AND NEW.status IN ('succeeded', 'failed', 'cancelled')
      AND (OLD.status NOT IN ('succeeded', 'failed', 'cancelled')
           OR NEW.dependents <> OLD.dependents)

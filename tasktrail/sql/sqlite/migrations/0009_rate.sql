@@ -18,8 +18,9 @@ DROP TRIGGER IF EXISTS jobs_admit_keyed;
 -- rate's window (each trigger costs every job update its check, keyed or not). A job
 -- of a full key, or whose rate is used up, is skipped (RAISE(IGNORE)): it stays queued.
 -- SQLite has one writer at a time, so the counts are exact.
+-- (It fires for statements that set worker_id, as a claim does: not for an outcome.)
 CREATE TRIGGER IF NOT EXISTS jobs_admit
-BEFORE UPDATE OF status ON jobs
+BEFORE UPDATE OF worker_id ON jobs
 WHEN (NEW.lock_key IS NOT NULL OR NEW.rate_key IS NOT NULL)
      AND NEW.status IN ('reserved', 'running') AND OLD.status NOT IN ('reserved', 'running')
 BEGIN
