@@ -10,7 +10,7 @@ from .helpers import ATTEMPT_END_KINDS, assert_valid_histories, max_overlap, wai
 
 
 def test_three_workers_never_run_more_of_a_task_than_its_concurrency(
-    app: tasktrail.App, workers
+    app: tasktrail.App, worker_dsn: str, workers
 ) -> None:
     started = [workers.start(processes=2) for _ in range(3)]
     handles = [tasks.limited_sleep.enqueue(i, 0.5) for i in range(12)]
@@ -31,7 +31,10 @@ def test_three_workers_never_run_more_of_a_task_than_its_concurrency(
         intervals.append((begin.at.timestamp(), end.at.timestamp()))
         workers_used.add(begin.worker_id)
     assert max_overlap(intervals) == 2  # reached, and never passed
-    assert len(workers_used) >= 2  # the limit held across workers, not inside one
+    if worker_dsn.startswith("postgresql"):
+        # a freed place wakes the queue's workers there; on SQLite the worker that ended
+        # the job claims at once and the others at their next poll, so one may take all
+        assert len(workers_used) >= 2  # the limit held across workers, not inside one
     assert_valid_histories(app)
 
 
