@@ -197,16 +197,9 @@ class Task(Generic[P, R]):
                 f"concurrency of task {name!r} must be a whole number from 1 to "
                 f"{MAX_CONCURRENCY}, got {concurrency!r}"
             )
-        if concurrency_key is not None:
-            if concurrency is None:
-                raise ConfigurationError(
-                    f"task {name!r}: concurrency_key needs concurrency (how many at once)"
-                )
-            if not isinstance(concurrency_key, str) or not concurrency_key:
-                raise ConfigurationError(
-                    f"concurrency_key of task {name!r} must be a key template such as "
-                    f"'{{ref.type}}', got {concurrency_key!r}"
-                )
+        _check_key_template(
+            name, "concurrency_key", concurrency_key, concurrency, "concurrency (how many at once)"
+        )
         if concurrency is not None and lock is not None:
             raise ConfigurationError(
                 f"task {name!r}: lock= is concurrency=1 with concurrency_key=; give one of them"
@@ -216,14 +209,7 @@ class Task(Generic[P, R]):
         self.concurrency = concurrency
         self.concurrency_key = concurrency_key
         self.rate = parse_rate(rate, name) if rate is not None else None
-        if rate_key is not None:
-            if rate is None:
-                raise ConfigurationError(f"task {name!r}: rate_key needs rate (such as '10/s')")
-            if not isinstance(rate_key, str) or not rate_key:
-                raise ConfigurationError(
-                    f"rate_key of task {name!r} must be a key template such as "
-                    f"'{{ref.type}}', got {rate_key!r}"
-                )
+        _check_key_template(name, "rate_key", rate_key, rate, "rate (such as '10/s')")
         self.rate_key = rate_key
         self.signature = inspect.signature(func)
         self._plain = _plain_parameters(self.signature)
@@ -297,17 +283,11 @@ class Task(Generic[P, R]):
             lock_key = _render_key(template, fields, "lock", self.name)
         elif self.concurrency is not None:
             # its own key space: a limit of this task never shares a key with a lock
-            lock_key = f"concurrency:{self.name}"
-            if self.concurrency_key is not None:
-                rendered = _render_key(self.concurrency_key, fields, "concurrency_key", self.name)
-                lock_key = f"{lock_key}:{rendered}"
+            lock_key = self._scoped_key("concurrency", self.concurrency_key, fields)
             lock_limit = self.concurrency if self.concurrency > 1 else None
         rate_key, rate_limit, rate_window = None, None, None
         if self.rate is not None:
-            rate_key = f"rate:{self.name}"
-            if self.rate_key is not None:
-                rendered = _render_key(self.rate_key, fields, "rate_key", self.name)
-                rate_key = f"{rate_key}:{rendered}"
+            rate_key = self._scoped_key("rate", self.rate_key, fields)
             rate_limit, rate_window = self.rate
         return NewJob(
             task=self.name,
@@ -329,6 +309,14 @@ class Task(Generic[P, R]):
             after=_after_ids(after),
             after_policy=_after_policy(after_policy),
         )
+
+    def _scoped_key(self, scope: str, template: str | None, fields: dict[str, Any]) -> str:
+        """A limit's key, ``concurrency:TASK[:KEY]`` or ``rate:TASK[:KEY]``: the task's own
+        key space, per the rendered ``template`` if there is one."""
+        key = f"{scope}:{self.name}"
+        if template is None:
+            return key
+        return f"{key}:{_render_key(template, fields, f'{scope}_key', self.name)}"
 
     def enqueue(
         self,
@@ -373,15 +361,38 @@ class Task(Generic[P, R]):
         return self.app.enqueue_many([job], connection=connection)[0]
 
 
+def _check_key_template(task: str, option: str, template: Any, limit: Any, limit_hint: str) -> None:
+    """A ``concurrency_key`` or ``rate_key`` template: only with its limit, a non-empty
+    string."""
+    if template is None:
+        return
+    if limit is None:
+        raise ConfigurationError(f"task {task!r}: {option} needs {limit_hint}")
+    if not isinstance(template, str) or not template:
+        raise ConfigurationError(
+            f"{option} of task {task!r} must be a key template such as "
+            f"'{{ref.type}}', got {template!r}"
+        )
+
+
 def _parent_id(parent: Any) -> int | None:
     """The id of the job a new one follows up: ``parent`` as given (an id, or anything
     with an ``id``: a JobHandle, a Job), else the job running in this process."""
     if parent is None:
         running = current_job()
         return running.job_id if running is not None else None
-    job_id = getattr(parent, "id", parent)
-    if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
+    job_id = _id_of(parent)
+    if job_id is None:
         raise InvalidArguments(f"parent must be a job id, a JobHandle or a Job, got {parent!r}")
+    return job_id
+
+
+def _id_of(job: Any) -> int | None:
+    """A job's id from an id, or anything with an ``id`` (a JobHandle, a Job); None if
+    it is neither."""
+    job_id = getattr(job, "id", job)
+    if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
+        return None
     return job_id
 
 
@@ -393,8 +404,8 @@ def _after_ids(after: Any) -> tuple[int, ...]:
         after = [after]
     ids: dict[int, None] = {}
     for item in after:
-        job_id = getattr(item, "id", item)
-        if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
+        job_id = _id_of(item)
+        if job_id is None:
             raise InvalidArguments(f"after takes job ids, JobHandles or Jobs, got {item!r}")
         ids[job_id] = None
     return tuple(ids)
