@@ -11,7 +11,8 @@
 ALTER TABLE tasktrail.jobs
     ADD COLUMN IF NOT EXISTS waiting_for integer,       -- jobs it still waits for
     ADD COLUMN IF NOT EXISTS after_policy text,         -- succeeded | finished
-    ADD COLUMN IF NOT EXISTS dependents integer NOT NULL DEFAULT 0;  -- jobs waiting on it
+    ADD COLUMN IF NOT EXISTS dependents integer NOT NULL DEFAULT 0,  -- jobs waiting on it
+    ADD COLUMN IF NOT EXISTS after_ended_at timestamptz;  -- the latest end of those so far
 
 ALTER TABLE tasktrail.jobs DROP CONSTRAINT IF EXISTS jobs_status_check;
 ALTER TABLE tasktrail.jobs ADD CONSTRAINT jobs_status_check CHECK (
@@ -108,11 +109,13 @@ BEGIN
             error = CASE WHEN j.after_policy = 'succeeded' AND NEW.status <> 'succeeded'
                          THEN format('cancelled: job %s it waited for ended %s', NEW.id,
                                      NEW.status) END,
+            -- the latest end so far, kept on the waiting job's row: updated under its
+            -- lock, so ends written at once in two transactions both count (a query
+            -- of the jobs waited for would not see the other's yet)
+            after_ended_at = greatest(j.after_ended_at, NEW.finished_at),
             run_at = CASE WHEN j.waiting_for <= 1 AND (j.after_policy = 'finished'
                                                        OR NEW.status = 'succeeded')
-                          THEN greatest(j.run_at, NEW.finished_at, (
-                              SELECT max(p.finished_at) FROM tasktrail.job_after a
-                              JOIN tasktrail.jobs p ON p.id = a.after_id WHERE a.job_id = j.id))
+                          THEN greatest(j.run_at, NEW.finished_at, j.after_ended_at)
                           ELSE j.run_at END
         FROM resolved r
         WHERE j.id = r.job_id AND j.status = 'waiting'
@@ -120,9 +123,7 @@ BEGIN
         -- outcome came last (outcomes are written in batches, after the fact)
         RETURNING j.id, j.status, j.queue,
                   CASE WHEN j.status = 'queued'
-                       THEN greatest(NEW.finished_at, j.created_at, (
-                           SELECT max(p.finished_at) FROM tasktrail.job_after a
-                           JOIN tasktrail.jobs p ON p.id = a.after_id WHERE a.job_id = j.id))
+                       THEN greatest(j.after_ended_at, j.created_at)
                        ELSE greatest(NEW.finished_at, j.created_at) END AS at
     ), events AS (
         INSERT INTO tasktrail.events (job_id, at, kind, attempt, detail)
