@@ -18,6 +18,16 @@ def backend(dsn: str) -> Iterator[Backend]:
     Afterwards every job in it must have a valid history (a lifecycle path ending in its
     current status), whatever the test did.
     """
+    yield from _checked_backend(dsn)
+
+
+@pytest.fixture
+def pg_backend(pg_dsn: str) -> Iterator[Backend]:
+    """The same, on PostgreSQL only: for what only PostgreSQL promises."""
+    yield from _checked_backend(pg_dsn)
+
+
+def _checked_backend(dsn: str) -> Iterator[Backend]:
     opened = open_backend(dsn)
     try:
         opened.setup()

@@ -11,6 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tasktrail.backends import Backend, JobFilter, open_backend
 from tasktrail.config import SqliteDsn, parse_dsn
 from tasktrail.job import NewJob
@@ -154,9 +156,14 @@ def write(dsn: str, statement: str, params: tuple[Any, ...]) -> None:
         pg.execute(statement.replace("?", "%s"), params)  # type: ignore[arg-type]
 
 
+@pytest.mark.postgres
 def test_the_database_refuses_a_claim_past_the_limit_whoever_makes_it(
-    backend: Backend, dsn: str
+    pg_backend: Backend, pg_dsn: str
 ) -> None:
+    """On PostgreSQL, where workers claim at the same moment, the database itself
+    refuses a claim past the limit (a trigger); SQLite has one writer at a time, and its
+    claim, the one way in, keeps the limit."""
+    backend, dsn = pg_backend, pg_dsn
     ids = enqueue(backend, [limited("api", 2) for _ in range(3)], now=T0)
     [lock_holder, lock_waiter] = enqueue(
         backend, [limited("lock", 1)._replace(lock_limit=None) for _ in range(2)], now=T0

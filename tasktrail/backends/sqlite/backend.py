@@ -52,7 +52,7 @@ from . import reads, rows, schedules
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend"]
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 _Q = queries("sqlite")
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -387,7 +387,7 @@ class SqliteBackend(Backend):
         if claim > 0 and not outcomes and not start_ids:
             # A cheap read first: an idle worker polling an empty queue takes no write lock.
             with self._reading() as conn:
-                if not job_sql.candidates(conn, queues, 1, now_text):
+                if not job_sql.candidates(conn, queues, 1, now_text).ids:
                     return Exchange([], [], [])
         elif claim <= 0 and not outcomes and not start_ids:
             return Exchange([], [], [])
@@ -397,11 +397,12 @@ class SqliteBackend(Backend):
             run_now: list[HeldJob] = []
             reserved: list[HeldJob] = []
             if claim > 0 and conn.execute(_Q["worker_lease"], {"worker_id": worker_id}).fetchone():
-                ids = job_sql.candidates(conn, queues, claim, rows.ts(now))
+                chosen = job_sql.candidates(conn, queues, claim, now_text)
                 run_now = self._claim(
-                    conn, worker_id, ids[:start_claimed], now, "started", child_pids
+                    conn, worker_id, chosen.ids[:start_claimed], now, "started", child_pids
                 )
-                reserved = self._claim(conn, worker_id, ids[start_claimed:], now, "reserved")
+                job_sql.record_starts(conn, chosen.rated, [job.id for job in run_now], now_text)
+                reserved = self._claim(conn, worker_id, chosen.ids[start_claimed:], now, "reserved")
         if any(requeues_now(outcome, now) for outcome in outcomes):
             notify_all(self._wake_dir)  # jobs given back to run now: wake idle workers
         return Exchange(rejected, started + run_now, reserved)

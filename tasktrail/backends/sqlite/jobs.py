@@ -9,9 +9,9 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from ...job import Enqueued, NewJob, Outcome
+from ...job import FINAL_STATUSES, Enqueued, NewJob, Outcome
 from .._sql import queries
 from ..base import RecoveredJob
 from ..common import (
@@ -26,7 +26,7 @@ from ..common import (
 )
 from . import rows
 
-__all__ = ["candidates", "enqueue_in", "finish", "take_back"]
+__all__ = ["Candidates", "candidates", "enqueue_in", "finish", "record_starts", "take_back"]
 
 _Q = queries("sqlite")
 
@@ -108,41 +108,75 @@ def wait_for(conn: sqlite3.Connection, links: list[dict[str, Any]], now: datetim
     )
 
 
+class Candidates(NamedTuple):
+    """Jobs to claim, best first, and the rate of those under one (``(rate_key,
+    window)`` by id): their start is recorded with :func:`record_starts`."""
+
+    ids: list[int]
+    rated: dict[int, tuple[str, float]]
+
+
 def candidates(
     conn: sqlite3.Connection, queues: Sequence[str], limit: int, now_text: str
-) -> list[int]:
-    """Ids to claim, best first: priority, then run_at, then id, across the queues.
+) -> Candidates:
+    """Jobs to claim, best first: priority, then run_at, then id, across the queues.
 
-    A job with a lock key only while its key has room: fewer reserved or running than
-    its limit (one for a lock, the task's concurrency), counting those claimed here
-    (the trigger jobs_admit refuses any more). Jobs that wait for their key do not
-    count towards ``limit``: if they fill a page of candidates, a bigger page is read,
-    so they never keep unrelated jobs waiting.
+    The limits are kept here, in the write transaction (SQLite has one writer at a
+    time, so the counts are exact): a job with a lock key only while its key has room
+    (fewer reserved or running than its limit: one for a lock, the task's concurrency),
+    a job under a rate only while its window has room, counting those chosen here.
+    Jobs that wait for their key do not count towards ``limit``: if they fill a page
+    of candidates, a bigger page is read, so they never keep unrelated jobs waiting.
     """
     page = limit
     while True:
         found, complete = _candidate_rows(conn, queues, page, now_text)
-        ids: list[int] = []
+        chosen = Candidates([], {})
         taken: dict[str, int] = {}
-        for job_id, _, _, lock_key, room in found:
-            if lock_key is not None:
-                if taken.get(lock_key, 0) >= room:
+        for job_id, _, _, lock_key, room, rate_key, rate_room, window in found:
+            if not (lock_key is None or _take(taken, lock_key, room)):
+                continue
+            if rate_key is not None:
+                if not _take(taken, "\0" + rate_key, rate_room):
                     continue
-                taken[lock_key] = taken.get(lock_key, 0) + 1
-            ids.append(job_id)
-            if len(ids) == limit:
-                return ids
+                chosen.rated[job_id] = (rate_key, window)
+            chosen.ids.append(job_id)
+            if len(chosen.ids) == limit:
+                return chosen
         if complete:
-            return ids  # every claimable job was seen
+            return chosen  # every claimable job was seen
         page *= 4
+
+
+def _take(taken: dict[str, int], key: str, room: int) -> bool:
+    """Count one more job of ``key`` if it has ``room`` for it."""
+    if taken.get(key, 0) >= room:
+        return False
+    taken[key] = taken.get(key, 0) + 1
+    return True
+
+
+def record_starts(
+    conn: sqlite3.Connection, rated: dict[int, tuple[str, float]], started: Sequence[int], now: str
+) -> None:
+    """Record the starts of the jobs ``started`` that are under a rate (see record_start)."""
+    starts = [rated[job_id] for job_id in started if job_id in rated]
+    if not starts:
+        return
+    conn.executemany(
+        _Q["prune_starts"],
+        [{"rate_key": key, "window": window, "now": now} for key, window in dict(starts).items()],
+    )
+    conn.executemany(_Q["record_start"], [{"rate_key": key, "now": now} for key, _ in starts])
 
 
 def _candidate_rows(
     conn: sqlite3.Connection, queues: Sequence[str], limit: int, now_text: str
 ) -> tuple[list[Any], bool]:
-    """``(id, priority, run_at, lock_key, room)`` of up to ``limit`` claimable jobs per
-    queue, best first, and whether that is all of them (``room``: how many more jobs of
-    its key may be claimed)."""
+    """``(id, priority, run_at, lock_key, room, rate_key, rate_room, rate_window)`` of up
+    to ``limit`` claimable jobs per queue, best first, and whether that is all of them
+    (``room``, ``rate_room``: how many more jobs of its key, of its rate, may be
+    claimed)."""
     if not queues:
         found = conn.execute(_Q["claim_candidates"], {"now": now_text, "limit": limit}).fetchall()
         return found, len(found) < limit
@@ -163,9 +197,12 @@ def finish(
 ) -> list[int]:
     """Apply outcomes (fenced) and write their events; return the rejected job ids."""
     rejected: list[int] = []
+    waited_for: list[int] = []  # ended here, and jobs wait for them
     events: list[dict[str, Any]] = []
     ids = json.dumps([outcome.job_id for outcome in outcomes])
-    cancelling = {row[0] for row in conn.execute(_Q["cancel_requested_among"], {"ids": ids})}
+    marked = conn.execute(_Q["marked_among"], {"ids": ids}).fetchall()
+    cancelling = {job_id for job_id, cancel, _ in marked if cancel}
+    awaited = {job_id for job_id, _, waited in marked if waited}
     for reported in outcomes:
         outcome = after_cancel_request(reported) if reported.job_id in cancelling else reported
         change = transition(outcome)
@@ -181,6 +218,8 @@ def finish(
             "extra_attempts": change.extra_attempts,
         }
         applied = conn.execute(_Q["finish"], params).rowcount == 1
+        if applied and outcome.job_id in awaited and change.status in FINAL_STATUSES:
+            waited_for.append(outcome.job_id)
         if not applied:
             if not conn.execute(_Q["job_exists"], params).fetchone():
                 continue  # no such job: nothing to record it against
@@ -192,6 +231,8 @@ def finish(
             for at, kind, detail in outcome_events(outcome, applied, worker_id, now)
         )
     conn.executemany(_Q["insert_event"], events)
+    if waited_for:
+        conn.execute(_Q["touch_dependents"], {"ids": json.dumps(waited_for)})
     return rejected
 
 

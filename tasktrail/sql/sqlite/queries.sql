@@ -52,38 +52,42 @@ SELECT lease_seconds FROM workers WHERE id = :worker_id AND status = 'running';
 -- Claimable jobs, best first. A job whose lock_key is held by a reserved or running job
 -- waits (it stays queued and holds no worker slot).
 -- name: claim_candidates
-SELECT id, priority, run_at, lock_key, coalesce(lock_limit, 1) - held AS room
+SELECT id, priority, run_at, lock_key, coalesce(lock_limit, 1) - held AS room,
+       rate_key, rate_limit - started AS rate_room, rate_window
 FROM (
-    SELECT id, priority, run_at, lock_key, lock_limit,
+    SELECT id, priority, run_at, lock_key, lock_limit, rate_key, rate_limit, rate_window,
            CASE WHEN lock_key IS NULL THEN 0 ELSE (
                SELECT count(*) FROM jobs AS h
-               WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')) END AS held
+               WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')) END AS held,
+           CASE WHEN rate_key IS NULL THEN 0 ELSE (
+               SELECT count(*) FROM job_starts s
+               WHERE s.rate_key = j.rate_key
+                 AND s.at > julianday(:now) - j.rate_window / 86400.0) END AS started
     FROM jobs AS j INDEXED BY jobs_claim
     WHERE status = 'queued' AND run_at <= :now
-      AND (rate_key IS NULL OR (
-          SELECT count(*) FROM job_starts s
-          WHERE s.rate_key = j.rate_key
-            AND s.at > julianday(:now) - j.rate_window / 86400.0) < j.rate_limit)
 )
-WHERE lock_key IS NULL OR held < coalesce(lock_limit, 1)
+WHERE (lock_key IS NULL OR held < coalesce(lock_limit, 1))
+  AND (rate_key IS NULL OR started < rate_limit)
 ORDER BY priority DESC, run_at, id
 LIMIT :limit;
 
 -- name: claim_candidates_in_queue
-SELECT id, priority, run_at, lock_key, coalesce(lock_limit, 1) - held AS room
+SELECT id, priority, run_at, lock_key, coalesce(lock_limit, 1) - held AS room,
+       rate_key, rate_limit - started AS rate_room, rate_window
 FROM (
-    SELECT id, priority, run_at, lock_key, lock_limit,
+    SELECT id, priority, run_at, lock_key, lock_limit, rate_key, rate_limit, rate_window,
            CASE WHEN lock_key IS NULL THEN 0 ELSE (
                SELECT count(*) FROM jobs AS h
-               WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')) END AS held
+               WHERE h.lock_key = j.lock_key AND h.status IN ('reserved', 'running')) END AS held,
+           CASE WHEN rate_key IS NULL THEN 0 ELSE (
+               SELECT count(*) FROM job_starts s
+               WHERE s.rate_key = j.rate_key
+                 AND s.at > julianday(:now) - j.rate_window / 86400.0) END AS started
     FROM jobs AS j INDEXED BY jobs_claim_by_queue
     WHERE status = 'queued' AND queue = :queue AND run_at <= :now
-      AND (rate_key IS NULL OR (
-          SELECT count(*) FROM job_starts s
-          WHERE s.rate_key = j.rate_key
-            AND s.at > julianday(:now) - j.rate_window / 86400.0) < j.rate_limit)
 )
-WHERE lock_key IS NULL OR held < coalesce(lock_limit, 1)
+WHERE (lock_key IS NULL OR held < coalesce(lock_limit, 1))
+  AND (rate_key IS NULL OR started < rate_limit)
 ORDER BY priority DESC, run_at, id
 LIMIT :limit;
 
@@ -104,6 +108,16 @@ UPDATE jobs SET status = 'running', worker_id = :worker_id, attempts = attempts 
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
           max_attempts, timeout, worker_id, lock_key;
+
+-- A start under a rate: the window's record (`at` a Julian day number), and the starts
+-- of that key older than the window and a minute are let go (kept that minute: a worker
+-- whose clock or claim lags behind another's still finds the starts its window holds).
+-- name: record_start
+INSERT INTO job_starts (rate_key, at) VALUES (:rate_key, julianday(:now));
+
+-- name: prune_starts
+DELETE FROM job_starts
+WHERE rate_key = :rate_key AND at <= julianday(:now) - (:window + 60.0) / 86400.0;
 
 -- name: start
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = :now
@@ -126,11 +140,19 @@ SET status = :status,
     max_attempts = max_attempts + :extra_attempts
 WHERE id = :job_id AND status = 'running' AND worker_id = :worker_id AND attempts = :attempt;
 
--- Jobs of a batch of outcomes whose cancel was requested while they ran.
--- name: cancel_requested_among
-SELECT id FROM jobs
+-- Ended jobs that others wait for: naming dependents fires jobs_release_dependents,
+-- which an outcome does not (see schema.sql).
+-- name: touch_dependents
+UPDATE jobs SET dependents = dependents
+WHERE id IN (SELECT value FROM json_each(:ids)) AND dependents > 0
+  AND status IN ('succeeded', 'failed', 'cancelled');
+
+-- Jobs of a batch of outcomes whose cancel was requested while they ran, or that others
+-- wait for (read once per batch: cheaper than a RETURNING on each outcome).
+-- name: marked_among
+SELECT id, cancel_requested_at IS NOT NULL, dependents > 0 FROM jobs
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'running'
-  AND cancel_requested_at IS NOT NULL;
+  AND (cancel_requested_at IS NOT NULL OR dependents > 0);
 
 -- name: job_exists
 SELECT 1 FROM jobs WHERE id = :job_id;
@@ -176,12 +198,14 @@ WHERE worker_id = :worker_id AND status = 'running' AND attempts < max_attempts
 RETURNING id, attempts;
 
 -- name: recover_running_fail
-UPDATE jobs SET status = 'failed', finished_at = :now, error = :error
+UPDATE jobs SET status = 'failed', finished_at = :now, error = :error,
+                dependents = dependents  -- releases what waits for them
 WHERE worker_id = :worker_id AND status = 'running'
 RETURNING id, attempts;
 
 -- name: cancel_waiting
-UPDATE jobs SET status = 'cancelled', finished_at = :now
+UPDATE jobs SET status = 'cancelled', finished_at = :now,
+                dependents = dependents  -- releases what waits for it
 WHERE id = :job_id AND status IN ('waiting', 'queued', 'reserved')
 RETURNING attempts;
 

@@ -116,14 +116,16 @@ CREATE INDEX IF NOT EXISTS job_after_job ON job_after (job_id);
 -- is queued (`ready`, in line from then on), one whose policy asks for success is
 -- cancelled at once if this job did not succeed (`cancelled`, naming it), which in turn
 -- releases its own dependents (the backend's connections set recursive_triggers).
--- (It fires for statements that set finished_at, as every one that ends a job does, or
--- dependents: not for a claim. In SQLite a trigger's condition is checked inside the
--- trigger, at a cost per row of every statement it is declared for.)
+-- It fires for statements that name `dependents` in their SET: each one that ends a job
+-- does (`dependents = dependents`), and so does the enqueue of a job waiting for one; an
+-- outcome, the hot path, ends its jobs first and then names dependents of those that
+-- have any (the statement touch_dependents). So a claim or an outcome of a job nobody
+-- waits for runs none of it: in SQLite a trigger's condition is evaluated inside the
+-- trigger, at a cost per row of every statement it is declared for. Firing twice is
+-- harmless: a dependency is counted down only while its after_status is NULL.
 CREATE TRIGGER IF NOT EXISTS jobs_release_dependents
-AFTER UPDATE OF finished_at, dependents ON jobs
+AFTER UPDATE OF dependents ON jobs
 WHEN NEW.dependents > 0 AND NEW.status IN ('succeeded', 'failed', 'cancelled')
-     AND (OLD.status NOT IN ('succeeded', 'failed', 'cancelled')
-          OR NEW.dependents <> OLD.dependents)
 BEGIN
     INSERT INTO events (job_id, at, kind, attempt, detail)
     SELECT j.id,
@@ -148,6 +150,7 @@ BEGIN
     ORDER BY j.id;
     UPDATE jobs
     SET waiting_for = waiting_for - 1,
+        dependents = dependents,  -- a job cancelled here releases its own dependents
         status = CASE WHEN after_policy = 'succeeded' AND NEW.status <> 'succeeded'
                       THEN 'cancelled'
                       WHEN waiting_for <= 1 THEN 'queued' ELSE 'waiting' END,
@@ -168,41 +171,12 @@ BEGIN
 END;
 
 -- Rates per key (a task's `rate`, per `rate_key`): the starts of the last window (`at`
--- as a Julian day number), one row each; see jobs_admit.
+-- as a Julian day number), one row each, written by the claim that starts a job (jobs.py).
 CREATE TABLE IF NOT EXISTS job_starts (
     rate_key  TEXT NOT NULL,
     at        REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_starts_key ON job_starts (rate_key, at);
--- Before a job becomes reserved or running: one trigger for the key's room and the
--- rate's window (each trigger costs every job update its check, keyed or not). A job
--- of a full key, or whose rate is used up, is skipped (RAISE(IGNORE)): it stays queued.
--- SQLite has one writer at a time, so the counts are exact.
--- (It fires for statements that set worker_id, as a claim does: not for an outcome.)
-CREATE TRIGGER IF NOT EXISTS jobs_admit
-BEFORE UPDATE OF worker_id ON jobs
-WHEN (NEW.lock_key IS NOT NULL OR NEW.rate_key IS NOT NULL)
-     AND NEW.status IN ('reserved', 'running') AND OLD.status NOT IN ('reserved', 'running')
-BEGIN
-    SELECT RAISE(IGNORE)
-    WHERE NEW.lock_key IS NOT NULL
-      AND (SELECT count(*) FROM jobs h
-           WHERE h.lock_key = NEW.lock_key AND h.status IN ('reserved', 'running'))
-          >= coalesce(NEW.lock_limit, 1);
-    -- (starts kept a minute past the window: a worker whose clock or claim lags behind
-    -- another's still finds the starts its own window holds)
-    DELETE FROM job_starts
-    WHERE NEW.rate_key IS NOT NULL AND NEW.status = 'running' AND rate_key = NEW.rate_key
-      AND at <= julianday(NEW.started_at) - (NEW.rate_window + 60.0) / 86400.0;
-    SELECT RAISE(IGNORE)
-    WHERE NEW.rate_key IS NOT NULL AND NEW.status = 'running'
-      AND (SELECT count(*) FROM job_starts
-           WHERE rate_key = NEW.rate_key
-             AND at > julianday(NEW.started_at) - NEW.rate_window / 86400.0) >= NEW.rate_limit;
-    INSERT INTO job_starts (rate_key, at)
-    SELECT NEW.rate_key, julianday(NEW.started_at)
-    WHERE NEW.rate_key IS NOT NULL AND NEW.status = 'running';
-END;
 
 -- Every event with the worker's name, host and pid: the timeline `tasktrail show` prints.
 CREATE VIEW IF NOT EXISTS job_history AS
@@ -272,4 +246,5 @@ VALUES (1, 'initial', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (6, 'business_calendar', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (7, 'fan_in', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (8, 'concurrency', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
-       (9, 'rate', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
+       (9, 'rate', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+       (10, 'lean_triggers', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
