@@ -461,9 +461,11 @@ class App:
         since: datetime | None = None,
         until: datetime | None = None,
         descendants: bool = False,
+        before_id: int | None = None,
         limit: int | None = 100,
     ) -> list[Job]:
-        """Jobs matching every given filter, newest first. ``limit=None`` for all.
+        """Jobs matching every given filter, newest first. ``limit=None`` for all;
+        ``before_id``: only jobs with a lower id (the next page after that one).
 
         With ``descendants=True``, the jobs of ``ref`` (or ``ref_type``) come with every
         follow-up below them, whatever their own refs; the other filters apply to all.
@@ -479,10 +481,9 @@ class App:
         for option, moment in (("since", since), ("until", until)):
             if moment is not None and not isinstance(moment, datetime):
                 raise InvalidArguments(f"{option} must be a datetime, got {moment!r}")
-        if worker_id is not None and (
-            isinstance(worker_id, bool) or not isinstance(worker_id, int)
-        ):
-            raise InvalidArguments(f"worker_id must be an integer, got {worker_id!r}")
+        for option, number in (("worker_id", worker_id), ("before_id", before_id)):
+            if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
+                raise InvalidArguments(f"{option} must be an integer, got {number!r}")
         if worker_id is not None and not 1 <= worker_id <= _BIGINT_MAX:
             return []  # no worker has such an id
         statuses: tuple[str, ...] | None = None
@@ -507,6 +508,7 @@ class App:
                 since=to_utc(since, "since") if since else None,
                 until=to_utc(until, "until") if until else None,
                 descendants=bool(descendants),
+                before_id=before_id,
                 limit=limit,
             )
         )

@@ -73,6 +73,7 @@ class JobFilter:
     since: datetime | None = None  # created at or after
     until: datetime | None = None  # created before
     finished_since: datetime | None = None  # finished at or after
+    before_id: int | None = None  # ids below this one: the next page of a listing
     descendants: bool = False
     tree: int | None = None  # a root's id: the jobs of its tree
     limit: int | None = 100

@@ -258,4 +258,4 @@ def main() -> None:
 
 
 # Importing the command modules registers them with ``cli``.
-from . import admin, control, jobs, mapping, schedules, worker  # noqa: E402, F401
+from . import admin, control, dashboard, jobs, mapping, schedules, worker  # noqa: E402, F401

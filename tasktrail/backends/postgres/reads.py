@@ -69,6 +69,9 @@ def list_jobs(conn: Connection, q: dict[str, str], job_filter: JobFilter) -> lis
     if f.until is not None:
         conditions.append("j.created_at < %(until)s")
         params["until"] = f.until
+    if f.before_id is not None:
+        conditions.append("j.id < %(before_id)s")
+        params["before_id"] = f.before_id
     if f.finished_since is not None:
         conditions.append("j.finished_at >= %(finished_since)s")
         params["finished_since"] = f.finished_since

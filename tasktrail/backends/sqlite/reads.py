@@ -59,6 +59,9 @@ def list_jobs(conn: sqlite3.Connection, job_filter: JobFilter) -> list[Job]:
     if f.until is not None:
         conditions.append("j.created_at < :until")
         params["until"] = rows.ts(f.until)
+    if f.before_id is not None:
+        conditions.append("j.id < :before_id")
+        params["before_id"] = f.before_id
     if f.finished_since is not None:
         conditions.append("j.finished_at >= :finished_since")
         params["finished_since"] = rows.ts(f.finished_since)
