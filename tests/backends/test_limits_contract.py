@@ -25,6 +25,7 @@ from .helpers import (
     kinds,
     must_get,
     new_job,
+    query,
     run_forked,
     succeeded,
     worker_info,
@@ -179,3 +180,49 @@ def test_the_database_refuses_a_claim_past_the_limit_whoever_makes_it(
     [running, *_] = backend.mark_started(worker, ids[:2], now=at(2))
     backend.finish(worker, [succeeded(running, at(3))], now=at(3))
     assert ids_of(backend.reserve(worker, [], 10, now=at(4))) == [ids[2]]
+
+
+def test_a_claim_whose_time_lags_starts_after_the_last_holder_ended(backend: Backend) -> None:
+    # A worker reads its clock before its claim waits for the database, where the end
+    # of the key's last holder may be written meanwhile: the next holder still starts,
+    # in its history, when that one ended, never before (one holder at a time).
+    ids = enqueue(backend, [limited("kpi:1", 1) for _ in range(2)], now=T0)
+    [free] = enqueue(backend, [new_job()], now=T0)
+    one = backend.register_worker(worker_info("one"), now=T0)
+    two = backend.register_worker(worker_info("two"), now=T0)
+
+    def start_now(worker: int, now: float) -> list[int]:
+        claimed = backend.exchange(
+            worker, outcomes=(), start_ids=(), claim=5, start_claimed=5, queues=[],
+            now=at(now),
+        )  # fmt: skip
+        return ids_of(claimed.started)
+
+    assert start_now(one, 1) == [ids[0], free]
+    backend.finish(one, [succeeded(must_get(backend, ids[0]), at(5))], now=at(5))
+    assert start_now(two, 3) == [ids[1]]  # its clock read at 3, before that end
+    [started] = [e.at for e in backend.list_events(ids[1]) if e.kind == "started"]
+    assert started == must_get(backend, ids[1]).started_at == at(5)
+    [unlimited] = [e.at for e in backend.list_events(free) if e.kind == "started"]
+    assert unlimited == at(1)  # a job of no key starts at the claim's own time
+
+
+@pytest.mark.postgres
+def test_maintain_lets_go_of_the_keys_nobody_held_for_an_hour(
+    pg_backend: Backend, pg_dsn: str
+) -> None:
+    # PostgreSQL keeps a row per key (its held count, and its last end for the next
+    # claim); a key nobody holds keeps it an hour, then maintain deletes it.
+    backend = pg_backend
+    ids = enqueue(backend, [limited(key, 1) for key in ("idle", "busy", "busy")], now=T0)
+    worker = backend.register_worker(worker_info(lease_seconds=10_000), now=T0)
+    assert ids_of(backend.reserve(worker, [], 5, now=at(1))) == ids[:2]
+    [idle, _] = backend.mark_started(worker, ids[:2], now=at(2))
+    backend.finish(worker, [succeeded(idle, at(3))], now=at(3))
+    limits = "SELECT lock_key, held, freed_at FROM job_limits ORDER BY lock_key"
+    assert query(pg_dsn, limits) == [("busy", 1, None), ("idle", 0, at(3))]
+    backend.prune(older_than={}, now=at(3 + 3599))
+    assert [key for key, *_ in query(pg_dsn, limits)] == ["busy", "idle"]
+    backend.prune(older_than={}, now=at(3 + 3601))
+    assert query(pg_dsn, limits) == [("busy", 1, None)]  # held: kept
+    assert ids_of(backend.reserve(worker, [], 5, now=at(3602))) == []  # busy still holds

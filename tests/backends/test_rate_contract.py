@@ -110,3 +110,18 @@ def test_a_worker_whose_clock_lags_still_counts_the_starts_of_its_window(
     assert start_in(1, 12.0) == [ids[1]]  # a window later
     assert start_in(2, 10.5) == []  # within a second of the first start
     assert start_in(2, 13.5) == [ids[2]]
+
+
+def test_a_window_is_kept_to_the_microsecond_as_the_history_is(backend: Backend) -> None:
+    # A start 0.9996 s after another is within its second of 1 s, as the history's
+    # timestamps (to the microsecond) show it; one 1.0004 s after it is not. (SQLite's
+    # julianday() rounds to the millisecond, which let the first through.)
+    ids = enqueue(backend, [rated("api", 1, 1.0) for _ in range(2)], now=T0)
+    worker = backend.register_worker(worker_info(), now=T0)
+    first = 10.376544  # T0 + first: at half a second
+    assert start_now(backend, worker, 1, first) == [ids[0]]
+    for within in (0.9995, 0.9999, 0.99999):
+        assert start_now(backend, worker, 1, first + within) == []
+    assert start_now(backend, worker, 1, first + 1.0004) == [ids[1]]
+    starts = [e.at for job_id in ids for e in backend.list_events(job_id) if e.kind == "started"]
+    assert (starts[1] - starts[0]).total_seconds() == pytest.approx(1.0004, abs=1e-6)

@@ -113,6 +113,7 @@ def prune(
                 break
     cutoffs = PruneCutoffs.of(older_than, now)
     ticks = _prune_ticks(conn, q, cutoffs) if cutoffs.orphans_before is not None else 0
+    conn.execute(q["prune_limits"], {"before": now - timedelta(hours=1)})
     workers = 0
     if cutoffs.unlinked_before is not None:
         row = conn.execute(q["prune_workers"], {"before": cutoffs.unlinked_before}).fetchone()

@@ -383,11 +383,10 @@ class SqliteBackend(Backend):
         now: datetime,
         child_pids: Sequence[int] = (),
     ) -> Exchange:
-        now_text = rows.ts(now)
         if claim > 0 and not outcomes and not start_ids:
             # A cheap read first: an idle worker polling an empty queue takes no write lock.
             with self._reading() as conn:
-                if not job_sql.candidates(conn, queues, 1, now_text).ids:
+                if not job_sql.candidates(conn, queues, 1, now).ids:
                     return Exchange([], [], [])
         elif claim <= 0 and not outcomes and not start_ids:
             return Exchange([], [], [])
@@ -397,11 +396,11 @@ class SqliteBackend(Backend):
             run_now: list[HeldJob] = []
             reserved: list[HeldJob] = []
             if claim > 0 and conn.execute(_Q["worker_lease"], {"worker_id": worker_id}).fetchone():
-                chosen = job_sql.candidates(conn, queues, claim, now_text)
+                chosen = job_sql.candidates(conn, queues, claim, now)
                 run_now = self._claim(
                     conn, worker_id, chosen.ids[:start_claimed], now, "started", child_pids
                 )
-                job_sql.record_starts(conn, chosen.rated, [job.id for job in run_now], now_text)
+                job_sql.record_starts(conn, chosen.rated, [job.id for job in run_now], now)
                 reserved = self._claim(conn, worker_id, chosen.ids[start_claimed:], now, "reserved")
         if any(requeues_now(outcome, now) for outcome in outcomes):
             notify_all(self._wake_dir)  # jobs given back to run now: wake idle workers
@@ -422,7 +421,10 @@ class SqliteBackend(Backend):
             return []
         statement = _Q["claim_start" if kind == "started" else "claim"]
         params = {"ids": json.dumps(ids), "worker_id": worker_id, "now": rows.ts(now)}
-        jobs = {row[0]: held(row) for row in conn.execute(statement, params).fetchall()}
+        found = conn.execute(statement, params).fetchall()
+        jobs = {row[0]: held(row[:14]) for row in found}
+        # started: at the row's started_at (a job under a lock: not before its key's last end)
+        at = {row[0]: datetime.fromisoformat(row[14]) for row in found if len(row) > 14}
         pids = dict(zip(ids, child_pids, strict=False))
         claimed = [
             replace(jobs[job_id], child_pid=pids.get(job_id)) if job_id in pids else jobs[job_id]
@@ -432,7 +434,9 @@ class SqliteBackend(Backend):
         conn.executemany(
             _Q["insert_event"],
             [
-                rows.event_row(job.id, now, kind, job.attempts, worker_id, None, job.child_pid)
+                rows.event_row(
+                    job.id, at.get(job.id, now), kind, job.attempts, worker_id, None, job.child_pid
+                )
                 for job in claimed
             ],
         )

@@ -117,7 +117,7 @@ class Candidates(NamedTuple):
 
 
 def candidates(
-    conn: sqlite3.Connection, queues: Sequence[str], limit: int, now_text: str
+    conn: sqlite3.Connection, queues: Sequence[str], limit: int, now: datetime
 ) -> Candidates:
     """Jobs to claim, best first: priority, then run_at, then id, across the queues.
 
@@ -129,8 +129,9 @@ def candidates(
     of candidates, a bigger page is read, so they never keep unrelated jobs waiting.
     """
     page = limit
+    at = {"now": rows.ts(now), "epoch": now.timestamp()}
     while True:
-        found, complete = _candidate_rows(conn, queues, page, now_text)
+        found, complete = _candidate_rows(conn, queues, page, at)
         chosen = Candidates([], {})
         taken: dict[str, int] = {}
         for job_id, _, _, lock_key, room, rate_key, rate_room, window in found:
@@ -157,33 +158,40 @@ def _take(taken: dict[str, int], key: str, room: int) -> bool:
 
 
 def record_starts(
-    conn: sqlite3.Connection, rated: dict[int, tuple[str, float]], started: Sequence[int], now: str
+    conn: sqlite3.Connection,
+    rated: dict[int, tuple[str, float]],
+    started: Sequence[int],
+    now: datetime,
 ) -> None:
     """Record the starts of the jobs ``started`` that are under a rate (see record_start)."""
     starts = [rated[job_id] for job_id in started if job_id in rated]
     if not starts:
         return
+    epoch = now.timestamp()
     conn.executemany(
         _Q["prune_starts"],
-        [{"rate_key": key, "window": window, "now": now} for key, window in dict(starts).items()],
+        [
+            {"rate_key": key, "window": window, "epoch": epoch}
+            for key, window in dict(starts).items()
+        ],
     )
-    conn.executemany(_Q["record_start"], [{"rate_key": key, "now": now} for key, _ in starts])
+    conn.executemany(_Q["record_start"], [{"rate_key": key, "epoch": epoch} for key, _ in starts])
 
 
 def _candidate_rows(
-    conn: sqlite3.Connection, queues: Sequence[str], limit: int, now_text: str
+    conn: sqlite3.Connection, queues: Sequence[str], limit: int, at: dict[str, Any]
 ) -> tuple[list[Any], bool]:
     """``(id, priority, run_at, lock_key, room, rate_key, rate_room, rate_window)`` of up
     to ``limit`` claimable jobs per queue, best first, and whether that is all of them
     (``room``, ``rate_room``: how many more jobs of its key, of its rate, may be
     claimed)."""
     if not queues:
-        found = conn.execute(_Q["claim_candidates"], {"now": now_text, "limit": limit}).fetchall()
+        found = conn.execute(_Q["claim_candidates"], {**at, "limit": limit}).fetchall()
         return found, len(found) < limit
     found, complete = [], True
     for queue in queues:
         rows = conn.execute(
-            _Q["claim_candidates_in_queue"], {"queue": queue, "now": now_text, "limit": limit}
+            _Q["claim_candidates_in_queue"], {**at, "queue": queue, "limit": limit}
         ).fetchall()
         found.extend(rows)
         complete = complete and len(rows) < limit

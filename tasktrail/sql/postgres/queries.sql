@@ -367,6 +367,12 @@ WITH doomed AS (
 )
 SELECT count(*) FROM gone;
 
+-- Delete the rows of lock keys nobody has held for an hour (job_limits keeps a key's
+-- last end for the next claim; an hour is far past any claim's lag).
+-- name: prune_limits
+DELETE FROM tasktrail.job_limits
+WHERE held <= 0 AND (freed_at IS NULL OR freed_at < %(before)s);
+
 -- name: schema_version
 SELECT max(version) FROM tasktrail.migrations;
 
@@ -562,22 +568,24 @@ WITH outcome AS (
       -- a job under a rate is only claimed to start now (never left reserved to start
       -- later: its start is what the rate counts)
       AND (j.rate_key IS NULL OR c.rank <= %(start_claimed)s)
-    -- a job started at once is started for a child process: the worker names it
+    -- a job started at once is started for a child process: the worker names it; it
+    -- started at started_at (jobs_admit may have moved it past its key's last end)
     RETURNING j.id, j.task, j.queue, j.status, j.ref_type, j.ref_id, j.priority, j.args,
               j.kwargs, j.attempts, j.max_attempts, j.timeout, j.worker_id, j.lock_key, c.rank,
               CASE WHEN c.rank <= %(start_claimed)s
-                   THEN (%(child_pids)s::integer[])[c.rank] END AS child_pid
+                   THEN (%(child_pids)s::integer[])[c.rank] END AS child_pid,
+              CASE WHEN c.rank <= %(start_claimed)s THEN j.started_at END AS started_at
 ), job_events AS (
     INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id, child_pid)
-    SELECT job_id, %(now)s, kind, attempt, %(worker_id)s, child_pid
+    SELECT job_id, coalesce(at, %(now)s), kind, attempt, %(worker_id)s, child_pid
     FROM (
         -- a job claimed straight into a process was never waiting reserved: one event
-        SELECT id AS job_id, 'started' AS kind, attempts AS attempt, 0 AS step,
-               NULL::integer AS child_pid
+        SELECT id AS job_id, NULL::timestamptz AS at, 'started' AS kind, attempts AS attempt,
+               0 AS step, NULL::integer AS child_pid
         FROM started
         UNION ALL
-        SELECT id, CASE WHEN status = 'running' THEN 'started' ELSE 'reserved' END, attempts, 1,
-               child_pid
+        SELECT id, started_at, CASE WHEN status = 'running' THEN 'started' ELSE 'reserved' END,
+               attempts, 1, child_pid
         FROM claimed
     ) AS e
     -- after the outcomes' events: a slot a finished job frees is taken afterwards, also

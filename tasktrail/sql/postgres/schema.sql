@@ -254,10 +254,15 @@ $$;
 -- if its key has room (jobs_admit, below; it is left queued otherwise); the row is
 -- updated under its lock, so claims in many workers at once count each other exactly.
 -- jobs_changed counts down when one leaves, whatever the path (outcome, release,
--- cancel, recovery), and wakes the workers of its queue.
+-- cancel, recovery), and wakes the workers of its queue. `freed_at`: the latest end of
+-- a job that held the key; a job admitted after it starts no earlier (a claim's time is
+-- taken before it waits for this row, so it can lag behind an end committed meanwhile,
+-- and the history would show two holders at once). Rows of keys nobody holds stay (the
+-- next claim needs freed_at) until `maintain` deletes those idle for an hour.
 CREATE TABLE IF NOT EXISTS tasktrail.job_limits (
     lock_key  text PRIMARY KEY,
-    held      integer NOT NULL
+    held      integer NOT NULL,
+    freed_at  timestamptz
 );
 
 
@@ -279,17 +284,23 @@ CREATE INDEX IF NOT EXISTS job_starts_key ON tasktrail.job_starts (rate_key, at)
 CREATE OR REPLACE FUNCTION tasktrail.admit_job() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    since timestamptz := NEW.started_at - make_interval(secs => NEW.rate_window);
+    since timestamptz;
+    freed timestamptz;
 BEGIN
     IF NEW.lock_key IS NOT NULL THEN
         INSERT INTO tasktrail.job_limits AS l (lock_key, held) VALUES (NEW.lock_key, 1)
         ON CONFLICT (lock_key) DO UPDATE SET held = l.held + 1
-            WHERE l.held < coalesce(NEW.lock_limit, 1);
+            WHERE l.held < coalesce(NEW.lock_limit, 1)
+        RETURNING l.freed_at INTO freed;
         IF NOT FOUND THEN
             RETURN NULL;  -- its key is full: this row is left as it was (queued)
         END IF;
+        IF NEW.status = 'running' THEN  -- not before the last holder's end (job_limits)
+            NEW.started_at := greatest(NEW.started_at, freed);
+        END IF;
     END IF;
     IF NEW.rate_key IS NOT NULL AND NEW.status = 'running' THEN
+        since := NEW.started_at - make_interval(secs => NEW.rate_window);
         PERFORM pg_advisory_xact_lock(
             hashtextextended(TG_TABLE_SCHEMA || ' job_starts ' || NEW.rate_key, 0));
         -- (kept a minute past the window: a worker whose clock or claim lags behind another's
@@ -330,12 +341,9 @@ DECLARE
 BEGIN
     IF OLD.lock_key IS NOT NULL AND OLD.status IN ('reserved', 'running')
        AND NEW.status NOT IN ('reserved', 'running') THEN
-        WITH counted AS (
-            UPDATE tasktrail.job_limits SET held = held - 1 WHERE lock_key = OLD.lock_key
-            RETURNING lock_key, held
-        )
-        DELETE FROM tasktrail.job_limits l
-        USING counted c WHERE l.lock_key = c.lock_key AND c.held <= 0;
+        UPDATE tasktrail.job_limits
+        SET held = held - 1, freed_at = greatest(freed_at, NEW.finished_at)
+        WHERE lock_key = OLD.lock_key;
         -- a job of its key may be waiting: wake the idle workers of its queue, as an enqueue
         -- does (one notification per queue and transaction)
         PERFORM pg_notify('tasktrail', OLD.queue);
@@ -551,5 +559,5 @@ FROM tasktrail.jobs
 WHERE finished_at IS NOT NULL
 GROUP BY task, date_trunc('hour', finished_at);
 
-INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control'), (5, 'lineage'), (6, 'business_calendar'), (7, 'fan_in'), (8, 'concurrency'), (9, 'rate')
+INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control'), (5, 'lineage'), (6, 'business_calendar'), (7, 'fan_in'), (8, 'concurrency'), (9, 'rate'), (10, 'lock_freed')
 ON CONFLICT (version) DO NOTHING;

@@ -62,7 +62,7 @@ FROM (
            CASE WHEN rate_key IS NULL THEN 0 ELSE (
                SELECT count(*) FROM job_starts s
                WHERE s.rate_key = j.rate_key
-                 AND s.at > julianday(:now) - j.rate_window / 86400.0) END AS started
+                 AND s.at > :epoch - j.rate_window) END AS started
     FROM jobs AS j INDEXED BY jobs_claim
     WHERE status = 'queued' AND run_at <= :now
 )
@@ -82,7 +82,7 @@ FROM (
            CASE WHEN rate_key IS NULL THEN 0 ELSE (
                SELECT count(*) FROM job_starts s
                WHERE s.rate_key = j.rate_key
-                 AND s.at > julianday(:now) - j.rate_window / 86400.0) END AS started
+                 AND s.at > :epoch - j.rate_window) END AS started
     FROM jobs AS j INDEXED BY jobs_claim_by_queue
     WHERE status = 'queued' AND queue = :queue AND run_at <= :now
 )
@@ -103,21 +103,26 @@ RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, att
 -- (A queued or reserved job has no finished_at: only a final status sets it, and retry,
 -- the way out of one, clears it. Not setting it here keeps jobs_release_dependents,
 -- declared for statements that set it, out of the claim.)
+-- A job under a lock starts no earlier than the last end of its key's jobs: the
+-- claim's time was taken before it waited for the write lock, and may lag behind an
+-- end written meanwhile (the history would show two holders at once).
 UPDATE jobs SET status = 'running', worker_id = :worker_id, attempts = attempts + 1,
-                started_at = :now
+                started_at = CASE WHEN lock_key IS NULL THEN :now ELSE max(:now, coalesce(
+                    (SELECT max(f.finished_at) FROM jobs AS f INDEXED BY jobs_lock_ended
+                     WHERE f.lock_key = jobs.lock_key), :now)) END
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
-          max_attempts, timeout, worker_id, lock_key;
+          max_attempts, timeout, worker_id, lock_key, started_at;
 
--- A start under a rate: the window's record (`at` a Julian day number), and the starts
+-- A start under a rate: the window's record (`at` in seconds since the epoch), and the starts
 -- of that key older than the window and a minute are let go (kept that minute: a worker
 -- whose clock or claim lags behind another's still finds the starts its window holds).
 -- name: record_start
-INSERT INTO job_starts (rate_key, at) VALUES (:rate_key, julianday(:now));
+INSERT INTO job_starts (rate_key, at) VALUES (:rate_key, :epoch);
 
 -- name: prune_starts
 DELETE FROM job_starts
-WHERE rate_key = :rate_key AND at <= julianday(:now) - (:window + 60.0) / 86400.0;
+WHERE rate_key = :rate_key AND at <= :epoch - (:window + 60.0);
 
 -- name: start
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = :now

@@ -85,6 +85,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_active ON jobs (unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('waiting', 'queued', 'reserved', 'running');
 CREATE INDEX IF NOT EXISTS jobs_lock_held ON jobs (lock_key)
     WHERE lock_key IS NOT NULL AND status IN ('reserved', 'running');
+-- the last end of a key's jobs, for the claim that starts the next (claim_start)
+CREATE INDEX IF NOT EXISTS jobs_lock_ended ON jobs (lock_key, finished_at)
+    WHERE lock_key IS NOT NULL;
 
 -- A job's history, append-only. No foreign key: events are written in the same
 -- transaction as the job change, and retention deletes both together.
@@ -170,8 +173,10 @@ BEGIN
     WHERE after_id = NEW.id AND after_status IS NULL;
 END;
 
--- Rates per key (a task's `rate`, per `rate_key`): the starts of the last window (`at`
--- as a Julian day number), one row each, written by the claim that starts a job (jobs.py).
+-- Rates per key (a task's `rate`, per `rate_key`): the starts of the last window, one
+-- row each, written by the claim that starts a job (jobs.py). `at` is in seconds since
+-- the Unix epoch, as the history's timestamps are to the microsecond (julianday() would
+-- round to the millisecond: a start 0.9996 s after another would fall out of its second).
 CREATE TABLE IF NOT EXISTS job_starts (
     rate_key  TEXT NOT NULL,
     at        REAL NOT NULL

@@ -3,6 +3,15 @@
 -- only for statements that name `dependents`: a claim, and an outcome of a job nobody
 -- waits for, run no trigger (each trigger cost every such row its condition, about 5%
 -- of the no-op drain). See schema.sql.
+-- The starts a rate counts are kept in seconds since the Unix epoch, to the microsecond
+-- as the history is (a Julian day from julianday() is to the millisecond).
+
+UPDATE job_starts SET at = (at - 2440587.5) * 86400.0;
+
+-- A job under a lock starts no earlier than the last end of its key's jobs (claim_start
+-- reads it through this index).
+CREATE INDEX IF NOT EXISTS jobs_lock_ended ON jobs (lock_key, finished_at)
+    WHERE lock_key IS NOT NULL;
 
 DROP TRIGGER IF EXISTS jobs_admit;
 DROP TRIGGER IF EXISTS jobs_release_dependents;
