@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from .backends import Backend, JobFilter, TaskStats, open_backend
+from .backends import Activity, Backend, JobFilter, TaskStats, open_backend
 from .clock import to_utc, utcnow
 from .config import parse_dsn, redact_dsn, resolve_dsn
 from .errors import InvalidArguments, InvalidTransition, JobNotFound, UnknownTask
@@ -628,6 +628,27 @@ class App:
             raise InvalidArguments(f"window must be a timedelta longer than zero, got {window!r}")
         now = utcnow()
         return self.backend.task_stats(since=now - window, now=now)
+
+    def activity(self, window: timedelta = timedelta(hours=1), buckets: int = 60) -> Activity:
+        """How many jobs ended, by status, in each of ``buckets`` equal stretches of the
+        last ``window`` (oldest first)."""
+        if not isinstance(window, timedelta) or window <= timedelta(0):
+            raise InvalidArguments(f"window must be a timedelta longer than zero, got {window!r}")
+        if not isinstance(buckets, int) or not 1 <= buckets <= 1000:
+            raise InvalidArguments(
+                f"buckets must be a whole number from 1 to 1000, got {buckets!r}"
+            )
+        now = utcnow()
+        bucket = window / buckets
+        since = now - window
+        ended: list[dict[str, int]] = [{} for _ in range(buckets)]
+        found = self.backend.ended_counts(
+            since=since, now=now, bucket_seconds=bucket.total_seconds()
+        )
+        for slot, status, count in found:
+            counts = ended[min(max(slot, 0), buckets - 1)]  # (rounding at the edges)
+            counts[status] = counts.get(status, 0) + count
+        return Activity(since=since, bucket=bucket, ended=ended)
 
     # -- micro tasks ----------------------------------------------------------------
 

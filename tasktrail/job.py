@@ -413,7 +413,9 @@ class WorkerRecord:
 @dataclass(frozen=True, slots=True)
 class QueueState:
     """A queue as ``tasktrail queues list`` shows it: paused or not (and by whom), and
-    its depth: jobs queued, and jobs reserved or running."""
+    its depth: jobs queued, and jobs reserved or running. ``oldest_run_at``: the
+    ``run_at`` of its longest-waiting queued job (later than now when none is due yet;
+    ``None`` with none queued)."""
 
     name: str
     paused: bool
@@ -421,6 +423,13 @@ class QueueState:
     changed_by: str | None
     queued: int
     running: int
+    oldest_run_at: datetime | None = None
+
+    def oldest_wait(self, now: datetime) -> float | None:
+        """Seconds the longest-waiting due job has waited, or None with none due."""
+        if self.oldest_run_at is None or self.oldest_run_at > now:
+            return None
+        return (now - self.oldest_run_at).total_seconds()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -430,6 +439,7 @@ class QueueState:
             "changed_by": self.changed_by,
             "queued": self.queued,
             "running": self.running,
+            "oldest_run_at": _iso(self.oldest_run_at),
         }
 
 

@@ -86,6 +86,8 @@ def build_task_stats(
                 wait_p95=percentile(wait, 0.95),
                 failure_rate=(by_status["failed"] / done) if done else None,
                 throughput_per_active_minute=final / active_minutes if active_minutes else 0.0,
+                run_p99=percentile(run, 0.99),
+                wait_p99=percentile(wait, 0.99),
             )
         )
     return result

@@ -6,12 +6,21 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import PostgresDsn, parse_dsn
 from ..errors import ConfigurationError
-from .base import Backend, Exchange, JobFilter, PruneReport, RecoveredJob, TaskStats
+from .base import (
+    Activity,
+    Backend,
+    Exchange,
+    JobFilter,
+    PruneReport,
+    RecoveredJob,
+    TaskStats,
+)
 
 if TYPE_CHECKING:
     from ..config import SqliteDsn
 
 __all__ = [
+    "Activity",
     "Backend",
     "Exchange",
     "JobFilter",

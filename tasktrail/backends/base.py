@@ -85,12 +85,12 @@ class TaskStats:
 
     - ``counts``: queued, reserved and running jobs as of now; succeeded, failed and
       cancelled jobs that finished within the window.
-    - ``run_p50`` / ``run_p95``: attempts that ended in their child within the window
+    - ``run_p50`` / ``run_p95`` / ``run_p99``: attempts that ended in their child within the window
       (an event ``succeeded``, ``failed`` or ``timeout``), each from its ``started`` event
       to that end event, whatever became of its job. An attempt that ended any other way
       (``lost`` when its worker's lease lapsed, ``interrupted``, ``cancelled``,
       ``deferred``) is not a run and is not counted.
-    - ``wait_p50`` / ``wait_p95``: of the jobs finished within the window, from their
+    - ``wait_p50`` / ``wait_p95`` / ``wait_p99``: of the jobs finished within the window, from their
       ``run_at`` to the start of their last attempt.
     - ``failure_rate``: failed / (succeeded + failed) of the jobs finished in the window.
     - ``throughput_per_active_minute``: jobs finished within the window (succeeded,
@@ -107,6 +107,8 @@ class TaskStats:
     wait_p95: float | None
     failure_rate: float | None
     throughput_per_active_minute: float  # final jobs per minute with any finish
+    run_p99: float | None = None
+    wait_p99: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,10 +116,36 @@ class TaskStats:
             **{f"{status}": count for status, count in self.counts.items()},
             "run_p50": self.run_p50,
             "run_p95": self.run_p95,
+            "run_p99": self.run_p99,
             "wait_p50": self.wait_p50,
             "wait_p95": self.wait_p95,
+            "wait_p99": self.wait_p99,
             "failure_rate": self.failure_rate,
             "throughput_per_active_minute": self.throughput_per_active_minute,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """How many jobs reached a final status in each stretch of ``bucket`` from ``since``
+    on: ``ended[i]`` counts them by status (succeeded, failed, cancelled) for
+    ``[since + i * bucket, since + (i + 1) * bucket)``. The overview's charts."""
+
+    since: datetime
+    bucket: timedelta
+    ended: list[dict[str, int]]
+
+    def failure_rate(self, index: int) -> float | None:
+        """failed / (succeeded + failed) in stretch ``index``; None with neither."""
+        counts = self.ended[index]
+        done = counts.get("succeeded", 0) + counts.get("failed", 0)
+        return counts.get("failed", 0) / done if done else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat(),
+            "bucket_seconds": self.bucket.total_seconds(),
+            "ended": self.ended,
         }
 
 
@@ -493,6 +521,14 @@ class Backend(ABC):
     @abstractmethod
     def task_stats(self, *, since: datetime, now: datetime) -> list[TaskStats]:
         """Per-task statistics over the window ``[since, now]``."""
+
+    @abstractmethod
+    def ended_counts(
+        self, *, since: datetime, now: datetime, bucket_seconds: float
+    ) -> list[tuple[int, str, int]]:
+        """``(slot, status, count)``: the jobs that reached a final status within
+        ``[since, now)``, per stretch of ``bucket_seconds`` from ``since`` (slot 0 the
+        first) and status; only slots and statuses with any (see :class:`Activity`)."""
 
     @abstractmethod
     def prune(self, *, older_than: dict[str, timedelta], now: datetime) -> PruneReport:

@@ -153,6 +153,7 @@ class Columns:
             changed_by=row[3],
             queued=int(row[4]),
             running=int(row[5]),
+            oldest_run_at=self.time(row[6]),
         )
 
     def schedule(self, row: Sequence[Any]) -> ScheduleRecord:

@@ -29,12 +29,17 @@ class _Snapshot(Collector):
         paused = GaugeMetricFamily(
             "tasktrail_queue_paused", "1 if the queue is paused", labels=["queue"]
         )
+        oldest = GaugeMetricFamily(
+            "tasktrail_queue_oldest_wait_seconds",
+            "How long the queue's longest-waiting due job has waited (0 with none due)",
+            labels=["queue"],
+        )
         for queue in app.queues():
             queued.add_metric([queue.name, "queued"], queue.queued)
             queued.add_metric([queue.name, "running"], queue.running)
             paused.add_metric([queue.name], 1.0 if queue.paused else 0.0)
-        yield queued
-        yield paused
+            oldest.add_metric([queue.name], queue.oldest_wait(now) or 0.0)
+        yield from (queued, paused, oldest)
 
         finished = GaugeMetricFamily(
             "tasktrail_task_jobs_last_hour",
@@ -56,13 +61,13 @@ class _Snapshot(Collector):
         for stats in app.stats():
             for status, count in sorted(stats.counts.items()):
                 finished.add_metric([stats.task, status], count)
-            for family, p50, p95 in (
-                (run, stats.run_p50, stats.run_p95),
-                (wait, stats.wait_p50, stats.wait_p95),
+            for family, quantiles in (
+                (run, (stats.run_p50, stats.run_p95, stats.run_p99)),
+                (wait, (stats.wait_p50, stats.wait_p95, stats.wait_p99)),
             ):
-                if p50 is not None and p95 is not None:
-                    family.add_metric([stats.task, "0.5"], p50)
-                    family.add_metric([stats.task, "0.95"], p95)
+                for quantile, value in zip(("0.5", "0.95", "0.99"), quantiles, strict=True):
+                    if value is not None:
+                        family.add_metric([stats.task, quantile], value)
             if stats.failure_rate is not None:
                 failure.add_metric([stats.task], stats.failure_rate)
         yield from (finished, run, wait, failure)

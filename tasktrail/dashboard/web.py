@@ -18,6 +18,7 @@ job's history records ``by: dashboard:<token name>``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import inspect
@@ -25,7 +26,7 @@ import json
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
@@ -42,6 +43,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..app import App
+from ..backends import Activity
 from ..clock import parse_duration, to_utc, utcnow
 from ..errors import (
     BackendUnavailable,
@@ -60,6 +62,8 @@ _SESSION_COOKIE = "tasktrail_session"
 _PAGE_SIZE = 50
 #: The most jobs a business object's page shows (newest first).
 _REF_PAGE_JOBS = 500
+#: The most jobs one filtered cancel cancels (the page offers to go on).
+_CANCEL_SET = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +244,7 @@ def create_app(
         Route("/refs/{type}/{id:path}", guarded(_ref_page)),
         Route("/jobs", guarded(_jobs_page)),
         Route("/jobs/{job_id:int}", guarded(_job_page)),
+        Route("/jobs/cancel", guarded(_cancel_set), methods=["POST"]),
         Route("/jobs/{job_id:int}/retry", guarded(_retry), methods=["POST"]),
         Route("/jobs/{job_id:int}/cancel", guarded(_cancel), methods=["POST"]),
         Route("/tasks", guarded(_tasks_page)),
@@ -267,15 +272,76 @@ def _problem(board: Dashboard, request: Request, status: int, message: str) -> R
 
 def _overview(board: Dashboard, request: Request) -> Response:
     app = board.app
-    queues, stats, workers, schedules = board.read(
-        lambda: (app.queues(), app.stats(), app.workers(), app.schedules.list())
-    )
+    queues, stats, workers, schedules, hour, day = board.read(
+        lambda: (app.queues(), app.stats(), app.workers(), app.schedules.list(),
+                 app.activity(timedelta(hours=1), 60), app.activity(timedelta(days=1), 48))
+    )  # fmt: skip
     now = utcnow()
     due = sorted((s for s in schedules if not s.paused), key=lambda record: record.next_due_at)[:10]
+    charts = [
+        _chart("hour", "last hour, per minute", hour),
+        _chart("day", "last day, per 30 min", day),
+    ]
     return board.page(
         request, "overview.html", "Overview", queues=queues, stats=stats,
-        workers=[w for w in workers if w.status == "running"], due=due, now=now,
+        workers=[w for w in workers if w.status == "running"], due=due, now=now, charts=charts,
     )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Bar:
+    x: float
+    #: (status, y, height) of each part, stacked from the bottom of a 60-high box
+    parts: list[tuple[str, float, float]]
+    #: the failure rate's bar: (y, height), in a 30-high box
+    rate: tuple[float, float] | None
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Chart:
+    name: str
+    caption: str
+    width: int
+    bars: list[_Bar]
+    ended: Counter[str]
+    peak: int
+
+    @property
+    def failure_rate(self) -> float | None:
+        done = self.ended["succeeded"] + self.ended["failed"]
+        return self.ended["failed"] / done if done else None
+
+
+def _chart(name: str, caption: str, activity: Activity) -> _Chart:
+    """An SVG bar chart's geometry: jobs ended per stretch (stacked by outcome) and the
+    failure rate per stretch, each bar 8 wide in a 10-wide slot."""
+    totals = [sum(counts.values()) for counts in activity.ended]
+    peak = max(totals, default=0)
+    bars = []
+    for index, counts in enumerate(activity.ended):
+        start = activity.since + activity.bucket * index
+        y, parts = 60.0, []
+        for status in ("succeeded", "failed", "cancelled"):
+            if counts.get(status):
+                height = counts[status] / peak * 58
+                y -= height
+                parts.append((status, round(y, 2), round(height, 2)))
+        rate = activity.failure_rate(index)
+        described = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"
+        bars.append(
+            _Bar(
+                x=index * 10 + 1,
+                parts=parts,
+                rate=None if rate is None else (round(30 - rate * 28, 2), round(rate * 28, 2)),
+                title=f"{_when(start)} UTC, {_seconds(activity.bucket.total_seconds())}: "
+                f"{described}",
+            )
+        )
+    ended: Counter[str] = Counter()
+    for counts in activity.ended:
+        ended.update(counts)
+    return _Chart(name, caption, len(activity.ended) * 10, bars, ended, peak)
 
 
 def _search(board: Dashboard, request: Request) -> Response:
@@ -354,9 +420,12 @@ def _per_task(jobs: list[Job]) -> list[_TaskLine]:
     return lines
 
 
-def _jobs_page(board: Dashboard, request: Request) -> Response:
-    query = request.query_params
-    known = {"task", "queue", "status", "ref", "worker", "since", "until", "before"}
+_FILTERS = ("task", "queue", "status", "ref", "worker", "since", "until")
+
+
+def _job_filters(board: Dashboard, query: Mapping[str, str], known: set[str]) -> dict[str, Any]:
+    """``App.jobs`` keywords from a page's filters (``/jobs``' query, the filtered
+    cancel's form); an unknown name or a bad value is an InvalidArguments naming it."""
     unknown = sorted(set(query) - known)
     if unknown:
         raise InvalidArguments(
@@ -380,6 +449,12 @@ def _jobs_page(board: Dashboard, request: Request) -> Response:
             filters[name] = _moment(name, query[name])
     if "task" in filters:
         filters["task"] = _task_name(board.app, filters["task"])
+    return filters
+
+
+def _jobs_page(board: Dashboard, request: Request) -> Response:
+    query = request.query_params
+    filters = _job_filters(board, query, {*_FILTERS, "before"})
     jobs: list[Job] = board.read(lambda: board.app.jobs(**filters, limit=_PAGE_SIZE + 1))
     more = len(jobs) > _PAGE_SIZE
     jobs = jobs[:_PAGE_SIZE]
@@ -387,7 +462,7 @@ def _jobs_page(board: Dashboard, request: Request) -> Response:
     next_page = f"?{urlencode({**kept, 'before': jobs[-1].id})}" if more and jobs else None
     return board.page(
         request, "jobs.html", "Jobs", jobs=jobs, next_page=next_page, filters=kept,
-        statuses=STATUSES,
+        statuses=STATUSES, cancellable=bool(kept) and bool(jobs),
     )  # fmt: skip
 
 
@@ -487,6 +562,39 @@ async def _cancel(board: Dashboard, request: Request) -> Response:
         lambda: app.backend.cancel(app.job(job_id).id, now=utcnow(), by=by, reason=reason)
     )
     return _acted(request, f"/jobs/{job_id}", job.to_dict())
+
+
+async def _cancel_set(board: Dashboard, request: Request) -> Response:
+    """Cancel the active jobs a filter names (the form's fields, as ``/jobs`` takes
+    them, at least one), up to _CANCEL_SET at a time; each job's history records it."""
+    by = await board.actor(request)
+    fields = {k: str(v) for k, v in (await request.form()).items() if str(v)}
+    reason = fields.pop("reason", None)
+    fields.pop("csrf", None)
+    fields.update({k: v for k, v in request.query_params.items() if v})
+    filters = _job_filters(board, fields, set(_FILTERS))
+    if not filters:
+        raise InvalidArguments("name at least one filter: this cancels every job it matches")
+    statuses = [s for s in filters.pop("status", sorted(ACTIVE_STATUSES)) if s in ACTIVE_STATUSES]
+    if not statuses:
+        raise InvalidArguments(f"only active jobs can be cancelled, not {fields['status']!r}")
+    app = board.app
+
+    def cancel() -> tuple[list[Job], bool]:
+        found = app.jobs(**filters, status=statuses, limit=_CANCEL_SET + 1)
+        cancelled = []
+        for job in found[:_CANCEL_SET]:
+            with contextlib.suppress(InvalidTransition):  # it ended meanwhile
+                cancelled.append(app.backend.cancel(job.id, now=utcnow(), by=by, reason=reason))
+        return cancelled, len(found) > _CANCEL_SET
+
+    cancelled, more = board.read(cancel)
+    if request.headers.get("authorization"):
+        return JSONResponse({"cancelled": [job.id for job in cancelled], "more": more})
+    return board.page(
+        request, "cancelled.html", "Cancelled", jobs=cancelled, more=more,
+        filters={k: v for k, v in fields.items() if k in _FILTERS},
+    )  # fmt: skip
 
 
 async def _pause(board: Dashboard, request: Request) -> Response:

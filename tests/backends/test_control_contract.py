@@ -110,3 +110,20 @@ def test_which_queues_hold_queued_jobs_and_whether_any_is_due(backend: Backend) 
     assert backend.has_backlog(("a", "x"), now=at(2)) is False
     assert backend.has_backlog(("later",), now=at(2)) is False
     assert backend.has_backlog(("later",), now=at(100)) is True
+
+
+def test_a_queue_tells_how_long_its_longest_waiting_due_job_has_waited(backend: Backend) -> None:
+    worker = backend.register_worker(worker_info(), now=T0)
+    [first, second] = enqueue(backend, [new_job(queue="mail") for _ in range(2)], now=at(1))
+    enqueue(backend, [new_job(queue="mail")], now=at(5))
+    enqueue(backend, [new_job(queue="later", run_at=at(100))], now=at(1))
+    start(backend, worker, first, at(6))  # running: no longer waiting
+    listed = {queue.name: queue for queue in backend.list_queues()}
+    assert listed["mail"].oldest_run_at == at(1)  # the second job, enqueued at 1
+    assert listed["mail"].oldest_wait(at(11)) == 10.0
+    assert listed["later"].oldest_run_at == at(100)
+    assert listed["later"].oldest_wait(at(11)) is None  # nothing due yet
+    start(backend, worker, second, at(12))
+    mail = {queue.name: queue for queue in backend.list_queues()}["mail"]
+    assert mail.oldest_run_at == at(5)
+    assert mail.to_dict()["oldest_run_at"] == at(5).isoformat()

@@ -88,6 +88,26 @@ def test_every_page_shows_the_jobs_a_worker_ran(
     assert "<header>" not in fragment.text and "<header>" in page.text
 
 
+def test_the_overview_charts_the_jobs_ended_and_the_oldest_wait(
+    client: TestClient,
+    populated: Populated,
+    app: tasktrail.App,  # noqa: F811
+) -> None:
+    tasks.square.enqueue(5, queue="slow-lane")  # no worker takes this queue's jobs
+    text = client.get("/").text
+    # four succeeded and one failed, all within the hour (and the day): both charts
+    for window in ("hour", "day"):
+        chart = re.search(rf'<figure class="chart" id="chart-{window}"([^>]*)>(.*?)</figure>',
+                          text, re.S)  # fmt: skip
+        assert chart is not None
+        assert 'data-succeeded="4" data-failed="1" data-cancelled="0"' in chart.group(1)
+        assert "failure rate 20.0%" in chart.group(2)
+        assert chart.group(2).count('class="succeeded"') >= 1
+        assert chart.group(2).count('class="failed"') >= 2  # its part, and the rate's bar
+    [row] = re.findall(r"<tr><td><a [^>]*>slow-lane</a>.*?</tr>", text)
+    assert re.search(r'class="num oldest">\d+ ms<', row)  # waiting since it was enqueued
+
+
 def test_the_search_box_takes_a_ref_a_job_id_or_a_task(
     client: TestClient,
     app: tasktrail.App,  # noqa: F811
@@ -181,6 +201,40 @@ def test_actions_need_the_token_and_land_in_the_history(
     assert again.status_code == 409 and "cancel" in again.json()["error"]
 
 
+def test_a_filtered_set_is_cancelled_with_the_token_and_each_history_says_so(
+    client: TestClient,
+    app: tasktrail.App,  # noqa: F811
+) -> None:
+    mine = [tasks.square.enqueue(n, ref=("website", 7)) for n in range(3)]
+    other = tasks.square.enqueue(9, ref=("website", 8))
+    app.cancel(mine[0].id)  # already ended: left as it is
+    bearer = {"Authorization": "Bearer s3cret-token"}
+    assert client.post("/jobs/cancel", data={"ref": "website:7"}).status_code == 401
+    nothing = client.post("/jobs/cancel", headers=bearer)
+    assert nothing.status_code == 400 and "at least one filter" in nothing.json()["error"]
+    final = client.post("/jobs/cancel", data={"ref": "website:7", "status": "succeeded"},
+                        headers=bearer)  # fmt: skip
+    assert final.status_code == 400 and "only active jobs" in final.json()["error"]
+    bad = client.post("/jobs/cancel", data={"colour": "red"}, headers=bearer)
+    assert bad.status_code == 400 and "colour" in bad.json()["error"]
+
+    # in a browser: the jobs page offers it for the filters shown, with the CSRF field
+    client.post("/login", data={"token": "s3cret-token"})
+    listing = client.get("/jobs", params={"ref": "website:7"})
+    [form] = re.findall(r'<form class="actions cancel-set".*?</form>', listing.text, re.S)
+    assert 'name="ref" value="website:7"' in form
+    [csrf] = re.findall(r'name="csrf" value="([0-9a-f]+)"', form)
+    done = client.post("/jobs/cancel", data={"csrf": csrf, "ref": "website:7", "reason": "moved"})
+    assert done.status_code == 200 and "Cancelled 2 jobs" in done.text
+    for handle in mine[1:]:
+        job = app.job(handle.id)
+        [event] = [e for e in app.events(job.id) if e.kind == "cancelled"]
+        assert job.status == "cancelled" and event.detail["by"] == "dashboard:ops"
+        assert event.detail["reason"] == "moved"
+    assert app.job(other.id).status == "queued"
+    assert client.get("/jobs").text.count("cancel-set") == 0  # no filter: not offered
+
+
 def test_metrics_count_the_jobs_by_queue_and_status(
     client: TestClient,
     app: tasktrail.App,  # noqa: F811
@@ -191,6 +245,8 @@ def test_metrics_count_the_jobs_by_queue_and_status(
     assert 'tasktrail_jobs{queue="default",status="queued"} 3.0' in text
     assert "tasktrail_workers_alive 0.0" in text
     assert 'tasktrail_task_jobs_last_hour{status="queued",task="noop"} 3.0' in text
+    [waited] = re.findall(r'tasktrail_queue_oldest_wait_seconds\{queue="default"\} (\S+)', text)
+    assert 0.0 < float(waited) < 60.0  # since the first enqueue, moments ago
 
 
 def test_mounted_under_a_prefix_its_links_follow(app: tasktrail.App) -> None:  # noqa: F811

@@ -96,8 +96,10 @@ STATS_KEYS = {
     "cancelled",
     "run_p50",
     "run_p95",
+    "run_p99",
     "wait_p50",
     "wait_p95",
+    "wait_p99",
     "failure_rate",
     "throughput_per_active_minute",
 }

@@ -232,7 +232,7 @@ EXPECTED = {
         "migrations": READ,
         **VIEWS,
         "job_after": {"SELECT", "DELETE"},  # maintain prunes it with the jobs
-        "job_limits": READ,
+        "job_limits": {"SELECT", "DELETE"},  # maintain lets go of keys idle for an hour
         "job_starts": READ,
         "claimable_jobs()": {"EXECUTE"},
         "take_back_jobs()": {"EXECUTE"},

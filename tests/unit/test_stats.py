@@ -85,8 +85,10 @@ def test_build_task_stats_combines_active_finished_and_runs() -> None:
     }
     assert a.run_p50 == 2.0
     assert a.run_p95 == pytest.approx(2.9)
+    assert a.run_p99 == pytest.approx(2.98)
     assert a.wait_p50 == 1.5
     assert a.wait_p95 == pytest.approx(2.4)
+    assert a.wait_p99 == pytest.approx(2.48)
     assert a.failure_rate == pytest.approx(1 / 3)
     assert a.throughput_per_active_minute == 2.0  # 4 jobs in minutes 100 and 107
     b = stats["b"]

@@ -814,6 +814,14 @@ class PostgresBackend(Backend):
         with self._connection() as conn:
             return reads.task_stats(conn, self._q, since, now)
 
+    def ended_counts(
+        self, *, since: datetime, now: datetime, bucket_seconds: float
+    ) -> list[tuple[int, str, int]]:
+        params = {"since": since, "now": now, "bucket": bucket_seconds}
+        return [
+            (int(slot), status, int(n)) for slot, status, n in self._fetch("ended_counts", params)
+        ]
+
     def prune(self, *, older_than: dict[str, timedelta], now: datetime) -> PruneReport:
         with self._connection() as conn:
             return reads.prune(conn, self._q, older_than, now)

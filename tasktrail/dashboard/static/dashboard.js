@@ -2,6 +2,11 @@
 // its database cannot be reached. Pages work without it; it only keeps them current.
 (function () {
   "use strict";
+  // a form with data-confirm asks first (a filtered cancel)
+  document.addEventListener("submit", function (event) {
+    var question = event.target.dataset && event.target.dataset.confirm;
+    if (question && !window.confirm(question)) event.preventDefault();
+  });
   var seconds = parseFloat(document.body.dataset.refresh || "0");
   var content = document.getElementById("content");
   var banner = document.getElementById("banner");

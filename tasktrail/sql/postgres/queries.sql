@@ -259,6 +259,17 @@ GROUP BY task, status;
 
 -- Jobs that reached a final status within the window: the clock minute (since the epoch,
 -- UTC) each finished in, for the throughput per active minute, and its last wait.
+-- Jobs that reached a final status within [since, now), per stretch of `bucket` seconds
+-- from `since` and per status (through jobs_finished): the overview's charts.
+-- name: ended_counts
+SELECT floor(extract(epoch FROM finished_at - %(since)s) / %(bucket)s)::integer AS slot,
+       status, count(*)
+FROM tasktrail.jobs
+WHERE finished_at >= %(since)s AND finished_at < %(now)s
+  AND status IN ('succeeded', 'failed', 'cancelled')
+GROUP BY 1, 2
+ORDER BY 1, 2;
+
 -- name: stats_finished
 SELECT task, status,
        floor(extract(epoch FROM finished_at) / 60)::bigint AS finished_minute,
@@ -666,7 +677,8 @@ RETURNING name, pg_notify('tasktrail', 'control');
 -- one of the partial indexes of active jobs, never the finished ones.
 -- name: list_queues
 WITH queued AS (
-    SELECT queue, count(*) AS n FROM tasktrail.jobs WHERE status = 'queued' GROUP BY queue
+    SELECT queue, count(*) AS n, min(run_at) AS oldest FROM tasktrail.jobs
+    WHERE status = 'queued' GROUP BY queue
 ), held AS (
     SELECT queue, count(*) AS n FROM tasktrail.jobs
     WHERE status IN ('reserved', 'running') GROUP BY queue
@@ -675,7 +687,7 @@ WITH queued AS (
     UNION SELECT name FROM tasktrail.queues
 )
 SELECT n.name, coalesce(q.paused, false), q.changed_at, q.changed_by,
-       coalesce(d.n, 0), coalesce(h.n, 0)
+       coalesce(d.n, 0), coalesce(h.n, 0), d.oldest
 FROM names n
 LEFT JOIN tasktrail.queues q ON q.name = n.name
 LEFT JOIN queued d ON d.queue = n.name

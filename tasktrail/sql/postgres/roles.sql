@@ -97,7 +97,8 @@ BEGIN
         'INSERT ON tasktrail.jobs TO tasktrail_producer',
         'INSERT ON tasktrail.events TO tasktrail_producer',
         'INSERT, UPDATE, DELETE ON tasktrail.schedules TO tasktrail_producer',
-        'DELETE ON tasktrail.job_after TO tasktrail_worker'
+        'DELETE ON tasktrail.job_after TO tasktrail_worker',
+        'DELETE ON tasktrail.job_limits TO tasktrail_worker'
     ] LOOP
         IF to_regclass(substring(grant_line FROM ' ON ([^ ]+) ')) IS NULL THEN
             missing := missing || substring(grant_line FROM ' ON ([^ ]+) ');

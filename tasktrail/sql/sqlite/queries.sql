@@ -290,6 +290,17 @@ GROUP BY task, status;
 
 -- Jobs that reached a final status within the window: the clock minute (since the epoch,
 -- UTC) each finished in, for the throughput per active minute, and its last wait.
+-- Jobs that reached a final status within [since, now), per stretch of `bucket` seconds
+-- from `since` and per status (through jobs_finished): the overview's charts.
+-- name: ended_counts
+SELECT CAST((julianday(finished_at) - julianday(:since)) * 86400.0 / :bucket AS INTEGER) AS slot,
+       status, count(*)
+FROM jobs
+WHERE finished_at >= :since AND finished_at < :now
+  AND status IN ('succeeded', 'failed', 'cancelled')
+GROUP BY 1, 2
+ORDER BY 1, 2;
+
 -- name: stats_finished
 SELECT task, status,
        CAST(strftime('%s', finished_at) AS INTEGER) / 60 AS finished_minute,
@@ -472,14 +483,15 @@ SET paused = excluded.paused, changed_at = excluded.changed_at, changed_by = exc
 -- Every queue with active jobs or a pause record: its state and depth.
 -- name: list_queues
 WITH queued AS (
-    SELECT queue, count(*) AS n FROM jobs WHERE status = 'queued' GROUP BY queue
+    SELECT queue, count(*) AS n, min(run_at) AS oldest FROM jobs
+    WHERE status = 'queued' GROUP BY queue
 ), held AS (
     SELECT queue, count(*) AS n FROM jobs WHERE status IN ('reserved', 'running') GROUP BY queue
 ), names AS (
     SELECT queue AS name FROM queued UNION SELECT queue FROM held UNION SELECT name FROM queues
 )
 SELECT n.name, coalesce(q.paused, 0), q.changed_at, q.changed_by, coalesce(d.n, 0),
-       coalesce(h.n, 0)
+       coalesce(h.n, 0), d.oldest
 FROM names n
 LEFT JOIN queues q ON q.name = n.name
 LEFT JOIN queued d ON d.queue = n.name
