@@ -239,6 +239,9 @@ CASES: list[Any] = [
     pytest.param(lambda app: app.stats(5), InvalidArguments, "window must be a timedelta", id="stats-int"),
     pytest.param(lambda app: app.stats(timedelta(0)), InvalidArguments, "longer than zero", id="stats-zero"),
     pytest.param(lambda app: app.stats(timedelta(hours=-1)), InvalidArguments, "longer than zero", id="stats-negative"),
+    pytest.param(lambda app: app.activity(60), InvalidArguments, "window must be a timedelta", id="activity-int"),
+    pytest.param(lambda app: app.activity(timedelta(hours=1), 0), InvalidArguments, "buckets must be a whole number from 1 to 1000", id="activity-buckets-zero"),
+    pytest.param(lambda app: app.activity(timedelta(hours=1), 2.5), InvalidArguments, "buckets must be", id="activity-buckets-float"),
     pytest.param(lambda app: app.workers(limit=-1), InvalidArguments, "limit must be 0 or more", id="workers-limit"),
     pytest.param(lambda app: app.workers(limit="10"), InvalidArguments, "limit must be 0 or more", id="workers-limit-str"),
     # -- schedules -----------------------------------------------------------------------------

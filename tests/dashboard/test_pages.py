@@ -303,3 +303,21 @@ def test_the_dashboard_command_serves_the_database(
         finally:
             server.terminate()
             server.wait(timeout=10)
+
+
+def test_the_sample_grafana_dashboard_reads_only_metrics_that_exist(
+    client: TestClient,
+    app: tasktrail.App,  # noqa: F811
+) -> None:
+    import json
+    from pathlib import Path
+
+    board = json.loads((Path(__file__).parents[2] / "docs" / "grafana-dashboard.json").read_text())
+    used = {
+        name
+        for panel in board["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\btasktrail_[a-z_]+", target["expr"])
+    }
+    exported = set(re.findall(r"^# TYPE (\S+) ", client.get("/metrics").text, re.M))
+    assert len(used) >= 9 and used <= exported, used - exported

@@ -42,3 +42,19 @@ def test_the_websites_example_runs_and_sums_each_website_s_counts(tmp_path: Path
     for website_id, comments in rows:
         assert comments == sums[str(website_id)]
         assert f"{comments:>5} comments" in out
+    # The README's next step: the dashboard on the example's database shows website 5's
+    # page (its front page, the article counts below it and the KPI job that summed them).
+    from starlette.testclient import TestClient
+
+    import tasktrail
+    from tasktrail.dashboard import create_app
+
+    example = tasktrail.App(f"sqlite:///{tmp_path / 'websites-example.db'}")
+    try:
+        with TestClient(create_app(example)) as web:
+            page = web.get("/refs/website/5")
+        assert page.status_code == 200
+        for task in ("refresh_frontpage", "count_comments", "website_kpis"):
+            assert task in page.text
+    finally:
+        example.close()
