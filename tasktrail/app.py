@@ -632,6 +632,15 @@ class App:
     def activity(self, window: timedelta = timedelta(hours=1), buckets: int = 60) -> Activity:
         """How many jobs ended, by status, in each of ``buckets`` equal stretches of the
         last ``window`` (oldest first)."""
+        return self._activity(window, buckets, by_task=False)[""]
+
+    def task_activity(
+        self, window: timedelta = timedelta(hours=1), buckets: int = 60
+    ) -> dict[str, Activity]:
+        """:meth:`activity` per task (the tasks that had a job end in the window)."""
+        return self._activity(window, buckets, by_task=True)
+
+    def _activity(self, window: timedelta, buckets: int, *, by_task: bool) -> dict[str, Activity]:
         if not isinstance(window, timedelta) or window <= timedelta(0):
             raise InvalidArguments(f"window must be a timedelta longer than zero, got {window!r}")
         if not isinstance(buckets, int) or not 1 <= buckets <= 1000:
@@ -641,14 +650,17 @@ class App:
         now = utcnow()
         bucket = window / buckets
         since = now - window
-        ended: list[dict[str, int]] = [{} for _ in range(buckets)]
         found = self.backend.ended_counts(
             since=since, now=now, bucket_seconds=bucket.total_seconds()
         )
-        for slot, status, count in found:
-            counts = ended[min(max(slot, 0), buckets - 1)]  # (rounding at the edges)
+        ended: dict[str, list[dict[str, int]]] = {}
+        if not by_task:
+            ended[""] = [{} for _ in range(buckets)]
+        for slot, task, status, count in found:
+            per_slot = ended.setdefault(task if by_task else "", [{} for _ in range(buckets)])
+            counts = per_slot[min(max(slot, 0), buckets - 1)]  # (rounding at the edges)
             counts[status] = counts.get(status, 0) + count
-        return Activity(since=since, bucket=bucket, ended=ended)
+        return {key: Activity(since=since, bucket=bucket, ended=e) for key, e in ended.items()}
 
     # -- micro tasks ----------------------------------------------------------------
 

@@ -525,10 +525,10 @@ class Backend(ABC):
     @abstractmethod
     def ended_counts(
         self, *, since: datetime, now: datetime, bucket_seconds: float
-    ) -> list[tuple[int, str, int]]:
-        """``(slot, status, count)``: the jobs that reached a final status within
+    ) -> list[tuple[int, str, str, int]]:
+        """``(slot, task, status, count)``: the jobs that reached a final status within
         ``[since, now)``, per stretch of ``bucket_seconds`` from ``since`` (slot 0 the
-        first) and status; only slots and statuses with any (see :class:`Activity`)."""
+        first), task and status; only those with any (see :class:`Activity`)."""
 
     @abstractmethod
     def prune(self, *, older_than: dict[str, timedelta], now: datetime) -> PruneReport:

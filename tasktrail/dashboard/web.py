@@ -64,6 +64,8 @@ _PAGE_SIZE = 50
 _REF_PAGE_JOBS = 500
 #: The most jobs one filtered cancel cancels (the page offers to go on).
 _CANCEL_SET = 1000
+#: The bars of a task's chart on /tasks: stretches of the window.
+_SPARK_BARS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,9 +505,14 @@ def _job_page(board: Dashboard, request: Request) -> Response:
 
 def _tasks_page(board: Dashboard, request: Request) -> Response:
     window_text = request.query_params.get("window", "1h")
-    window = parse_duration(window_text)
-    stats = board.read(lambda: board.app.stats(timedelta(seconds=window.total_seconds())))
-    return board.page(request, "tasks.html", "Tasks", stats=stats, window=window_text)
+    window = timedelta(seconds=parse_duration(window_text).total_seconds())
+    stats, activity = board.read(
+        lambda: (board.app.stats(window), board.app.task_activity(window, _SPARK_BARS))
+    )
+    sparks = {task: _chart(task, window_text, one) for task, one in activity.items()}
+    return board.page(
+        request, "tasks.html", "Tasks", stats=stats, window=window_text, sparks=sparks
+    )
 
 
 def _workers_page(board: Dashboard, request: Request) -> Response:

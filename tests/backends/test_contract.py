@@ -1259,7 +1259,7 @@ def test_events_of_an_attempt_name_the_child_process_that_ran_it(
 
 
 def test_ended_counts_per_stretch_of_time_and_status(backend: Backend) -> None:
-    ids = enqueue(backend, [new_job("a") for _ in range(5)], now=T0)
+    ids = enqueue(backend, [new_job("a") for _ in range(4)] + [new_job("b")], now=T0)
     worker = backend.register_worker(worker_info(lease_seconds=3600), now=T0)
     for job_id, end in zip(ids[:3], (2, 11, 12), strict=True):
         backend.finish(worker, [succeeded(start_only(backend, worker, job_id, 1), at(end))],
@@ -1267,9 +1267,9 @@ def test_ended_counts_per_stretch_of_time_and_status(backend: Backend) -> None:
     backend.finish(worker, [failed(start_only(backend, worker, ids[3], 1), at(19.5))], now=at(20))
     backend.cancel(ids[4], now=at(25), by="me")  # at the window's end: not in it
     counts = backend.ended_counts(since=at(0), now=at(25), bucket_seconds=10.0)
-    assert counts == [(0, "succeeded", 1), (1, "failed", 1), (1, "succeeded", 2)]
+    assert counts == [(0, "a", "succeeded", 1), (1, "a", "failed", 1), (1, "a", "succeeded", 2)]
     assert backend.ended_counts(since=at(12.5), now=at(30), bucket_seconds=5.0) == [
-        (1, "failed", 1), (2, "cancelled", 1),
+        (1, "a", "failed", 1), (2, "b", "cancelled", 1),
     ]  # fmt: skip
 
 

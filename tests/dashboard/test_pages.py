@@ -104,6 +104,12 @@ def test_the_overview_charts_the_jobs_ended_and_the_oldest_wait(
         assert "failure rate 20.0%" in chart.group(2)
         assert chart.group(2).count('class="succeeded"') >= 1
         assert chart.group(2).count('class="failed"') >= 2  # its part, and the rate's bar
+    # /tasks: each task's jobs ended over the window, as a chart in its row
+    tasks_page = client.get("/tasks", params={"window": "1d"}).text
+    sparks = dict(re.findall(r'<svg class="spark" data-task="([^"]+)" (data-[^>]*)>', tasks_page))
+    assert 'data-succeeded="0" data-failed="1"' in sparks["fail_always"]
+    assert 'data-succeeded="1" data-failed="0"' in sparks["fan_out"]
+    assert 'data-succeeded="1" data-failed="0"' in sparks["square"]  # not the queued one
     [row] = re.findall(r"<tr><td><a [^>]*>slow-lane</a>.*?</tr>", text)
     assert re.search(r'class="num oldest">\d+ ms<', row)  # waiting since it was enqueued
 

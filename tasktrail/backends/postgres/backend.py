@@ -816,11 +816,10 @@ class PostgresBackend(Backend):
 
     def ended_counts(
         self, *, since: datetime, now: datetime, bucket_seconds: float
-    ) -> list[tuple[int, str, int]]:
+    ) -> list[tuple[int, str, str, int]]:
         params = {"since": since, "now": now, "bucket": bucket_seconds}
-        return [
-            (int(slot), status, int(n)) for slot, status, n in self._fetch("ended_counts", params)
-        ]
+        found = self._fetch("ended_counts", params)
+        return [(int(slot), task, status, int(n)) for slot, task, status, n in found]
 
     def prune(self, *, older_than: dict[str, timedelta], now: datetime) -> PruneReport:
         with self._connection() as conn:

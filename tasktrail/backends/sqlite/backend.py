@@ -580,11 +580,11 @@ class SqliteBackend(Backend):
 
     def ended_counts(
         self, *, since: datetime, now: datetime, bucket_seconds: float
-    ) -> list[tuple[int, str, int]]:
+    ) -> list[tuple[int, str, str, int]]:
         params = {"since": rows.ts(since), "now": rows.ts(now), "bucket": bucket_seconds}
         with self._reading() as conn:
             found = conn.execute(_Q["ended_counts"], params).fetchall()
-        return [(int(slot), status, int(n)) for slot, status, n in found]
+        return [(int(slot), task, status, int(n)) for slot, task, status, n in found]
 
     def prune(self, *, older_than: dict[str, timedelta], now: datetime) -> PruneReport:
         with self._write() as conn:

@@ -291,15 +291,15 @@ GROUP BY task, status;
 -- Jobs that reached a final status within the window: the clock minute (since the epoch,
 -- UTC) each finished in, for the throughput per active minute, and its last wait.
 -- Jobs that reached a final status within [since, now), per stretch of `bucket` seconds
--- from `since` and per status (through jobs_finished): the overview's charts.
+-- from `since`, task and status (through jobs_finished): the dashboard's charts.
 -- name: ended_counts
 SELECT CAST((julianday(finished_at) - julianday(:since)) * 86400.0 / :bucket AS INTEGER) AS slot,
-       status, count(*)
+       task, status, count(*)
 FROM jobs
 WHERE finished_at >= :since AND finished_at < :now
   AND status IN ('succeeded', 'failed', 'cancelled')
-GROUP BY 1, 2
-ORDER BY 1, 2;
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3;
 
 -- name: stats_finished
 SELECT task, status,
