@@ -340,8 +340,10 @@ class Task(Generic[P, R]):
             priority: overrides the task's priority (higher runs first).
             delay: seconds (or a timedelta) to wait before running it.
             run_at: an aware datetime not to run it before (instead of ``delay``).
-            connection: a psycopg connection whose transaction the job joins: it exists
-                if and only if that transaction commits.
+            connection: a connection whose transaction the job joins: it exists if and
+                only if that transaction commits. A psycopg (3) connection for
+                PostgreSQL, a ``sqlite3`` one on the same file for SQLite, or a
+                SQLAlchemy ``Connection`` or ``Session`` on either (through psycopg).
             parent: the job this one follows up (default: the one running, when called
                 from a task); see :meth:`prepare`.
             after: jobs (handles, :class:`Job` records or ids) to wait for. The job is

@@ -56,6 +56,7 @@ from ..base import (
     TaskStats,
     WorkerControl,
 )
+from ..borrowed import driver_connection
 from ..common import (
     LOST_ERROR_TEMPLATE,
     after_cancel_request,
@@ -403,10 +404,11 @@ class PostgresBackend(Backend):
         if not jobs:
             return []
         if connection is not None:
+            connection = driver_connection(connection, "postgres")
             if not isinstance(connection, psycopg.Connection):
                 raise InvalidArguments(
-                    "connection= for the PostgreSQL backend must be a psycopg (3) Connection, "
-                    f"got {type(connection).__name__}"
+                    "connection= for the PostgreSQL backend must be a psycopg (3) Connection "
+                    f"or a SQLAlchemy Connection or Session, got {type(connection).__name__}"
                 )
             return self._enqueue_on(connection, jobs, now)
         with self._connection() as conn:

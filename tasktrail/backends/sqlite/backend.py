@@ -44,6 +44,7 @@ from ..base import (
     TaskStats,
     WorkerControl,
 )
+from ..borrowed import driver_connection
 from ..common import raise_transition_error, requeues_now
 from ..records import FROM_TEXT, held
 from ..ticks import fire_due
@@ -262,9 +263,11 @@ class SqliteBackend(Backend):
         return enqueued
 
     def _caller_connection(self, connection: Any) -> sqlite3.Connection:
+        connection = driver_connection(connection, "sqlite")
         if not isinstance(connection, sqlite3.Connection):
             raise InvalidArguments(
-                "connection= for the SQLite backend must be a sqlite3.Connection, "
+                "connection= for the SQLite backend must be a sqlite3.Connection "
+                "or a SQLAlchemy Connection or Session, "
                 f"got {type(connection).__name__}"
             )
         files = {row[2] for row in connection.execute("PRAGMA database_list") if row[1] == "main"}
