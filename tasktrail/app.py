@@ -433,8 +433,17 @@ class App:
                     f"enqueue_many takes jobs from task.prepare(...), got {type(job).__name__}"
                 )
             self.get_task(job.task)
+        if connection is None:
+            connection = self.transaction_connection()
         enqueued = self.backend.enqueue(batch, now=utcnow(), connection=connection)
         return [JobHandle(self, item.id, item.created) for item in enqueued]
+
+    def transaction_connection(self) -> Any:
+        """The connection an enqueue without ``connection=`` joins the transaction of;
+        ``None``: the App's own (each enqueue commits by itself). An integration
+        overrides it: ``tasktrail.contrib.django``'s App returns Django's connection
+        inside ``transaction.atomic()``."""
+        return None
 
     # -- looking at jobs ------------------------------------------------------------
 

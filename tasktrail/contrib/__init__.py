@@ -1,0 +1,1 @@
+"""Integrations with the frameworks business data lives in, each behind its own extra."""
