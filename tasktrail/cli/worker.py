@@ -148,6 +148,24 @@ def _autoscale_range(text: str) -> tuple[int, int]:
     show_envvar=True,
     help="Seconds a process stays idle before --autoscale retires it.",
 )
+@click.option(
+    "--metrics-port",
+    type=int,
+    envvar="TASKTRAIL_METRICS_PORT",
+    show_envvar=True,
+    help="Serve this worker's own metrics (jobs running and buffered, round trips to the "
+    "database, outcomes) in Prometheus text at http://HOST:PORT/metrics, from the "
+    "supervisor; 0: any free port, named in the log. Needs pip install "
+    "'tasktrail[dashboard]'. Without it nothing listens.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="TASKTRAIL_METRICS_HOST",
+    show_envvar=True,
+    help="Address --metrics-port listens on (0.0.0.0: every interface).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log every job.")
 @click.option("--quiet", is_flag=True, help="Log warnings and errors only.")
 def worker_command(
@@ -165,6 +183,8 @@ def worker_command(
     unknown_task_grace: float,
     autoscale: str | None,
     autoscale_idle: float,
+    metrics_port: int | None,
+    metrics_host: str,
     verbose: bool,
     quiet: bool,
 ) -> None:
@@ -190,6 +210,8 @@ def worker_command(
         "reserve": reserve,
         "unknown_task_grace": unknown_task_grace,
         "autoscale_idle": autoscale_idle,
+        "metrics_port": metrics_port,
+        "metrics_host": metrics_host,
     }
     if autoscale is not None:
         low, high = _autoscale_range(autoscale)

@@ -57,6 +57,11 @@ class WorkerConfig:
             scale``, SIGTTIN and SIGTTOU).
         autoscale_idle: seconds a process of an autoscaling worker stays idle before it
             is retired.
+        metrics_port: serve the worker's own metrics (Prometheus text, ``/metrics``) on
+            this TCP port, from the supervisor (see :mod:`.metrics`; needs the
+            ``dashboard`` extra). ``0``: a free port, named in the log. ``None``: no
+            metrics, nothing listens.
+        metrics_host: the address ``metrics_port`` is bound on.
     """
 
     processes: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -72,6 +77,8 @@ class WorkerConfig:
     unknown_task_grace: float = 3600.0
     autoscale: tuple[int, int] | None = None
     autoscale_idle: float = 10.0
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, maximum: int = 1_000_000) -> None:
@@ -125,6 +132,24 @@ class WorkerConfig:
             raise ConfigurationError("queues must be a sequence of names, not one string")
         if self.name is not None:
             _check_name(self.name)
+        if self.metrics_port is not None and (
+            isinstance(self.metrics_port, bool)
+            or not isinstance(self.metrics_port, int)
+            or not 0 <= self.metrics_port <= 65535
+        ):
+            raise ConfigurationError(
+                f"metrics_port must be a TCP port from 1 to 65535 (or 0: any free port), "
+                f"got {self.metrics_port!r}"
+            )
+        if (
+            not isinstance(self.metrics_host, str)
+            or not self.metrics_host
+            or not self.metrics_host.isprintable()
+            or " " in self.metrics_host
+        ):
+            raise ConfigurationError(
+                f"metrics_host must be a host name or IP address, got {self.metrics_host!r}"
+            )
 
     @property
     def reserve_limit(self) -> int:

@@ -309,6 +309,7 @@ class JobFlow:
             return
         ended = time.monotonic()
         self._rtt += _SMOOTHING * (ended - began - self._rtt)
+        self.pool.tally.exchanged(ended - began, len(result.started))
         if self._lock_freed and outcomes:
             # a job that waited for this lock may be claimable now, though nothing was
             # enqueued: look at the next turn instead of at the next poll
@@ -538,6 +539,7 @@ class JobFlow:
                 },
             )  # fmt: skip
         self.pending.append((job.worker_id or 0, outcome))
+        self.pool.tally.finished[outcome.kind] += 1
         if job.lock_key is not None:
             self._lock_freed = True
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..job import HeldJob
 from .child import child_main
 from .protocol import FrameReader, encode_message
+from .tally import Tally
 
 if TYPE_CHECKING:
     from ..app import App
@@ -117,6 +118,9 @@ class ChildPool:
         self.selector = selector
         self.max_tasks_per_child = max_tasks_per_child
         self.children: dict[int, Child] = {}
+        #: What the worker has done: the pool counts the jobs its children begin, the
+        #: flow and the supervisor the rest.
+        self.tally = Tally()
         # A set: the supervisor re-registers its wake-up descriptor on every wake-up
         # and heartbeat; a list would grow for as long as the worker runs.
         self._close_in_child: set[int] = set()
@@ -180,6 +184,7 @@ class ChildPool:
             assignment.sent = True
         if idle:
             child.inflight[0].begin(time.monotonic())
+            self.tally.started += 1
         try:
             child.sock.sendall(message)
         except OSError:
@@ -192,6 +197,7 @@ class ChildPool:
         done = child.inflight.popleft()
         if child.inflight and child.inflight[0].sent:
             child.inflight[0].begin(now)
+            self.tally.started += 1
         return done
 
     def skip(self, child: Child, job_id: int) -> None:

@@ -4,7 +4,8 @@ It alone talks to the backend. Its loop moves jobs from the database to its pre-
 children and their outcomes back (:mod:`.flow`), never holding more than ``reserve``;
 enforces timeouts, replaces children that die, heartbeats its lease, recovers the jobs
 of workers whose lease expired, fires due schedules, kills jobs whose cancellation was
-asked, and shuts down without losing a job.
+asked, and shuts down without losing a job. With ``--metrics-port`` it serves its
+own metrics from the same loop (:mod:`.metrics`).
 
 Its process count can change while it runs: asked through the database (``tasktrail
 workers scale``, read once a second and at once on a wake-up), by SIGTTIN / SIGTTOU
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..backends.base import JobFilter, WorkerControl
 from ..clock import utcnow
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, ConfigurationError
 from ..job import ACTIVE_STATUSES, WorkerInfo
 from .config import MAX_PROCESSES, WorkerConfig
 from .flow import JobFlow
@@ -39,6 +40,7 @@ from .signals import STOPPING, SignalInbox
 if TYPE_CHECKING:
     from ..app import App
     from ..backends.base import Backend
+    from .metrics import MetricsServer
 
 __all__ = ["Supervisor", "WorkerConfig"]
 
@@ -78,6 +80,7 @@ class Supervisor:
         self._wake_fd: int | None = None
         self._paused: frozenset[str] = frozenset()  # queues paused fleet-wide
         self._control_due = False  # a wake-up announced a control request
+        self._metrics: MetricsServer | None = None  # with --metrics-port
 
     # -- the loop -------------------------------------------------------------------
 
@@ -86,6 +89,7 @@ class Supervisor:
         self._install_signals()
         opened = False
         try:
+            self._listen_for_metrics()
             opened = self._open()
             if not opened:
                 log.info("worker %s stopped before the database could be reached", self.name)
@@ -100,6 +104,8 @@ class Supervisor:
                 self.flow.reserve_limit, ",".join(self.config.queues) or "all",
                 self.backend.url,
             )  # fmt: skip
+            if self._metrics is not None:
+                self._metrics.serve(self._selector)
             for _ in range(self.flow.processes):
                 self.pool.spawn()
             self._control()  # before the first claim: none from a paused queue
@@ -109,9 +115,27 @@ class Supervisor:
         finally:
             if opened:
                 self._shutdown()
+            if self._metrics is not None:
+                self._metrics.close()
             self._restore_signals()
         log.info("worker %s stopped", self.name)
         return 0
+
+    def _listen_for_metrics(self) -> None:
+        """With ``--metrics-port``, bind it now: a port in use, or no prometheus_client,
+        stops the worker before it takes a job. (Nothing is imported without it.)"""
+        port = self.config.metrics_port
+        if port is None:
+            return
+        try:
+            from .metrics import MetricsServer
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"--metrics-port needs prometheus_client: pip install 'tasktrail[dashboard]' "
+                f"({exc})"
+            ) from None
+        self._metrics = MetricsServer(self, self.config.metrics_host, port)
+        log.info("worker %s: metrics at %s", self.name, self._metrics.url)
 
     def _open(self) -> bool:
         """Reach the database and register; while it is unreachable, retry with backoff
@@ -208,6 +232,8 @@ class Supervisor:
                     self.flow.on_message(key.data, message)
             elif key.data == "signal":
                 self._signals.drain()
+            elif key.data == "metrics" and self._metrics is not None:
+                self._metrics.ready(key.fileobj)
             elif key.data == "wake":
                 cancel = self.backend.consume_wakeups()
                 self._sync_wake_fd()
@@ -233,6 +259,7 @@ class Supervisor:
             result = call()
         except BackendUnavailable as exc:
             self._db_failures += 1
+            self.pool.tally.database_errors += 1
             cap = min(30.0, self.config.lease_seconds / 3)
             delay = min(cap, 0.1 * 2 ** min(self._db_failures, 10)) * self._rng.uniform(0.8, 1.2)
             self._db_retry_at = time.monotonic() + delay
