@@ -181,6 +181,20 @@ def common_options(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def log_format_option(command: F) -> F:
+    """``--log-format text|json`` (see :mod:`tasktrail.logs`)."""
+    return click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        envvar="TASKTRAIL_LOG_FORMAT",
+        show_envvar=True,
+        help="Log lines as text, or as one JSON object per line (job id, task, ref, "
+        "attempt, worker, pid) for log shippers.",
+    )(command)
+
+
 def json_option(command: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(command)
 

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import importlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -15,10 +16,11 @@ from typing import Any, TextIO
 import click
 
 from ..errors import AppImportError, ConfigurationError, InvalidArguments
+from ..logs import LogFormat, setup_logging
 from ..mapping import ItemResult, MapRun
 from ..task import Task
 from ..worker import WorkerConfig
-from . import cli
+from . import cli, log_format_option
 
 #: The columns after the input's in the output, and in the ``--failed-out`` file.
 RESULT_COLUMNS = ("status", "result", "error", "attempts", "runtime")
@@ -288,6 +290,7 @@ def check_failed_columns(path: Path, header: list[str] | None) -> None:
     help="Run again the rows that failed in earlier runs on this state (same INPUT).",
 )
 @click.option("--unordered", is_flag=True, help="Write results as they finish, not in input order.")
+@log_format_option
 def map_command(
     function: str,
     input_path: Path,
@@ -300,6 +303,7 @@ def map_command(
     state: Path | None,
     retry_failed: bool,
     unordered: bool,
+    log_format: LogFormat,
 ) -> None:
     """Run FUNCTION (module:function) over the rows of INPUT in parallel, on this machine.
 
@@ -311,6 +315,7 @@ def map_command(
     (each complete run rewrites FILE: no rows when none failed), and --retry-failed added
     to the same command runs only them again.
     """  # fmt: skip
+    setup_logging(logging.WARNING, log_format)
     kind = kind or ("jsonl" if input_path.suffix.lower() in (".jsonl", ".ndjson") else "csv")
     func = load_function(function)
     if processes is not None:

@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from typing import Any
 
 import click
 
 from ..errors import InvalidArguments
+from ..logs import LogFormat, setup_logging
 from ..worker import WorkerConfig
-from . import AppContext, cli, common_options
-
-
-class _UTCFormatter(logging.Formatter):
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return f"{stamp}.{int(record.msecs):03d}Z"
-
-
-def setup_logging(level: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("tasktrail")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+from . import AppContext, cli, common_options, log_format_option
 
 
 def _autoscale_range(text: str) -> tuple[int, int]:
@@ -168,6 +153,7 @@ def _autoscale_range(text: str) -> tuple[int, int]:
 )
 @click.option("--verbose", "-v", is_flag=True, help="Log every job.")
 @click.option("--quiet", is_flag=True, help="Log warnings and errors only.")
+@log_format_option
 def worker_command(
     ctx: AppContext,
     processes: int | None,
@@ -187,6 +173,7 @@ def worker_command(
     metrics_host: str,
     verbose: bool,
     quiet: bool,
+    log_format: LogFormat,
 ) -> None:
     """Run a worker: reserve jobs and run them in forked processes (needs --app).
 
@@ -195,7 +182,7 @@ def worker_command(
     signal stops at once. SIGTTIN adds a process, SIGTTOU retires one (it finishes its
     job first); so does `tasktrail workers scale NAME N`, from any host.
     """
-    setup_logging(logging.WARNING if quiet else logging.INFO)
+    setup_logging(logging.WARNING if quiet else logging.INFO, log_format)
     if not verbose and not quiet:
         logging.getLogger("tasktrail.worker.jobs").setLevel(logging.WARNING)
     options: dict[str, Any] = {

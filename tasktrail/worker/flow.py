@@ -536,6 +536,7 @@ class JobFlow:
                 extra={
                     "job_id": job.id, "task": job.task, "ref": str(job.ref) if job.ref else None,
                     "attempt": outcome.attempt, "worker": self.name,
+                    "child_pid": outcome.child_pid,
                 },
             )  # fmt: skip
         self.pending.append((job.worker_id or 0, outcome))

@@ -13,6 +13,7 @@ children never interleave. Monotonic times are comparable across processes on Li
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
@@ -202,6 +203,13 @@ def pause(path: str, seconds: float, gate: str | None = None) -> int:
 
 
 # -- failing tasks -----------------------------------------------------------------
+
+
+@app.task(name="log_a_line")
+def log_a_line(text: str) -> str:
+    """Writes a warning through a logger of its own, as a task's code would."""
+    logging.getLogger("shop.sync").warning("synced %s", text)
+    return text
 
 
 @app.task(name="fail_always", retries=2, **FAST_RETRY)
