@@ -1,5 +1,5 @@
-"""tasktrail in a real Django project (tests/django_project) on PostgreSQL and on
-SQLite, through
+"""tasktrail in a real Django project (the example, examples/django_shop) on PostgreSQL
+and on SQLite, through
 manage.py in processes of their own: migrate installs tasktrail's schema; an enqueue
 inside transaction.atomic() is rolled back or committed with it; the worker run by
 ``manage.py tasktrail worker`` runs a task that reads and writes a model in its forked
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -26,8 +27,8 @@ from tasktrail.backends.sqlite.backend import SCHEMA_VERSION as SQLITE_SCHEMA_VE
 pytest.importorskip("django", reason="the django extra is not installed")  # CI installs it
 
 
-PROJECT = Path(__file__).resolve().parents[1] / "django_project"
-REPO_ROOT = PROJECT.parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROJECT = REPO_ROOT / "examples" / "django_shop"
 
 
 class Project:
@@ -52,9 +53,9 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]
         PYTHONPATH=os.pathsep.join([str(PROJECT), str(REPO_ROOT), env.get("PYTHONPATH", "")]),
     )
     if request.param == "sqlite":
-        path = tmp_path / "shop.db"
-        env.update(SHOP_DB_ENGINE="sqlite3", SHOP_DB_NAME=str(path))
-        yield Project(env, f"sqlite:///{path}")
+        dsn = f"sqlite:///{tmp_path / 'shop.db'}"
+        env.update(SHOP_DATABASE=dsn)
+        yield Project(env, dsn)
         return
     request.applymarker(pytest.mark.postgres)
     yield from _postgres_project(str(request.getfixturevalue("pg_server")), env)
@@ -66,17 +67,10 @@ def _postgres_project(pg_server: str, env: dict[str, str]) -> Iterator[Project]:
     name = f"tt_django_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlsplit(pg_server)
-    env.update(
-        SHOP_DB_NAME=name,
-        SHOP_DB_USER=url.username or "postgres",
-        SHOP_DB_PASSWORD=url.password or "",
-        SHOP_DB_HOST=url.hostname or "127.0.0.1",
-        SHOP_DB_PORT=str(url.port or 5432),
-    )
-    base = pg_server.rsplit("/", 1)[0]
+    dsn = f"{urlunsplit(urlsplit(pg_server)._replace(path='/' + name, query=''))}"
+    env.update(SHOP_DATABASE=dsn)
     try:
-        yield Project(env, f"{base}/{name}")
+        yield Project(env, dsn)
     finally:
         with psycopg.connect(pg_server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -107,7 +101,7 @@ def test_migrate_atomic_enqueue_and_the_worker_through_manage_py(project: Projec
     assert version == (SCHEMA_VERSION if postgres else SQLITE_SCHEMA_VERSION)
     project.manage("migrate", "--no-input")  # again: nothing to do, no error
 
-    made = json.loads(project.manage("shop_enqueue").stdout)
+    made = json.loads(project.manage("shop_demo", "--json", "--no-worker").stdout)
     app = tasktrail.App(project.dsn)
     try:
         jobs = app.jobs(limit=None)
@@ -131,3 +125,18 @@ def test_migrate_atomic_enqueue_and_the_worker_through_manage_py(project: Projec
         assert {job["id"] for job in listed} == {refreshed.id, follow_up.id}
     finally:
         app.close()
+
+
+def test_the_example_runs_in_one_command_offline(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKTRAIL_", "SHOP_"))}
+    env["SHOP_DATABASE"] = f"sqlite:///{tmp_path / 'shop.db'}"  # not the example's folder
+    done = subprocess.run(
+        [sys.executable, str(PROJECT / "manage.py"), "shop_demo"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "https://gone.example: rolled back with its job (neither exists)" in out
+    assert re.search(r"https://kept.example \(website (\d+)\): committed with its job", out)
+    assert "refresh: succeeded, result 'https://kept.example'" in out
+    assert "count: succeeded, result 20" in out and re.search(r"website \d+\.comments = 20", out)

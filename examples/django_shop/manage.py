@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The test suite's Django project (tests/integration/test_django.py runs it)."""
+"""The Django example: python examples/django_shop/manage.py shop_demo"""
 
 import os
 import sys

@@ -1,8 +1,8 @@
 """The shop's tasks, found by tasktrail's app (autodiscovered from INSTALLED_APPS)."""
 
 from django.db import transaction
-from shop.models import Website
 
+from shop.models import Website
 from tasktrail.contrib.django import app
 
 
