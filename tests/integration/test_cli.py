@@ -454,3 +454,19 @@ def test_the_installed_command_reports_errors_in_one_line(app, worker_dsn, args,
     assert done.stdout == ""
     assert_one_line_error(done.stderr, message)
     assert snapshot(app) == before
+
+
+def test_shell_completion_is_generated_and_completes_commands() -> None:
+    command = tasktrail_command()
+    script = subprocess.run(
+        [command], env={**os.environ, "_TASKTRAIL_COMPLETE": "bash_source"},
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert "_tasktrail_completion" in script.stdout and "complete -o" in script.stdout
+    words = subprocess.run(
+        [command],
+        env={**os.environ, "_TASKTRAIL_COMPLETE": "bash_complete",
+             "COMP_WORDS": "tasktrail wor", "COMP_CWORD": "1"},
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert "plain,worker" in words.stdout.splitlines() and "plain,workers" in words.stdout
