@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import inspect
 import json
 import os
 import select
@@ -93,6 +94,12 @@ def run_job(app: App, message: dict[str, Any]) -> dict[str, Any]:
     )  # fmt: skip
     try:
         result = task.func(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            import asyncio  # (only where a task is async)
+
+            # an async def task: an event loop of its own for this job (tasks it starts
+            # and leaves running are cancelled when it ends, as asyncio.run does)
+            result = asyncio.run(result)
     except Terminated:
         raise
     except BaseException as exc:  # SystemExit and KeyboardInterrupt from a task are failures

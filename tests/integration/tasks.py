@@ -205,6 +205,50 @@ def pause(path: str, seconds: float, gate: str | None = None) -> int:
 # -- failing tasks -----------------------------------------------------------------
 
 
+@app.task(name="async_fetch")
+async def async_fetch(path: str, pages: int) -> dict[str, Any]:
+    """An async task: awaits several coroutines at once, and knows its job in them."""
+    import asyncio
+
+    async def page(index: int) -> int:
+        await asyncio.sleep(0.01)
+        return index * index
+
+    job_id, attempt = _attempt()
+    results = await asyncio.gather(*(page(index) for index in range(pages)))
+    append_line(path, {"job": job_id, "attempt": attempt, "pid": os.getpid()})
+    return {"job": job_id, "pages": results}
+
+
+async def double_async(value: int) -> int:
+    """A plain async function (not a task), for map."""
+    import asyncio
+
+    await asyncio.sleep(0)
+    return value * 2
+
+
+@app.task(name="async_slow", timeout=0.5, retries=1, **FAST_RETRY)
+async def async_slow(path: str, seconds: float) -> None:
+    """Awaits longer than its timeout; its ``finally`` writes a line."""
+    import asyncio
+
+    job_id, attempt = _attempt()
+    append_line(path, {"job": job_id, "attempt": attempt, "phase": "start"})
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        append_line(path, {"job": job_id, "attempt": attempt, "phase": "finally"})
+
+
+@app.task(name="async_fail", retries=1, **FAST_RETRY)
+async def async_fail(message: str) -> None:
+    import asyncio
+
+    await asyncio.sleep(0)
+    raise ValueError(message)
+
+
 @app.task(name="log_a_line")
 def log_a_line(text: str) -> str:
     """Writes a warning through a logger of its own, as a task's code would."""
