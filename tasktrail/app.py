@@ -640,16 +640,7 @@ class App:
 
     def activity(self, window: timedelta = timedelta(hours=1), buckets: int = 60) -> Activity:
         """How many jobs ended, by status, in each of ``buckets`` equal stretches of the
-        last ``window`` (oldest first)."""
-        return self._activity(window, buckets, by_task=False)[""]
-
-    def task_activity(
-        self, window: timedelta = timedelta(hours=1), buckets: int = 60
-    ) -> dict[str, Activity]:
-        """:meth:`activity` per task (the tasks that had a job end in the window)."""
-        return self._activity(window, buckets, by_task=True)
-
-    def _activity(self, window: timedelta, buckets: int, *, by_task: bool) -> dict[str, Activity]:
+        last ``window`` (oldest first), in all and per task (one read)."""
         if not isinstance(window, timedelta) or window <= timedelta(0):
             raise InvalidArguments(f"window must be a timedelta longer than zero, got {window!r}")
         if not isinstance(buckets, int) or not 1 <= buckets <= 1000:
@@ -662,14 +653,14 @@ class App:
         found = self.backend.ended_counts(
             since=since, now=now, bucket_seconds=bucket.total_seconds()
         )
-        ended: dict[str, list[dict[str, int]]] = {}
-        if not by_task:
-            ended[""] = [{} for _ in range(buckets)]
+        ended: list[dict[str, int]] = [{} for _ in range(buckets)]
+        by_task: dict[str, list[dict[str, int]]] = {}
         for slot, task, status, count in found:
-            per_slot = ended.setdefault(task if by_task else "", [{} for _ in range(buckets)])
-            counts = per_slot[min(max(slot, 0), buckets - 1)]  # (rounding at the edges)
-            counts[status] = counts.get(status, 0) + count
-        return {key: Activity(since=since, bucket=bucket, ended=e) for key, e in ended.items()}
+            index = min(max(slot, 0), buckets - 1)  # (rounding at the edges)
+            own = by_task.setdefault(task, [{} for _ in range(buckets)])[index]
+            for counts in (ended[index], own):
+                counts[status] = counts.get(status, 0) + count
+        return Activity(since=since, bucket=bucket, ended=ended, by_task=by_task)
 
     # -- micro tasks ----------------------------------------------------------------
 

@@ -129,11 +129,19 @@ class TaskStats:
 class Activity:
     """How many jobs reached a final status in each stretch of ``bucket`` from ``since``
     on: ``ended[i]`` counts them by status (succeeded, failed, cancelled) for
-    ``[since + i * bucket, since + (i + 1) * bucket)``. The overview's charts."""
+    ``[since + i * bucket, since + (i + 1) * bucket)``; ``by_task`` the same per task.
+    The dashboard's charts."""
 
     since: datetime
     bucket: timedelta
     ended: list[dict[str, int]]
+    #: the same, per task (the tasks that had a job end in the window)
+    by_task: dict[str, list[dict[str, int]]] = field(default_factory=dict)
+
+    def task(self, name: str) -> Activity:
+        """The activity of one task alone."""
+        empty: list[dict[str, int]] = [{} for _ in self.ended]
+        return Activity(self.since, self.bucket, self.by_task.get(name, empty))
 
     def failure_rate(self, index: int) -> float | None:
         """failed / (succeeded + failed) in stretch ``index``; None with neither."""
@@ -146,6 +154,7 @@ class Activity:
             "since": self.since.isoformat(),
             "bucket_seconds": self.bucket.total_seconds(),
             "ended": self.ended,
+            "by_task": self.by_task,
         }
 
 

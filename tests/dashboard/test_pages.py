@@ -110,6 +110,11 @@ def test_the_overview_charts_the_jobs_ended_and_the_oldest_wait(
     assert 'data-succeeded="0" data-failed="1"' in sparks["fail_always"]
     assert 'data-succeeded="1" data-failed="0"' in sparks["fan_out"]
     assert 'data-succeeded="1" data-failed="0"' in sparks["square"]  # not the queued one
+    # per task, the last hour's ended jobs (from the same read as the hour's chart)
+    overview_sparks = dict(
+        re.findall(r'<svg class="spark" data-task="([^"]+)" (data-[^>]*)>', text)
+    )
+    assert 'data-succeeded="0" data-failed="1"' in overview_sparks["fail_always"]
     [row] = re.findall(r"<tr><td><a [^>]*>slow-lane</a>.*?</tr>", text)
     assert re.search(r'class="num oldest">\d+ ms<', row)  # waiting since it was enqueued
 

@@ -821,7 +821,7 @@ class PostgresBackend(Backend):
     ) -> list[tuple[int, str, str, int]]:
         params = {"since": since, "now": now, "bucket": bucket_seconds}
         found = self._fetch("ended_counts", params)
-        return [(int(slot), task, status, int(n)) for slot, task, status, n in found]
+        return sorted((int(slot), task, status, int(n)) for slot, task, status, n in found)
 
     def prune(self, *, older_than: dict[str, timedelta], now: datetime) -> PruneReport:
         with self._connection() as conn:

@@ -23,6 +23,14 @@ Connection = psycopg.Connection[Any]
 PRUNE_BATCH = 5000
 #: Schedules whose ledger rows one statement of prune looks through.
 PRUNE_SCHEDULES = 100
+#: The statuses of the partial indexes on jobs, as SQL: a filter of statuses within one
+#: of them says so in the statement's text too, so that the statement's generic plan
+#: (a prepared one, after a few calls) can use that index, which a bound parameter
+#: alone cannot prove it may (1M jobs: /workers' held jobs 170 ms -> a few ms).
+_PARTIAL_STATUSES = (
+    (frozenset({"reserved", "running"}), "j.status IN ('reserved', 'running')"),
+    (frozenset({"queued"}), "j.status = 'queued'"),
+)
 
 
 def get_job(conn: Connection, q: dict[str, str], job_id: int) -> Job | None:
@@ -63,6 +71,10 @@ def list_jobs(conn: Connection, q: dict[str, str], job_filter: JobFilter) -> lis
     if f.statuses is not None:
         conditions.append("j.status = ANY (%(statuses)s::text[])")
         params["statuses"] = list(f.statuses)
+        for statuses, literal in _PARTIAL_STATUSES:
+            if set(f.statuses) <= statuses:
+                conditions.append(literal)
+                break
     if f.since is not None:
         conditions.append("j.created_at >= %(since)s")
         params["since"] = f.since

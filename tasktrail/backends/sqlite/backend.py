@@ -587,7 +587,7 @@ class SqliteBackend(Backend):
         params = {"since": rows.ts(since), "now": rows.ts(now), "bucket": bucket_seconds}
         with self._reading() as conn:
             found = conn.execute(_Q["ended_counts"], params).fetchall()
-        return [(int(slot), task, status, int(n)) for slot, task, status, n in found]
+        return sorted((int(slot), task, status, int(n)) for slot, task, status, n in found)
 
     def prune(self, *, older_than: dict[str, timedelta], now: datetime) -> PruneReport:
         with self._write() as conn:

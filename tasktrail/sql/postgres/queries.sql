@@ -267,8 +267,7 @@ SELECT floor(extract(epoch FROM finished_at - %(since)s) / %(bucket)s)::integer 
 FROM tasktrail.jobs
 WHERE finished_at >= %(since)s AND finished_at < %(now)s
   AND status IN ('succeeded', 'failed', 'cancelled')
-GROUP BY 1, 2, 3
-ORDER BY 1, 2, 3;
+GROUP BY 1, 2, 3;
 
 -- name: stats_finished
 SELECT task, status,

@@ -298,8 +298,7 @@ SELECT CAST((julianday(finished_at) - julianday(:since)) * 86400.0 / :bucket AS 
 FROM jobs
 WHERE finished_at >= :since AND finished_at < :now
   AND status IN ('succeeded', 'failed', 'cancelled')
-GROUP BY 1, 2, 3
-ORDER BY 1, 2, 3;
+GROUP BY 1, 2, 3;
 
 -- name: stats_finished
 SELECT task, status,
