@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench import dashboard
 from bench import scenarios as sc
 from bench.config import PG_DSN, REDIS_URL, ROOT
 from bench.harness import (
@@ -33,7 +34,7 @@ from bench.peers.tasktrail_peer import TasktrailPeer
 
 SCENARIOS = (
     "enqueue", "drain", "latency", "sleep", "sqlite", "scale", "memory", "limits", "map",
-    "mixed",
+    "mixed", "dashboard",
 )  # fmt: skip
 SERVER_SCENARIOS = ("enqueue", "drain", "latency", "sleep")
 
@@ -77,6 +78,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--memory-jobs", type=int, default=None, help="jobs of the memory drain (100,000)"
+    )
+    parser.add_argument(
+        "--dashboard-jobs", type=int, default=None, help="jobs of the dashboard's data (1,000,000)"
+    )
+    parser.add_argument(
+        "--dashboard-events",
+        type=int,
+        default=None,
+        help="about how many events the dashboard's data has (10,000,000)",
+    )
+    parser.add_argument(
+        "--dashboard-requests", type=int, default=None, help="requests of each dashboard page (50)"
+    )
+    parser.add_argument(
+        "--dashboard-keep",
+        action="store_true",
+        help="keep the dashboard's schema afterwards (its DSN is logged)",
+    )
+    parser.add_argument(
+        "--dashboard-schema",
+        default=None,
+        metavar="NAME",
+        help="time the dashboard on a schema kept by an earlier run (no fill; kept)",
     )
     parser.add_argument(
         "--tasktrail-reserve",
@@ -129,6 +153,9 @@ def sizes_of(args: argparse.Namespace) -> sc.Sizes:
         changes["scale_events"] = args.scale_events
     if args.memory_jobs is not None:
         changes["memory_jobs"] = args.memory_jobs
+    for option in ("dashboard_jobs", "dashboard_events", "dashboard_requests"):
+        if getattr(args, option) is not None:
+            changes[option] = getattr(args, option)
     return sc.Sizes(**{**sizes.__dict__, **changes})
 
 
@@ -145,7 +172,7 @@ def applies(scenario: str, lp: LoadedPeer) -> bool:
         return store != "sqlite"
     if scenario == "sqlite":
         return store == "sqlite"
-    if scenario in ("scale", "memory"):
+    if scenario in ("scale", "memory", "dashboard"):
         return lp.key == "tasktrail-pg"
     # mixed: every store, its rows by store (as drain's and sqlite's)
     return scenario == "mixed"
@@ -166,6 +193,7 @@ def run_peer(ctx: sc.Context, lp: LoadedPeer, chosen: list[str]) -> None:
                     "sqlite",
                     "scale",
                     "memory",
+                    "dashboard",
                 ):
                     ctx.results.fail(figure, lp.key, ready)
             return
@@ -188,6 +216,8 @@ def run_peer(ctx: sc.Context, lp: LoadedPeer, chosen: list[str]) -> None:
                 sc.run_memory(ctx, lp)
             elif scenario == "mixed":
                 sc.run_mixed(ctx, lp)
+            elif scenario == "dashboard":
+                dashboard.run(ctx, lp)
     finally:
         attempt(lp.peer.teardown, ctx.timeout, log, f"{lp.key} teardown")
 
@@ -254,7 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     results = Results()
     for figure in sc.all_figures(sizes, args.scenarios):
         results.figure(figure)
-    ctx = sc.Context(sizes, args.repeat, args.timeout, results, log)
+    ctx = sc.Context(
+        sizes,
+        args.repeat,
+        args.timeout,
+        results,
+        log,
+        dashboard_keep=args.dashboard_keep,
+        dashboard_schema=args.dashboard_schema,
+    )
 
     peers, skipped = load_peers(args.peers, log)
     if args.tasktrail_reserve is not None:

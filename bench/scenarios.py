@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import mixed
+from bench import dashboard, mixed
 from bench.config import PG_DSN
 from bench.harness import Failure, Figure, LoadedPeer, Results, attempt, fmt_number, fmt_ratio
 
@@ -50,6 +50,10 @@ class Sizes:
     mixed_short_seconds: float = 0.010
     mixed_workers: int = 2
     mixed_processes: int = 2
+    dashboard_jobs: int = 1_000_000
+    dashboard_events: int = 10_000_000
+    dashboard_requests: int = 50  # per page
+    dashboard_page_seconds: float = 60.0  # longest a page is timed (then: at least 5)
 
     def mixed_durations(self) -> list[float]:
         return mixed.mixed_durations(
@@ -79,6 +83,10 @@ QUICK = Sizes(
     mixed_long=4,
     mixed_long_seconds=0.5,
     mixed_short=100,
+    dashboard_jobs=20_000,
+    dashboard_events=200_000,
+    dashboard_requests=10,
+    dashboard_page_seconds=10.0,
 )
 
 DRAIN_SHAPES = ((1, 1), (1, 2), (2, 2))
@@ -91,6 +99,9 @@ class Context:
     timeout: float
     results: Results
     log: Callable[[str], None]
+    #: The dashboard scenario: keep its schema afterwards; or reuse one kept before.
+    dashboard_keep: bool = False
+    dashboard_schema: str | None = None
 
 
 # -- the figures ---------------------------------------------------------------------------
@@ -295,6 +306,8 @@ def all_figures(sizes: Sizes, scenarios: list[str]) -> list[Figure]:
             figures += mixed_figures("server", sizes)
             figures += mixed_bound_figures(sizes)
             figures += mixed_figures("sqlite", sizes)
+        elif name == "dashboard":
+            figures += dashboard.figures(sizes)
     return figures
 
 
