@@ -162,7 +162,10 @@ def test_a_job_enqueued_in_a_rolled_back_transaction_does_not_exist(
     ids=["object", "sqlite3", "dsn string"],
 )
 def test_a_connection_that_is_not_psycopg_is_refused_clearly(apps: Apps, connection: Any) -> None:
-    with pytest.raises(InvalidArguments, match=r"must be a psycopg \(3\) Connection, got \w+"):
+    with pytest.raises(
+        InvalidArguments,
+        match=r"must be a psycopg \(3\) Connection or a SQLAlchemy Connection or Session, got \w+",
+    ):
         apps.echo.enqueue("x", connection=connection)
     assert apps.app.jobs() == []
 
