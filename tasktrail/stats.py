@@ -11,12 +11,16 @@ from typing import Any
 from .backends.base import TaskStats
 from .job import STATUSES, WAITING
 
-__all__ = ["RUN_END_KINDS", "build_task_stats", "percentile"]
+__all__ = ["RUN_END_KINDS", "RUN_SAMPLE", "build_task_stats", "percentile"]
 
 #: The events that end an attempt in its child: only these attempts have a run time. An
 #: attempt that ended otherwise (``lost``, ``interrupted``, ``cancelled``, ``deferred``)
 #: has none: the time until its worker's lease lapsed, or until a shutdown, is not a run.
 RUN_END_KINDS = ("succeeded", "failed", "timeout")
+#: The run-time percentiles read the attempts of this many jobs at most: the newest that
+#: finished in the window (and the active ones). Every attempt of a day or a week of a
+#: busy queue would be millions of rows of history (bench/results/dashboard-*.md).
+RUN_SAMPLE = 5000
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:

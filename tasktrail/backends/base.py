@@ -89,7 +89,8 @@ class TaskStats:
       (an event ``succeeded``, ``failed`` or ``timeout``), each from its ``started`` event
       to that end event, whatever became of its job. An attempt that ended any other way
       (``lost`` when its worker's lease lapsed, ``interrupted``, ``cancelled``,
-      ``deferred``) is not a run and is not counted.
+      ``deferred``) is not a run and is not counted. Of the jobs finished in the window,
+      the newest ``stats.RUN_SAMPLE`` (5,000) are read for these, and the active ones.
     - ``wait_p50`` / ``wait_p95`` / ``wait_p99``: of the jobs finished within the window, from their
       ``run_at`` to the start of their last attempt.
     - ``failure_rate``: failed / (succeeded + failed) of the jobs finished in the window.

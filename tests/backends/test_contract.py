@@ -1273,6 +1273,24 @@ def test_ended_counts_per_stretch_of_time_and_status(backend: Backend) -> None:
     ]  # fmt: skip
 
 
+def test_run_time_percentiles_read_the_newest_jobs_of_the_window(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasktrail.backends.postgres.reads
+    import tasktrail.backends.sqlite.reads
+
+    for module in (tasktrail.backends.postgres.reads, tasktrail.backends.sqlite.reads):
+        monkeypatch.setattr(module, "RUN_SAMPLE", 2)
+    ids = enqueue(backend, [new_job("a") for _ in range(3)], now=T0)
+    worker = backend.register_worker(worker_info(lease_seconds=3600), now=T0)
+    for job_id, (began, end) in zip(ids, ((1, 2), (2, 5), (3, 8)), strict=True):
+        job = start_only(backend, worker, job_id, began)
+        backend.finish(worker, [succeeded(job, at(end))], now=at(end))
+    [stats] = backend.task_stats(since=T0, now=at(10))
+    # runs of 3 and 5 s (the two newest to finish); the counts are of all three
+    assert (stats.run_p50, stats.counts["succeeded"]) == (pytest.approx(4, abs=1e-3), 3)
+
+
 def test_task_stats_with_controlled_times(backend: Backend) -> None:
     s1, s2, f3, c4, r5, r6, q7, b8 = enqueue(
         backend, [new_job("a") for _ in range(7)] + [new_job("b")], now=T0

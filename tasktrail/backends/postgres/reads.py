@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from ...job import Job
-from ...stats import build_task_stats
+from ...stats import RUN_SAMPLE, build_task_stats
 from ..base import JobFilter, PruneCutoffs, PruneReport, TaskStats
 from . import rows
 
@@ -100,7 +100,8 @@ def task_stats(
     active = conn.execute(q["stats_active"], window).fetchall()
     finished = conn.execute(q["stats_finished"], window).fetchall()
     active_ids = [job_id for *_, ids in active for job_id in ids or ()]
-    runs = conn.execute(q["stats_runs"], {**window, "active_ids": active_ids}).fetchall()
+    sample = {"active_ids": active_ids, "sample": RUN_SAMPLE}
+    runs = conn.execute(q["stats_runs"], {**window, **sample}).fetchall()
     return build_task_stats([row[:3] for row in active], finished, runs)
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ...job import Event, Job, WorkerRecord
-from ...stats import build_task_stats
+from ...stats import RUN_SAMPLE, build_task_stats
 from .._sql import queries
 from ..base import JobFilter, PruneCutoffs, PruneReport, TaskStats
 from . import rows
@@ -93,7 +93,7 @@ def task_stats(conn: sqlite3.Connection, since: datetime, now: datetime) -> list
     finished = conn.execute(_Q["stats_finished"], window).fetchall()
     active_ids = [int(job_id) for *_, ids in active if ids for job_id in ids.split(",")]
     runs = conn.execute(
-        _Q["stats_runs"], {**window, "active_ids": json.dumps(active_ids)}
+        _Q["stats_runs"], {**window, "active_ids": json.dumps(active_ids), "sample": RUN_SAMPLE}
     ).fetchall()
     return build_task_stats([row[:3] for row in active], finished, runs)
 

@@ -257,8 +257,6 @@ FROM (
 ) AS active
 GROUP BY task, status;
 
--- Jobs that reached a final status within the window: the clock minute (since the epoch,
--- UTC) each finished in, for the throughput per active minute, and its last wait.
 -- Jobs that reached a final status within [since, now), per stretch of `bucket` seconds
 -- from `since`, task and status (through jobs_finished): the dashboard's charts.
 -- name: ended_counts
@@ -269,6 +267,8 @@ WHERE finished_at >= %(since)s AND finished_at < %(now)s
   AND status IN ('succeeded', 'failed', 'cancelled')
 GROUP BY 1, 2, 3;
 
+-- Jobs that reached a final status within the window: the clock minute (since the epoch,
+-- UTC) each finished in, for the throughput per active minute, and its last wait.
 -- name: stats_finished
 SELECT task, status,
        floor(extract(epoch FROM finished_at) / 60)::bigint AS finished_minute,
@@ -278,7 +278,8 @@ WHERE finished_at >= %(since)s AND finished_at <= %(now)s
   AND status IN ('succeeded', 'failed', 'cancelled');
 
 -- The run time of every attempt that ended in its child (succeeded, failed, timeout)
--- within the window: from its `started` event to that end event. Attempts that ended
+-- within the window, of the newest `sample` jobs finished in it and the active ones:
+-- from its `started` event to that end event. Attempts that ended
 -- otherwise (lost, interrupted, cancelled, deferred) are not runs. Only the history of
 -- jobs that can hold such an attempt is read, through indexes: jobs finished since the
 -- window began (jobs_finished), and the active ones stats_active named (primary key;
@@ -286,8 +287,10 @@ WHERE finished_at >= %(since)s AND finished_at <= %(now)s
 -- with no `started` before it (a history written by hand) has no run time (NULL).
 -- name: stats_runs
 WITH candidate AS (
-    SELECT id, task FROM tasktrail.jobs
-    WHERE finished_at >= %(since)s AND status IN ('succeeded', 'failed', 'cancelled')
+    (SELECT id, task FROM tasktrail.jobs
+     WHERE finished_at >= %(since)s AND status IN ('succeeded', 'failed', 'cancelled')
+     ORDER BY finished_at DESC
+     LIMIT %(sample)s)
     UNION ALL
     SELECT id, task FROM tasktrail.jobs
     WHERE id = ANY (%(active_ids)s::bigint[]) AND status IN ('queued', 'reserved', 'running')

@@ -288,8 +288,6 @@ FROM (
 ) AS active
 GROUP BY task, status;
 
--- Jobs that reached a final status within the window: the clock minute (since the epoch,
--- UTC) each finished in, for the throughput per active minute, and its last wait.
 -- Jobs that reached a final status within [since, now), per stretch of `bucket` seconds
 -- from `since`, task and status (through jobs_finished): the dashboard's charts.
 -- name: ended_counts
@@ -300,6 +298,8 @@ WHERE finished_at >= :since AND finished_at < :now
   AND status IN ('succeeded', 'failed', 'cancelled')
 GROUP BY 1, 2, 3;
 
+-- Jobs that reached a final status within the window: the clock minute (since the epoch,
+-- UTC) each finished in, for the throughput per active minute, and its last wait.
 -- name: stats_finished
 SELECT task, status,
        CAST(strftime('%s', finished_at) AS INTEGER) / 60 AS finished_minute,
@@ -309,7 +309,8 @@ WHERE finished_at >= :since AND finished_at <= :now
   AND status IN ('succeeded', 'failed', 'cancelled');
 
 -- The run time of every attempt that ended in its child (succeeded, failed, timeout)
--- within the window: from its `started` event to that end event. Attempts that ended
+-- within the window, of the newest `sample` jobs finished in it and the active ones:
+-- from its `started` event to that end event. Attempts that ended
 -- otherwise (lost, interrupted, cancelled, deferred) are not runs. Only the history of
 -- jobs that can hold such an attempt is read, through indexes: jobs finished since the
 -- window began (jobs_finished), and the active ones stats_active named (primary key;
@@ -317,8 +318,11 @@ WHERE finished_at >= :since AND finished_at <= :now
 -- with no `started` before it (a history written by hand) has no run time (NULL).
 -- name: stats_runs
 WITH candidate AS (
-    SELECT id, task FROM jobs
-    WHERE finished_at >= :since AND status IN ('succeeded', 'failed', 'cancelled')
+    SELECT * FROM (
+        SELECT id, task FROM jobs
+        WHERE finished_at >= :since AND status IN ('succeeded', 'failed', 'cancelled')
+        ORDER BY finished_at DESC
+        LIMIT :sample)
     UNION ALL
     SELECT id, task FROM jobs
     WHERE id IN (SELECT value FROM json_each(:active_ids))
