@@ -153,6 +153,13 @@ class App:
             self._backend = backend
         return self._backend
 
+    def setup(self) -> None:
+        """Open the database now and create or migrate tasktrail's tables (otherwise done
+        on first use). A service whose own code writes to the same SQLite file calls it
+        at start: the first open turns the file to WAL mode, which it cannot do while
+        another connection's transaction holds a lock on it."""
+        self.backend  # noqa: B018  (opened and set up on first use)
+
     def close(self) -> None:
         backend, self._backend = self._backend, None
         if backend is not None and backend.owner_pid == os.getpid():

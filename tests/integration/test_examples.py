@@ -58,3 +58,25 @@ def test_the_websites_example_runs_and_sums_each_website_s_counts(tmp_path: Path
             assert task in page.text
     finally:
         example.close()
+
+
+def test_the_fastapi_example_enqueues_in_the_request_s_transaction(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TASKTRAIL_")}
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "fastapi_app.py")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "refused: url must start with https:// (no row, no job)" in out
+    assert (
+        "website 1: {'url': 'https://acme.example', 'title': 'Acme', 'jobs': ['succeeded']}" in out
+    )
+    assert "website 2: {'url': 'https://globex.example', 'title': 'Globex'" in out
+    assert "dashboard /tasktrail/refs/website/1: HTTP 200" in out
+    db = sqlite3.connect(tmp_path / "fastapi-example.db")
+    try:  # the refused request left nothing: two websites, two jobs
+        counts = db.execute("SELECT (SELECT count(*) FROM websites), (SELECT count(*) FROM jobs)")
+        assert counts.fetchone() == (2, 2)
+    finally:
+        db.close()
