@@ -4,7 +4,7 @@ server answers again by itself and the page catches up, without a reload."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,32 +12,17 @@ import pytest
 import tasktrail
 from tasktrail.dashboard import create_app
 from tests.integration import tasks
+from tests.integration.conftest import pg_app, proxy  # noqa: F401  (fixtures)
 from tests.integration.proxy import Proxy
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-def direct(pg_dsn: str) -> Iterator[tasktrail.App]:
-    tasks.app.configure(pg_dsn)
-    try:
-        yield tasks.app
-    finally:
-        tasks.app.close()
-
-
-@pytest.fixture
-def proxy(pg_dsn: str) -> Iterator[Proxy]:
-    relay = Proxy(pg_dsn)
-    relay.start()
-    try:
-        yield relay
-    finally:
-        relay.close()
-
-
 def test_an_outage_shows_the_banner_and_the_page_recovers(
-    direct: tasktrail.App, proxy: Proxy, serve: Callable[[Any], str], page: Any
+    pg_app: tasktrail.App,  # noqa: F811
+    proxy: Proxy,  # noqa: F811
+    serve: Callable[[Any], str],
+    page: Any,
 ) -> None:
     from playwright.sync_api import expect
 
@@ -54,7 +39,7 @@ def test_an_outage_shows_the_banner_and_the_page_recovers(
         expect(page.locator("#banner")).to_contain_text("database is unreachable")
         down = page.request.get(f"{base}/jobs/{job.id}")
         assert down.status == 503 and "unreachable" in down.text()
-        direct.cancel(job.id, reason="while the dashboard could not see")
+        pg_app.cancel(job.id, reason="while the dashboard could not see")
 
         proxy.restore()
         expect(page.locator("#banner")).to_be_hidden(timeout=20_000)

@@ -23,6 +23,7 @@ import tasktrail
 
 from . import tasks
 from .helpers import DEFAULT_TIMEOUT, child_pids, wait_for
+from .proxy import Proxy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_SPEC = "tests.integration.tasks:app"
@@ -53,6 +54,27 @@ def app(worker_dsn: str) -> Iterator[tasktrail.App]:
         yield tasks.app
     finally:
         tasks.app.close()
+
+
+@pytest.fixture
+def pg_app(pg_dsn: str) -> Iterator[tasktrail.App]:
+    """The tests' app on PostgreSQL alone (for what only it promises)."""
+    tasks.app.configure(pg_dsn)
+    try:
+        yield tasks.app
+    finally:
+        tasks.app.close()
+
+
+@pytest.fixture
+def proxy(pg_dsn: str) -> Iterator[Proxy]:
+    """A TCP relay to PostgreSQL that a test can cut and restore (``proxy.dsn``)."""
+    relay = Proxy(pg_dsn)
+    relay.start()
+    try:
+        yield relay
+    finally:
+        relay.close()
 
 
 @pytest.fixture

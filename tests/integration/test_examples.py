@@ -13,14 +13,19 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_websites_example_runs_and_sums_each_website_s_counts(tmp_path: Path) -> None:
+def run_example(script: str, cwd: Path) -> str:
+    """What ``python examples/SCRIPT`` prints, run in ``cwd`` on its default database."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("TASKTRAIL_")}
     done = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "examples" / "websites.py")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, str(REPO_ROOT / "examples" / script)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    out = done.stdout
+    return done.stdout
+
+
+def test_the_websites_example_runs_and_sums_each_website_s_counts(tmp_path: Path) -> None:
+    out = run_example("websites.py", tmp_path)
     assert "queue drained" in out and "cyberdyne.example: failed after 3 attempts" in out
     assert re.search(r"cyberdyne\.example\s+- articles\s+- comments", out)
     db = sqlite3.connect(tmp_path / "websites-example.db")
@@ -61,13 +66,7 @@ def test_the_websites_example_runs_and_sums_each_website_s_counts(tmp_path: Path
 
 
 def test_the_fastapi_example_enqueues_in_the_request_s_transaction(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TASKTRAIL_")}
-    done = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "examples" / "fastapi_app.py")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    out = done.stdout
+    out = run_example("fastapi_app.py", tmp_path)
     assert "refused: url must start with https:// (no row, no job)" in out
     assert (
         "website 1: {'url': 'https://acme.example', 'title': 'Acme', 'jobs': ['succeeded']}" in out

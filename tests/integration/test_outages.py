@@ -31,25 +31,6 @@ LEASE = 2.0
 
 
 @pytest.fixture
-def pg_app(pg_dsn: str) -> Iterator[tasktrail.App]:
-    tasks.app.configure(pg_dsn)
-    try:
-        yield tasks.app
-    finally:
-        tasks.app.close()
-
-
-@pytest.fixture
-def proxy(pg_dsn: str) -> Iterator[Proxy]:
-    relay = Proxy(pg_dsn)
-    relay.start()
-    try:
-        yield relay
-    finally:
-        relay.close()
-
-
-@pytest.fixture
 def proxied_workers(proxy: Proxy, tmp_path: Path) -> Iterator[WorkerFactory]:
     factory = WorkerFactory(proxy.dsn, tmp_path)
     try:
