@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .backends.base import TaskStats
+from .backends.base import TaskStats, failure_rate
 from .job import STATUSES, WAITING
 
 __all__ = ["RUN_END_KINDS", "RUN_SAMPLE", "build_task_stats", "percentile"]
@@ -77,8 +77,7 @@ def build_task_stats(
         by_status = counts[task]
         run = sorted(run_times[task])
         wait = sorted(waits[task])
-        done = by_status["succeeded"] + by_status["failed"]
-        final = done + by_status["cancelled"]
+        final = by_status["succeeded"] + by_status["failed"] + by_status["cancelled"]
         active_minutes = len(minutes[task])
         result.append(
             TaskStats(
@@ -88,7 +87,7 @@ def build_task_stats(
                 run_p95=percentile(run, 0.95),
                 wait_p50=percentile(wait, 0.5),
                 wait_p95=percentile(wait, 0.95),
-                failure_rate=(by_status["failed"] / done) if done else None,
+                failure_rate=failure_rate(by_status),
                 throughput_per_active_minute=final / active_minutes if active_minutes else 0.0,
                 run_p99=percentile(run, 0.99),
                 wait_p99=percentile(wait, 0.99),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -126,6 +126,12 @@ class TaskStats:
         }
 
 
+def failure_rate(counts: Mapping[str, int]) -> float | None:
+    """failed / (succeeded + failed) of jobs counted by status; None with neither."""
+    done = counts.get("succeeded", 0) + counts.get("failed", 0)
+    return counts.get("failed", 0) / done if done else None
+
+
 @dataclass(frozen=True, slots=True)
 class Activity:
     """How many jobs reached a final status in each stretch of ``bucket`` from ``since``
@@ -146,9 +152,7 @@ class Activity:
 
     def failure_rate(self, index: int) -> float | None:
         """failed / (succeeded + failed) in stretch ``index``; None with neither."""
-        counts = self.ended[index]
-        done = counts.get("succeeded", 0) + counts.get("failed", 0)
-        return counts.get("failed", 0) / done if done else None
+        return failure_rate(self.ended[index])
 
     def to_dict(self) -> dict[str, Any]:
         return {

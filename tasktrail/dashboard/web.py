@@ -44,6 +44,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..app import App
 from ..backends import Activity
+from ..backends.base import failure_rate
 from ..clock import parse_duration, to_utc, utcnow
 from ..errors import (
     BackendUnavailable,
@@ -314,8 +315,7 @@ class _Chart:
 
     @property
     def failure_rate(self) -> float | None:
-        done = self.ended["succeeded"] + self.ended["failed"]
-        return self.ended["failed"] / done if done else None
+        return failure_rate(self.ended)
 
 
 def _chart(name: str, caption: str, activity: Activity) -> _Chart:

@@ -92,21 +92,18 @@ class DjangoApp(App):
         #: The Django database alias whose transactions enqueues join.
         self.alias = str(options.get("database") or "default")
         own_dsn = options.get("dsn")
-        self._joins_django = not own_dsn
+        #: The DSN of that alias's database; None when the settings name a DSN of its own.
+        self.django_dsn = None if own_dsn else settings_dsn(self.alias)
         super().__init__(
-            str(own_dsn) if own_dsn else settings_dsn(self.alias),
+            str(own_dsn or self.django_dsn),
             schema=str(options["schema"]) if options.get("schema") else None,
         )
 
-    def configure(self, dsn: str | None) -> None:
-        if getattr(self, "_parsed", None) is not None and dsn != getattr(self, "dsn", None):
-            self._joins_django = False  # pointed elsewhere by hand (the CLI's --dsn)
-        super().configure(dsn)
-
     def transaction_connection(self) -> Any:
         """Django's driver connection while ``transaction.atomic()`` is open on the
-        app's database alias; otherwise None (the app's own connection)."""
-        if not self._joins_django:
+        app's database alias; otherwise None: the app's own connection (also when it
+        was pointed at another database, as the CLI's ``--dsn`` does)."""
+        if self.dsn != self.django_dsn:
             return None
         from django.db import connections
 
