@@ -6,9 +6,6 @@ See bench/README.md for what each scenario measures and how.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import platform
 import shlex
 import sys
 import time
@@ -18,7 +15,7 @@ from typing import Any
 
 from bench import dashboard
 from bench import scenarios as sc
-from bench.config import PG_DSN, REDIS_URL, ROOT
+from bench.config import ROOT
 from bench.harness import (
     MACHINE,
     Column,
@@ -27,6 +24,8 @@ from bench.harness import (
     Results,
     attempt,
     load_peers,
+    loadavg,
+    machine_line,
     render_table,
 )
 from bench.peers.base import Peer
@@ -220,55 +219,6 @@ def run_peer(ctx: sc.Context, lp: LoadedPeer, chosen: list[str]) -> None:
                 dashboard.run(ctx, lp)
     finally:
         attempt(lp.peer.teardown, ctx.timeout, log, f"{lp.key} teardown")
-
-
-def machine_line() -> str:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = ""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB RAM"
-    pg = "PostgreSQL ?"
-    with contextlib.suppress(Exception):
-        import psycopg
-
-        with psycopg.connect(PG_DSN, connect_timeout=5) as conn:
-            row = conn.execute("SHOW server_version").fetchone()
-            settings = dict(
-                conn.execute(
-                    "SELECT name, setting FROM pg_settings WHERE name IN"
-                    " ('shared_buffers', 'synchronous_commit', 'fsync')"
-                ).fetchall()
-            )
-        pg = (
-            f"PostgreSQL {row[0].split()[0] if row else '?'} on loopback (fsync={settings.get('fsync')}, "
-            f"synchronous_commit={settings.get('synchronous_commit')}, "
-            f"shared_buffers={int(settings.get('shared_buffers', 0)) * 8 // 1024} MB)"
-        )
-    redis_version = "Redis ?"
-    with contextlib.suppress(Exception):
-        import redis
-
-        info = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).info("server")
-        redis_version = f"Redis {info['redis_version']}"
-    return (
-        f"{os.cpu_count()} cores ({cpu or platform.processor() or '?'}), {memory}, "
-        f"Linux {platform.release()}; {pg}; {redis_version}; "
-        f"Python {platform.python_version()}"
-    )
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def main(argv: list[str] | None = None) -> int:

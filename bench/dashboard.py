@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import random
 import re
 import secrets
@@ -41,12 +40,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import dashboard_data as data
 from bench.config import PG_DSN, ROOT
-from bench.harness import Failure, Figure, LoadedPeer, attempt, fmt_number
+from bench.harness import (
+    Failure,
+    Figure,
+    LoadedPeer,
+    attempt,
+    fmt_number,
+    loadavg,
+    machine_line,
+)
 from bench.peers.tasktrail_peer import latency_summary
 
 if TYPE_CHECKING:
@@ -826,27 +832,6 @@ def plans_text(outcome: Outcome) -> str:
     return "\n".join(out) + "\n"
 
 
-def _machine() -> str:
-    memory = "?"
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    pg = "PostgreSQL ?"
-    with contextlib.suppress(Exception):
-        import psycopg
-
-        with psycopg.connect(PG_DSN, connect_timeout=5) as conn:
-            [(version, buffers)] = conn.execute(
-                "SELECT current_setting('server_version'), current_setting('shared_buffers')"
-            ).fetchall()
-        pg = f"PostgreSQL {version.split()[0]} (shared_buffers {buffers}, stock settings)"
-    return (
-        f"{os.cpu_count()} cores, {memory} RAM, Linux {platform.release()}; {pg}; "
-        f"Python {platform.python_version()}"
-    )
-
-
 def _fill_text(fill: data.FillReport) -> str:
     steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in fill.seconds.items())
     statuses = ", ".join(f"{status} {count:,}" for status, count in fill.by_status.items())
@@ -854,13 +839,6 @@ def _fill_text(fill: data.FillReport) -> str:
         f"{fill.jobs:,} jobs ({statuses}; {fill.trees:,} trees of 20) and {fill.events:,} "
         f"events, {fill.size} with indexes, made in {fill.total:.0f} s ({steps})"
     )
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def render(outcome: Outcome, command: str, began: datetime, load: tuple[str, str]) -> str:
@@ -920,7 +898,7 @@ def render(outcome: Outcome, command: str, began: datetime, load: tuple[str, str
         f"plan: `bench/results/{_plans_name(began)}`.",
         "",
         *flagged_section(outcome),
-        f"**Machine**: {_machine()}; load average {load[0]} at the start, {load[1]} at the end.",
+        f"**Machine**: {machine_line()}; load average {load[0]} at the start, {load[1]} at the end.",
         "",
         f"**Date**: {began:%Y-%m-%d %H:%M} UTC. **Command**: `{command}`"
         + (f"; the schema `{outcome.schema}` was kept." if outcome.kept else "."),

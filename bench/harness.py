@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import os
+import platform
 import re
 import signal
 import statistics
@@ -17,8 +19,10 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from bench.config import PG_DSN, REDIS_URL
 from bench.peers.base import NotSupported, Peer
 
 #: Driver modules, in the order of the table's columns; tasktrail's first.
@@ -396,3 +400,55 @@ def attempt(
         log(f"{what}: failed after {time.perf_counter() - began:.1f} s: {reason}")
         traceback.print_exc(file=sys.stderr)
         return Failure("error", reason)
+
+
+# -- the machine, for the reports ------------------------------------------------------
+
+
+def machine_line() -> str:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB RAM"
+    pg = "PostgreSQL ?"
+    with contextlib.suppress(Exception):
+        import psycopg
+
+        with psycopg.connect(PG_DSN, connect_timeout=5) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            settings = dict(
+                conn.execute(
+                    "SELECT name, setting FROM pg_settings WHERE name IN"
+                    " ('shared_buffers', 'synchronous_commit', 'fsync')"
+                ).fetchall()
+            )
+        pg = (
+            f"PostgreSQL {row[0].split()[0] if row else '?'} on loopback (fsync={settings.get('fsync')}, "
+            f"synchronous_commit={settings.get('synchronous_commit')}, "
+            f"shared_buffers={int(settings.get('shared_buffers', 0)) * 8 // 1024} MB)"
+        )
+    redis_version = "Redis ?"
+    with contextlib.suppress(Exception):
+        import redis
+
+        info = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).info("server")
+        redis_version = f"Redis {info['redis_version']}"
+    return (
+        f"{os.cpu_count()} cores ({cpu or platform.processor() or '?'}), {memory}, "
+        f"Linux {platform.release()}; {pg}; {redis_version}; "
+        f"Python {platform.python_version()}"
+    )
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
