@@ -134,13 +134,13 @@ class Worker:
                 f"worker {self.name} did not exit within {timeout:g}s\n{self.diagnose()}"
             ) from None
 
-    def record(self, app: tasktrail.App) -> tasktrail.WorkerRecord:
+    def record(self, app: tasktrail.App) -> tasktrail.job.WorkerRecord:
         """This worker's row in the registry."""
         rows = [w for w in app.workers(include_stopped=True, limit=None) if w.name == self.name]
         assert len(rows) == 1, f"expected one registry row named {self.name}, got {rows}"
         return rows[0]
 
-    def wait_registered(self, app: tasktrail.App) -> tasktrail.WorkerRecord:
+    def wait_registered(self, app: tasktrail.App) -> tasktrail.job.WorkerRecord:
         wait_for(
             lambda: any(w.name == self.name for w in app.workers(limit=None)),
             f"worker {self.name} to register",
