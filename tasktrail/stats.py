@@ -17,9 +17,9 @@ __all__ = ["RUN_END_KINDS", "RUN_SAMPLE", "build_task_stats", "percentile"]
 #: attempt that ended otherwise (``lost``, ``interrupted``, ``cancelled``, ``deferred``)
 #: has none: the time until its worker's lease lapsed, or until a shutdown, is not a run.
 RUN_END_KINDS = ("succeeded", "failed", "timeout")
-#: The run-time percentiles read the attempts of this many jobs at most: the newest that
-#: finished in the window (and the active ones). Every attempt of a day or a week of a
-#: busy queue would be millions of rows of history (bench/results/dashboard-*.md).
+#: The run-time and wait percentiles read this many jobs at most: the newest that finished
+#: in the window (and, for run times, the active ones). Every job and attempt of a day or
+#: a week of a busy queue would be millions of rows (bench/results/dashboard-*.md).
 RUN_SAMPLE = 5000
 
 
@@ -39,17 +39,18 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
 def build_task_stats(
     active: Iterable[Sequence[Any]],
     finished: Iterable[Sequence[Any]],
+    waits: Iterable[Sequence[Any]],
     runs: Iterable[Sequence[Any]],
 ) -> list[TaskStats]:
     """Combine the backend's rows into one :class:`TaskStats` per task.
 
     Args:
         active: ``(task, status, count)`` for queued, reserved and running jobs now.
-        finished: ``(task, status, finished_minute, wait_seconds)`` per job that reached
-            a final status within the window. ``finished_minute`` names the clock minute
-            (UTC) it finished in, e.g. whole minutes since the epoch; ``wait_seconds``
-            (its last attempt's start minus its ``run_at``) is ``None`` for a job that
-            never started.
+        finished: ``(task, succeeded, failed, cancelled, minutes)`` per task, of the jobs
+            that reached a final status within the window: how many ended in each, and
+            in how many clock minutes (UTC) they ended.
+        waits: ``(task, wait_seconds)`` per job (of a sample) that finished within the
+            window after it started: its last attempt's start minus its ``run_at``.
         runs: ``(task, run_seconds)`` per attempt that ended in its child (an event in
             :data:`RUN_END_KINDS`) within the window, from its ``started`` event to that
             end event; ``None`` (no ``started`` event found for it: a history written
@@ -59,15 +60,19 @@ def build_task_stats(
     counted = tuple(status for status in STATUSES if status != WAITING)
     counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(counted, 0))
     run_times: dict[str, list[float]] = defaultdict(list)
-    waits: dict[str, list[float]] = defaultdict(list)
-    minutes: dict[str, set[Any]] = defaultdict(set)
+    wait_times: dict[str, list[float]] = defaultdict(list)
+    minutes: dict[str, int] = defaultdict(int)
     for task, status, count in active:
         counts[task][status] += int(count)
-    for task, status, finished_minute, wait_seconds in finished:
-        counts[task][status] += 1
-        minutes[task].add(finished_minute)
+    for task, succeeded, failed, cancelled, active_minutes in finished:
+        by_status = counts[task]
+        by_status["succeeded"] += int(succeeded)
+        by_status["failed"] += int(failed)
+        by_status["cancelled"] += int(cancelled)
+        minutes[task] += int(active_minutes)
+    for task, wait_seconds in waits:
         if wait_seconds is not None:
-            waits[task].append(max(0.0, float(wait_seconds)))
+            wait_times[task].append(max(0.0, float(wait_seconds)))
     for task, run_seconds in runs:
         if run_seconds is not None:
             run_times[task].append(max(0.0, float(run_seconds)))
@@ -76,9 +81,9 @@ def build_task_stats(
     for task in sorted(counts.keys() | run_times.keys()):
         by_status = counts[task]
         run = sorted(run_times[task])
-        wait = sorted(waits[task])
+        wait = sorted(wait_times[task])
         final = by_status["succeeded"] + by_status["failed"] + by_status["cancelled"]
-        active_minutes = len(minutes[task])
+        active_minutes = minutes[task]
         result.append(
             TaskStats(
                 task=task,

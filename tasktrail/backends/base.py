@@ -91,8 +91,8 @@ class TaskStats:
       (``lost`` when its worker's lease lapsed, ``interrupted``, ``cancelled``,
       ``deferred``) is not a run and is not counted. Of the jobs finished in the window,
       the newest ``stats.RUN_SAMPLE`` (5,000) are read for these, and the active ones.
-    - ``wait_p50`` / ``wait_p95`` / ``wait_p99``: of the jobs finished within the window, from their
-      ``run_at`` to the start of their last attempt.
+    - ``wait_p50`` / ``wait_p95`` / ``wait_p99``: of the jobs finished within the window (the
+      newest ``stats.RUN_SAMPLE``), from their ``run_at`` to the start of their last attempt.
     - ``failure_rate``: failed / (succeeded + failed) of the jobs finished in the window.
     - ``throughput_per_active_minute``: jobs finished within the window (succeeded,
       failed or cancelled) divided by the number of clock minutes (UTC) in which at least

@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tasktrail.backends import TaskStats
 from tasktrail.job import STATUSES
 from tasktrail.stats import build_task_stats, percentile
 
 finite = st.floats(min_value=-1e9, max_value=1e9, allow_nan=False)
+
+
+def stats_of(
+    active: list[tuple[str, str, Any]],
+    jobs: list[tuple[str, str, int, float | None]],
+    runs: list[tuple[str, float | None]],
+) -> list[TaskStats]:
+    """build_task_stats over finished jobs given one by one as ``(task, status, minute,
+    wait)``, turned into the rows the backends' queries return: counts and active minutes
+    per task, and a wait per job that started."""
+    finished: dict[str, tuple[dict[str, int], set[int]]] = {}
+    for task, status, minute, _ in jobs:
+        counts, minutes = finished.setdefault(
+            task, ({"succeeded": 0, "failed": 0, "cancelled": 0}, set())
+        )
+        counts[status] += 1
+        minutes.add(minute)
+    rows = [
+        (task, c["succeeded"], c["failed"], c["cancelled"], len(m))
+        for task, (c, m) in finished.items()
+    ]
+    waits = [(task, wait) for task, _, _, wait in jobs if wait is not None]
+    return build_task_stats(active, rows, waits, runs)
 
 
 def test_percentile_of_nothing_is_none() -> None:
@@ -72,7 +98,7 @@ def test_build_task_stats_combines_active_finished_and_runs() -> None:
         ("b", "cancelled", 100, None),
     ]
     runs = [("a", 1.0), ("a", 3.0), ("a", 2.0)]
-    stats = {s.task: s for s in build_task_stats(active, finished, runs)}
+    stats = {s.task: s for s in stats_of(active, finished, runs)}
     assert list(stats) == ["a", "b"]
     a = stats["a"]
     assert a.counts == {
@@ -101,36 +127,36 @@ def test_build_task_stats_combines_active_finished_and_runs() -> None:
 
 def test_throughput_is_per_active_minute_not_spread_over_the_window() -> None:
     # 120 jobs in one minute of an hour: 120 per active minute, however long the window.
-    [burst] = build_task_stats([], [("a", "succeeded", 5, 0.0)] * 120, [])
+    [burst] = stats_of([], [("a", "succeeded", 5, 0.0)] * 120, [])
     assert burst.throughput_per_active_minute == 120.0
     steady = [("a", "succeeded", minute, 0.0) for minute in range(60)]
-    [even] = build_task_stats([], steady, [])
+    [even] = stats_of([], steady, [])
     assert even.throughput_per_active_minute == 1.0
 
 
 def test_runs_of_a_task_with_no_final_job_yet() -> None:
     # attempts that failed and wait for their retry: run times, nothing final
-    [stats] = build_task_stats([("a", "queued", 2)], [], [("a", 4.0), ("a", 6.0)])
+    [stats] = stats_of([("a", "queued", 2)], [], [("a", 4.0), ("a", 6.0)])
     assert stats.run_p50 == 5.0
     assert stats.counts["queued"] == 2
     assert (stats.failure_rate, stats.throughput_per_active_minute) == (None, 0.0)
-    [only_runs] = build_task_stats([], [], [("z", 1.0)])
+    [only_runs] = stats_of([], [], [("z", 1.0)])
     assert (only_runs.task, only_runs.run_p95) == ("z", 1.0)
 
 
 def test_a_run_without_its_start_is_skipped() -> None:
-    [stats] = build_task_stats([], [], [("a", None), ("a", 2.0)])
+    [stats] = stats_of([], [], [("a", None), ("a", 2.0)])
     assert stats.run_p50 == stats.run_p95 == 2.0
 
 
 def test_negative_times_from_clock_skew_count_as_zero() -> None:
-    [stats] = build_task_stats([], [("a", "succeeded", 1, -2.0)], [("a", -0.5)])
+    [stats] = stats_of([], [("a", "succeeded", 1, -2.0)], [("a", -0.5)])
     assert stats.run_p50 == 0.0
     assert stats.wait_p50 == 0.0
 
 
 def test_tasks_come_sorted_and_with_every_status() -> None:
-    result = build_task_stats([("z", "queued", "2"), ("m", "running", 1)], [], [])
+    result = stats_of([("z", "queued", "2"), ("m", "running", 1)], [], [])
     assert [s.task for s in result] == ["m", "z"]
     assert result[1].counts["queued"] == 2
     # every status a job has once queued (a job waiting for others is not counted yet)
@@ -139,11 +165,11 @@ def test_tasks_come_sorted_and_with_every_status() -> None:
 
 
 def test_no_rows_no_stats() -> None:
-    assert build_task_stats([], [], []) == []
+    assert stats_of([], [], []) == []
 
 
 def test_to_dict_flattens_the_counts() -> None:
-    [stats] = build_task_stats([("a", "queued", 1)], [("a", "failed", 9, 2.0)], [("a", 1.0)])
+    [stats] = stats_of([("a", "queued", 1)], [("a", "failed", 9, 2.0)], [("a", 1.0)])
     data = stats.to_dict()
     assert data["task"] == "a"
     assert data["queued"] == 1

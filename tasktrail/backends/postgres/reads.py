@@ -99,10 +99,11 @@ def task_stats(
     window = {"since": since, "now": now}
     active = conn.execute(q["stats_active"], window).fetchall()
     finished = conn.execute(q["stats_finished"], window).fetchall()
+    waits = conn.execute(q["stats_waits"], {**window, "sample": RUN_SAMPLE}).fetchall()
     active_ids = [job_id for *_, ids in active for job_id in ids or ()]
     sample = {"active_ids": active_ids, "sample": RUN_SAMPLE}
     runs = conn.execute(q["stats_runs"], {**window, **sample}).fetchall()
-    return build_task_stats([row[:3] for row in active], finished, runs)
+    return build_task_stats([row[:3] for row in active], finished, waits, runs)
 
 
 def prune(

@@ -91,11 +91,12 @@ def task_stats(conn: sqlite3.Connection, since: datetime, now: datetime) -> list
     window = {"since": rows.ts(since), "now": rows.ts(now)}
     active = conn.execute(_Q["stats_active"], window).fetchall()
     finished = conn.execute(_Q["stats_finished"], window).fetchall()
+    waits = conn.execute(_Q["stats_waits"], {**window, "sample": RUN_SAMPLE}).fetchall()
     active_ids = [int(job_id) for *_, ids in active if ids for job_id in ids.split(",")]
     runs = conn.execute(
         _Q["stats_runs"], {**window, "active_ids": json.dumps(active_ids), "sample": RUN_SAMPLE}
     ).fetchall()
-    return build_task_stats([row[:3] for row in active], finished, runs)
+    return build_task_stats([row[:3] for row in active], finished, waits, runs)
 
 
 def prune(conn: sqlite3.Connection, older_than: dict[str, timedelta], now: datetime) -> PruneReport:

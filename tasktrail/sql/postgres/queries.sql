@@ -267,15 +267,30 @@ WHERE finished_at >= %(since)s AND finished_at < %(now)s
   AND status IN ('succeeded', 'failed', 'cancelled')
 GROUP BY 1, 2, 3;
 
--- Jobs that reached a final status within the window: the clock minute (since the epoch,
--- UTC) each finished in, for the throughput per active minute, and its last wait.
+-- Jobs that reached a final status within the window, per task: how many ended in each
+-- final status, and in how many clock minutes (since the epoch, UTC) they ended, for the
+-- throughput per active minute. Counted here: a week of a busy queue is a million rows.
 -- name: stats_finished
-SELECT task, status,
-       floor(extract(epoch FROM finished_at) / 60)::bigint AS finished_minute,
-       extract(epoch FROM started_at - run_at)::double precision AS wait_seconds
+SELECT task,
+       count(*) FILTER (WHERE status = 'succeeded'),
+       count(*) FILTER (WHERE status = 'failed'),
+       count(*) FILTER (WHERE status = 'cancelled'),
+       count(DISTINCT floor(extract(epoch FROM finished_at) / 60))
 FROM tasktrail.jobs
 WHERE finished_at >= %(since)s AND finished_at <= %(now)s
-  AND status IN ('succeeded', 'failed', 'cancelled');
+  AND status IN ('succeeded', 'failed', 'cancelled')
+GROUP BY task;
+
+-- The last wait (from run_at to the start of the last attempt) of the newest `sample`
+-- jobs that reached a final status within the window and had started, through
+-- jobs_finished: the wait percentiles.
+-- name: stats_waits
+SELECT task, extract(epoch FROM started_at - run_at)::double precision
+FROM tasktrail.jobs
+WHERE finished_at >= %(since)s AND finished_at <= %(now)s
+  AND status IN ('succeeded', 'failed', 'cancelled') AND started_at IS NOT NULL
+ORDER BY finished_at DESC
+LIMIT %(sample)s;
 
 -- The run time of every attempt that ended in its child (succeeded, failed, timeout)
 -- within the window, of the newest `sample` jobs finished in it and the active ones:
