@@ -1289,6 +1289,10 @@ def test_run_time_percentiles_read_the_newest_jobs_of_the_window(
     [stats] = backend.task_stats(since=T0, now=at(10))
     # runs of 3 and 5 s (the two newest to finish); the counts are of all three
     assert (stats.run_p50, stats.counts["succeeded"]) == (pytest.approx(4, abs=1e-3), 3)
+    # and so are the waits: 2 and 3 s from the enqueue, not the first job's 1 s
+    assert (stats.wait_p50, stats.wait_p95) == (
+        pytest.approx(2.5, abs=1e-3), pytest.approx(2.95, abs=1e-3),
+    )  # fmt: skip
 
 
 def test_task_stats_with_controlled_times(backend: Backend) -> None:
