@@ -46,28 +46,9 @@ STATUSES: Final = (WAITING, QUEUED, RESERVED, RUNNING, SUCCEEDED, FAILED, CANCEL
 ACTIVE_STATUSES: Final = frozenset({WAITING, QUEUED, RESERVED, RUNNING})
 FINAL_STATUSES: Final = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
-# Event kinds, one per arrow of the lifecycle (see docs/lifecycle.md):
-#   enqueued         -> queued
-#   waiting          queued -> waiting, at once: enqueued with `after=`, it waits for the
-#                    jobs its detail names
-#   ready            waiting -> queued: the last of them has ended
-#   reserved         queued -> reserved (a worker took it into its buffer)
-#   released         reserved -> queued (worker shut down before starting it)
-#   started          reserved -> running (attempt counted)
-#   succeeded        running -> succeeded
-#   failed           running -> the attempt failed (exception or crashed child)
-#   timeout          running -> the attempt was killed for running past its timeout
-#   lost             reserved/running -> the worker holding it died (lease expired)
-#   retry_scheduled  after failed/timeout/lost: queued again with a backoff run_at
-#   interrupted      running -> queued: killed by a worker shutdown, or never begun by
-#                    the process it was started for; not the job's fault
-#   deferred         running -> queued: its worker has no task of that name (a deploy in
-#                    progress): back later, attempt given back; failed after a grace
-#   cancel_requested running: a cancel was asked; its worker kills it, then `cancelled`
-#   cancelled        waiting/queued/reserved/running -> cancelled (a waiting job also
-#                    when a job it waits for did not succeed, unless after_policy="finished")
-#   retried          failed/cancelled -> queued by a person (CLI or API)
-#   outcome_rejected a late outcome from a worker that no longer holds the job (fencing)
+# Event kinds: which status each leads from and to is tasktrail.lifecycle.TRANSITIONS (the
+# one source: the backends follow it, the tests check their SQL against it); what each
+# means and who writes it is docs/lifecycle.md.
 EVENT_KINDS: Final = (
     "enqueued",
     "waiting",

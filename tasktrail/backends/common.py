@@ -1,7 +1,9 @@
 """Pieces both backends share: how a new job maps to its columns, how an outcome maps to
 a statement and to events.
 
-Pure functions with no I/O, so the mapping is written once and unit-tested directly.
+Pure functions with no I/O, so the mapping is written once and unit-tested directly. The
+status an outcome leads to is not decided here: it is where its events lead in
+:data:`tasktrail.lifecycle.TRANSITIONS`.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from ..errors import InvalidArguments, InvalidTransition, JobNotFound
-from ..job import Enqueued, NewJob, Outcome
+from ..job import RUNNING, Enqueued, NewJob, Outcome, OutcomeKind
+from ..lifecycle import follow, sources
 
 __all__ = [
     "LOST_ERROR_TEMPLATE",
@@ -23,6 +26,7 @@ __all__ = [
     "lost_error",
     "new_job_columns",
     "outcome_events",
+    "outcome_kinds",
     "raise_transition_error",
     "requeues_now",
     "transition",
@@ -121,11 +125,26 @@ def outcome_events(
     events: list[tuple[datetime, str, dict[str, Any]]] = [
         (outcome.finished_at, outcome.kind, detail)
     ]
-    if outcome.kind in ("failed", "timeout") and outcome.retry_at is not None:
+    if outcome.retry_at is not None and _retries(outcome):
         events.append(
             (outcome.finished_at, "retry_scheduled", {"run_at": outcome.retry_at.isoformat()})
         )
     return events
+
+
+#: Outcomes that end the attempt as a failure: with a ``retry_at`` the job is scheduled
+#: again (``retry_scheduled``), without it the failure is final.
+_FAILURES = frozenset({"failed", "timeout"})
+
+
+def _retries(outcome: Outcome) -> bool:
+    return outcome.kind in _FAILURES and outcome.retry_at is not None
+
+
+def outcome_kinds(outcome: Outcome) -> tuple[str, ...]:
+    """The kinds of the events an applied ``outcome`` writes, in order (the kinds of
+    :func:`outcome_events`)."""
+    return (outcome.kind, "retry_scheduled") if _retries(outcome) else (outcome.kind,)
 
 
 #: The error of a job whose worker was lost; ``%s`` is the worker id. PostgreSQL formats
@@ -147,24 +166,26 @@ class Transition:
 
 
 def transition(outcome: Outcome) -> Transition:
-    """The change ``outcome`` makes to its job (both backends apply exactly this)."""
-    if outcome.kind == "succeeded":
-        return Transition("succeeded", None, 0)
-    if outcome.kind in ("failed", "timeout"):
-        if outcome.retry_at is not None:
-            return Transition("queued", outcome.retry_at, 0)
-        return Transition("failed", None, 0)
+    """The change ``outcome`` makes to its job (both backends apply exactly this): the
+    status its events lead a running job to in the lifecycle, and when it runs again."""
+    if outcome.kind not in _OUTCOME_KINDS:
+        raise ValueError(f"unknown outcome kind {outcome.kind!r}")
+    status = follow(RUNNING, *outcome_kinds(outcome))
+    if _retries(outcome):
+        return Transition(status, outcome.retry_at, 0)
     if outcome.kind == "interrupted":
         # Given back unbegun, or a shutdown killed it: not the job's fault, so it does not
         # use up a retry, and it keeps its place in line (its run_at as it was: it was
         # due), ahead of the jobs enqueued since.
-        return Transition("queued", None, 1)
+        return Transition(status, None, 1)
     if outcome.kind == "deferred":
         # No worker that took it knew its task yet: later, without using up a retry.
-        return Transition("queued", outcome.retry_at or outcome.finished_at, 1)
-    if outcome.kind == "cancelled":
-        return Transition("cancelled", None, 0)
-    raise ValueError(f"unknown outcome kind {outcome.kind!r}")
+        return Transition(status, outcome.retry_at or outcome.finished_at, 1)
+    return Transition(status, None, 0)
+
+
+#: The kinds an outcome may have (``job.OutcomeKind``): how an attempt ends.
+_OUTCOME_KINDS = frozenset(get_args(OutcomeKind))
 
 
 def after_cancel_request(outcome: Outcome) -> Outcome:
@@ -174,7 +195,7 @@ def after_cancel_request(outcome: Outcome) -> Outcome:
     overruled: the job is not queued again. A failed attempt is final; one interrupted by
     a shutdown before the kill ends the job as cancelled.
     """
-    if outcome.kind in ("failed", "timeout") and outcome.retry_at is not None:
+    if _retries(outcome):
         return replace(outcome, retry_at=None)
     if outcome.kind in ("interrupted", "deferred"):
         detail = {**outcome.detail, "reason": "cancel requested"}
@@ -197,5 +218,5 @@ def raise_transition_error(job_id: int, status: str | None, verb: str) -> NoRetu
     if verb == "cancelled":
         raise InvalidTransition(f"job {job_id} is {status}; it is already final")
     raise InvalidTransition(
-        f"job {job_id} is {status}; only failed or cancelled jobs can be {verb}"
+        f"job {job_id} is {status}; only {' or '.join(sources(verb))} jobs can be {verb}"
     )

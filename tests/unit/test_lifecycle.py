@@ -1,13 +1,27 @@
-"""lifecycle.check_history: valid paths pass, broken ones are named."""
+"""tasktrail.lifecycle: valid paths pass check_history, broken ones are named; the
+machine is walked, asked and drawn."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from tasktrail.job import EVENT_KINDS
-from tasktrail.lifecycle import TRANSITIONS, check_history
+from tasktrail.lifecycle import (
+    DIAGRAM_BEGIN,
+    DIAGRAM_END,
+    TRANSITIONS,
+    UNCHANGED,
+    arrows,
+    check_history,
+    follow,
+    main,
+    mermaid,
+    sources,
+    with_diagram,
+)
 
 
 def history(*steps: str | tuple[str, int]) -> list[SimpleNamespace]:
@@ -161,3 +175,53 @@ def test_every_transition_uses_a_known_event_kind_and_state() -> None:
         for kind, following in moves.items():
             assert kind in EVENT_KINDS, (state, kind)
             assert following in TRANSITIONS, (state, following)
+
+
+def test_follow_walks_the_arrows_and_names_the_one_missing() -> None:
+    assert follow("running", "failed", "retry_scheduled") == "queued"
+    assert follow("running", "outcome_rejected", "succeeded") == "succeeded"
+    assert follow("queued") == "queued"
+    with pytest.raises(ValueError, match="no 'retry_scheduled' arrow out of 'succeeded'"):
+        follow("running", "succeeded", "retry_scheduled")
+    with pytest.raises(ValueError, match="no 'bogus' arrow out of 'queued'"):
+        follow("queued", "bogus")
+
+
+def test_sources_are_the_statuses_an_event_leaves_in_the_machine_s_order() -> None:
+    assert sources("retried") == ("failed", "cancelled")
+    assert sources("cancelled") == ("waiting", "queued", "reserved", "running")
+    assert sources("enqueued") == ()
+
+
+def test_arrows_are_every_move_of_the_machine_and_the_first_event() -> None:
+    found = arrows()
+    assert (None, "enqueued", "queued") in found
+    assert ("running", "lost", "failed") in found and ("reserved", "lost", "queued") in found
+    assert len(found) == 1 + sum(len(moves) for moves in TRANSITIONS.values())
+    assert not any(kind in UNCHANGED for _, kind, _ in found)
+
+
+def test_the_diagram_draws_every_arrow_once_with_its_kinds() -> None:
+    lines = mermaid().splitlines()
+    assert lines[:3] == ["```mermaid", "stateDiagram-v2", "    [*] --> queued: enqueued"]
+    assert lines[-1] == "```"
+    drawn = set()
+    for line in lines[3:-1]:
+        pair, _, labels = line.strip().partition(": ")
+        source, _, target = pair.partition(" --> ")
+        drawn.update((source, kind, target) for kind in labels.split(" / ") if labels)
+    assert drawn == {arrow for arrow in arrows() if arrow[0] is not None}
+    assert "    succeeded --> [*]" in lines and "    running --> [*]" not in lines
+
+
+def test_the_diagram_is_put_between_the_markers_and_only_there(tmp_path: Path) -> None:
+    page = f"# Title\n\n{DIAGRAM_BEGIN}\nold drawing\n{DIAGRAM_END}\n\nText after.\n"
+    rendered = with_diagram(page)
+    assert rendered == f"# Title\n\n{DIAGRAM_BEGIN}\n{mermaid()}\n{DIAGRAM_END}\n\nText after.\n"
+    assert with_diagram(rendered) == rendered
+    with pytest.raises(ValueError, match="no lines"):
+        with_diagram("# no markers\n")
+    doc = tmp_path / "page.md"
+    doc.write_text(page, encoding="utf-8")
+    assert main([str(doc)]) == 0
+    assert doc.read_text(encoding="utf-8") == rendered

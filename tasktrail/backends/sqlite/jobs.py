@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from ...job import FINAL_STATUSES, Enqueued, NewJob, Outcome
+from ...job import FINAL_STATUSES, RESERVED, RUNNING, Enqueued, NewJob, Outcome
+from ...lifecycle import follow
 from .._sql import queries
 from ..base import RecoveredJob
 from ..common import (
@@ -250,16 +251,13 @@ def take_back(conn: sqlite3.Connection, worker_id: int, now: datetime) -> list[R
     params = {"worker_id": worker_id, "now": now_text, "error": lost_error(worker_id)}
     recovered: list[RecoveredJob] = []
     events: list[dict[str, Any]] = []
-    for name, was, became in (
-        ("recover_reserved", "reserved", "queued"),
-        ("recover_running_retry", "running", "queued"),
-        ("recover_running_fail", "running", "failed"),
-    ):
+    for name, was, kinds in _TAKE_BACK:
+        became = follow(was, *kinds)
         for job_id, attempts in conn.execute(_Q[name], params).fetchall():
             recovered.append(RecoveredJob(job_id, worker_id, was, became))
             detail = {"was": was, "error": lost_error(worker_id)}
             events.append(rows.event_row(job_id, now, "lost", attempts, worker_id, detail))
-            if was == "running" and became == "queued":
+            if "retry_scheduled" in kinds:
                 events.append(
                     rows.event_row(
                         job_id, now, "retry_scheduled", attempts, None, {"run_at": now_text}
@@ -267,3 +265,12 @@ def take_back(conn: sqlite3.Connection, worker_id: int, now: datetime) -> list[R
                 )
     conn.executemany(_Q["insert_event"], events)
     return recovered
+
+
+#: How :func:`take_back` recovers a job: the statement, the status it takes the job
+#: from, and the events it writes (the status it leaves it in is theirs, in the lifecycle).
+_TAKE_BACK = (
+    ("recover_reserved", RESERVED, ("lost",)),
+    ("recover_running_retry", RUNNING, ("lost", "retry_scheduled")),
+    ("recover_running_fail", RUNNING, ("lost",)),
+)
