@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from .backends import Activity, Backend, JobFilter, TaskStats, open_backend
-from .clock import to_utc, utcnow
+from .clock import SYSTEM_CLOCK, Clock, to_utc
 from .config import parse_dsn, redact_dsn, resolve_dsn
 from .errors import InvalidArguments, InvalidTransition, JobNotFound, UnknownTask
 from .job import ACTIVE_STATUSES, STATUSES, Event, Job, NewJob, QueueState, Ref, WorkerRecord
@@ -89,17 +89,19 @@ class JobHandle:
     def wait(self, timeout: float = 60.0, poll_interval: float = 0.05) -> Job:
         """Block until the job is final (succeeded, failed or cancelled) and return it.
 
+        ``timeout`` is counted on the app's clock (:attr:`App.clock`).
+
         Raises:
             TimeoutError: the job is not final after ``timeout`` seconds.
         """
         import time
 
-        deadline = time.monotonic() + timeout
+        deadline = self.app.clock.monotonic() + timeout
         while True:
             job = self.get()
             if job.is_final:
                 return job
-            if time.monotonic() >= deadline:
+            if self.app.clock.monotonic() >= deadline:
                 raise TimeoutError(f"job {self.id} is still {job.status} after {timeout:g}s")
             time.sleep(poll_interval)
 
@@ -112,9 +114,15 @@ class App:
             ``postgresql://…``; when omitted, ``TASKTRAIL_DSN`` is used.
         schema: the PostgreSQL schema holding tasktrail's tables (default ``tasktrail``,
             or ``TASKTRAIL_SCHEMA``).
+        clock: where the app, and a worker it runs, read the time (the system's by
+            default; a test passes a :class:`~tasktrail.clock.ManualClock`).
     """
 
-    def __init__(self, dsn: str | None = None, *, schema: str | None = None) -> None:
+    def __init__(
+        self, dsn: str | None = None, *, schema: str | None = None, clock: Clock | None = None
+    ) -> None:
+        #: Where the app and its worker read the time (wall and monotonic).
+        self.clock: Clock = SYSTEM_CLOCK if clock is None else clock
         self.tasks: dict[str, Task[Any, Any]] = {}
         #: Schedules declared with ``@app.periodic``, by name; workers store them.
         self.periodics: dict[str, ScheduleDef] = {}
@@ -442,7 +450,7 @@ class App:
             self.get_task(job.task)
         if connection is None:
             connection = self.transaction_connection()
-        enqueued = self.backend.enqueue(batch, now=utcnow(), connection=connection)
+        enqueued = self.backend.enqueue(batch, now=self.clock.now(), connection=connection)
         return [JobHandle(self, item.id, item.created) for item in enqueued]
 
     def transaction_connection(self) -> Any:
@@ -573,7 +581,9 @@ class App:
             return self.cancel_tree(job_id, reason=reason)[0]
         if reason is not None and (not isinstance(reason, str) or not is_utf8(reason)):
             raise InvalidArguments(f"reason must be UTF-8 text, got {reason!r}")
-        return self.backend.cancel(_job_id(job_id), now=utcnow(), by=whoami(), reason=reason)
+        return self.backend.cancel(
+            _job_id(job_id), now=self.clock.now(), by=whoami(), reason=reason
+        )
 
     def cancel_tree(self, job_id: int, *, reason: str | None = None) -> list[Job]:
         """Cancel ``job_id`` (unless it has ended) and every active follow-up below it;
@@ -586,7 +596,7 @@ class App:
                 ids=(top.id,), descendants=True, statuses=tuple(sorted(ACTIVE_STATUSES)), limit=None
             )
         )
-        by, now = whoami(), utcnow()
+        by, now = whoami(), self.clock.now()
         changed = [
             top if top.is_final else self.backend.cancel(top.id, now=now, by=by, reason=reason)
         ]
@@ -602,7 +612,7 @@ class App:
 
     def retry(self, job_id: int) -> Job:
         """Queue a failed or cancelled job again."""
-        return self.backend.retry(_job_id(job_id), now=utcnow(), by=whoami())
+        return self.backend.retry(_job_id(job_id), now=self.clock.now(), by=whoami())
 
     def workers(
         self, *, include_stopped: bool = False, limit: int | None = 100
@@ -620,18 +630,18 @@ class App:
             raise InvalidArguments(f"processes must be an integer, got {processes!r}")
         if not 1 <= processes <= MAX_PROCESSES:
             raise InvalidArguments(f"processes must be from 1 to {MAX_PROCESSES}, got {processes}")
-        return self.backend.request_processes(name, processes, now=utcnow())
+        return self.backend.request_processes(name, processes, now=self.clock.now())
 
     def pause_queue(self, name: str) -> None:
         """Stop every worker claiming from queue ``name`` (within a second; the jobs
         running finish). Recorded with who asked; :meth:`resume_queue` undoes it."""
         validate_name(name, "queue name")
-        self.backend.set_queue_paused(name, True, by=whoami(), now=utcnow())
+        self.backend.set_queue_paused(name, True, by=whoami(), now=self.clock.now())
 
     def resume_queue(self, name: str) -> None:
         """Let workers claim from queue ``name`` again."""
         validate_name(name, "queue name")
-        self.backend.set_queue_paused(name, False, by=whoami(), now=utcnow())
+        self.backend.set_queue_paused(name, False, by=whoami(), now=self.clock.now())
 
     def queues(self) -> list[QueueState]:
         """Every queue with active jobs or a pause record: paused or not (by whom, when),
@@ -642,7 +652,7 @@ class App:
         """Per-task statistics over the last ``window``."""
         if not isinstance(window, timedelta) or window <= timedelta(0):
             raise InvalidArguments(f"window must be a timedelta longer than zero, got {window!r}")
-        now = utcnow()
+        now = self.clock.now()
         return self.backend.task_stats(since=now - window, now=now)
 
     def activity(self, window: timedelta = timedelta(hours=1), buckets: int = 60) -> Activity:
@@ -654,7 +664,7 @@ class App:
             raise InvalidArguments(
                 f"buckets must be a whole number from 1 to 1000, got {buckets!r}"
             )
-        now = utcnow()
+        now = self.clock.now()
         bucket = window / buckets
         since = now - window
         found = self.backend.ended_counts(

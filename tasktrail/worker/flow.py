@@ -36,12 +36,10 @@ from __future__ import annotations
 import logging
 import math
 import random
-import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..clock import utcnow
 from ..job import Event, HeldJob, Outcome
 from ..retry import RetryPolicy
 from .config import WorkerConfig
@@ -57,6 +55,7 @@ from .protocol import encode_message
 if TYPE_CHECKING:
     from ..app import App
     from ..backends.base import Backend
+    from ..clock import Clock
 
 __all__ = ["JobFlow"]
 
@@ -90,7 +89,14 @@ _SMOOTHING = 0.2
 
 class JobFlow:
     """The children's planned and sent jobs, and the pending outcomes, of one worker.
-    See the module docstring."""
+    See the module docstring.
+
+    Every backend call goes through ``db`` (the supervisor's guard: an unreachable
+    database is a result, and the call is made again at a later turn). The time is read
+    from ``clock`` (the app's by default): its wall time for what the database records,
+    its monotonic time for when jobs began and are due; the methods that take ``now``
+    take a monotonic reading of it.
+    """
 
     def __init__(
         self,
@@ -100,6 +106,8 @@ class JobFlow:
         config: WorkerConfig,
         db: Callable[[str, Callable[[], Any]], Any],
         name: str,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         self.app = app
         self.backend = backend
@@ -107,6 +115,7 @@ class JobFlow:
         self.config = config
         self._db = db
         self.name = name
+        self.clock = app.clock if clock is None else clock
         # Outcomes not yet recorded, each with the id of the registration holding its job.
         self.pending: list[tuple[int, Outcome]] = []
         self.more_expected = True
@@ -218,7 +227,7 @@ class JobFlow:
         that will begin a job within about a round trip, each for as many as its queue
         has room (see :meth:`depth`), taken in turns, soonest first."""
         depth = self.depth() if depth is None else depth
-        now = time.monotonic() if now is None else now
+        now = self.clock.monotonic() if now is None else now
         window = self.window()
         slots: dict[Child, int] = {}
         order: list[tuple[float, int, Child]] = []
@@ -277,7 +286,7 @@ class JobFlow:
 
     def exchange(self, worker_id: int, claiming: bool) -> None:
         """One turn with the database: record outcomes, claim jobs for the children."""
-        monotonic = time.monotonic()
+        monotonic = self.clock.monotonic()
         if monotonic >= self._next_poll:
             self.more_expected = True
             self._next_poll = monotonic + self.config.poll_interval
@@ -291,7 +300,7 @@ class JobFlow:
             plan = self.plan(now=monotonic)[: max(0, free)]
         if not outcomes and not plan:
             return
-        began = time.monotonic()
+        began = self.clock.monotonic()
         result = self._db(
             "exchanging with the database",
             lambda: self.backend.exchange(
@@ -301,13 +310,13 @@ class JobFlow:
                 claim=len(plan),
                 start_claimed=len(plan),
                 queues=self.queues,
-                now=utcnow(),
+                now=self.clock.now(),
                 child_pids=[child.pid for child in plan],
             ),
         )
         if result is None:  # unreachable: keep the outcomes for the next turn
             return
-        ended = time.monotonic()
+        ended = self.clock.monotonic()
         self._rtt += _SMOOTHING * (ended - began - self._rtt)
         self.pool.tally.exchanged(ended - began, len(result.started))
         if self._lock_freed and outcomes:
@@ -351,7 +360,7 @@ class JobFlow:
                 return self.backend.list_events(job_id)
 
             history = self._db("reading history", read)
-            now = utcnow()
+            now = self.clock.now()
             before = [event for event in history or () if event.kind == "deferred"]
             since = before[0].at if before else now
             if (now - since).total_seconds() >= grace:
@@ -384,7 +393,7 @@ class JobFlow:
             batch = [outcome for held_by, outcome in self.pending if held_by == holder]
 
             def record(holder: int = holder, batch: list[Outcome] = batch) -> list[int]:
-                return self.backend.finish(holder, batch, now=utcnow())
+                return self.backend.finish(holder, batch, now=self.clock.now())
 
             rejected = self._db("recording outcomes", record)
             if rejected is None:
@@ -430,7 +439,7 @@ class JobFlow:
                     ]
                 }
             )
-            if not self.pool.send(child, batch, message):
+            if not self.pool.send(child, batch, message, self.clock.monotonic()):
                 log.warning(
                     "child %s died before it got jobs %s", child.pid, [a.job.id for a in batch]
                 )
@@ -458,7 +467,7 @@ class JobFlow:
                 # the same sum as next_expiry(): woken at that time, it is due
                 if now >= assignment.planned_at + self.hold(assignment.job.task):
                     self.pool.unplan(child, assignment)
-                    stamp = stamp or utcnow()
+                    stamp = stamp or self.clock.now()
                     job = assignment.job
                     log.info("job %s: %s (child %s)", job.id, GIVEN_BACK, child.pid)
                     self.record(job, not_started(job, job.attempts, GIVEN_BACK, stamp))
@@ -472,7 +481,7 @@ class JobFlow:
                 if assignment.job.id == job_id:
                     self.pool.unplan(child, assignment)
                     job = assignment.job
-                    self.record(job, cancelled_before_start(job, job.attempts, utcnow()))
+                    self.record(job, cancelled_before_start(job, job.attempts, self.clock.now()))
                     return True
         return False
 
@@ -485,10 +494,10 @@ class JobFlow:
         if head is None or message.get("job") != head.job.id:
             log.error("child %s sent an unexpected message: %r", child.pid, message)
             return
-        self.pool.complete_head(child, time.monotonic())
+        self.pool.complete_head(child, self.clock.monotonic())
         job = head.job
         outcome = outcome_from_message(
-            job, job.attempts, message, self.policy(job), utcnow(), self._rng, child.pid
+            job, job.attempts, message, self.policy(job), self.clock.now(), self._rng, child.pid
         )
         if outcome.kind != "cancelled":
             runtime = float(message.get("runtime") or 0.0)
@@ -507,11 +516,12 @@ class JobFlow:
     def on_exit(self, child: Child, wait_status: int) -> None:
         """A child died: its running job gets an outcome; the ones waiting behind it were
         never begun, and go back to the queue with their attempt given back."""
-        now = utcnow()
+        now = self.clock.now()
         head = child.assignment
         if head is not None:
             job = head.job
-            runtime = time.monotonic() - (head.started or time.monotonic())
+            monotonic = self.clock.monotonic()
+            runtime = monotonic - (monotonic if head.started is None else head.started)
             outcome = outcome_from_exit(
                 job, job.attempts, wait_status, child.stop_reason, self.policy(job), now,
                 runtime, self._rng, child.pid,
@@ -547,7 +557,7 @@ class JobFlow:
     def give_back(self, reason: str, children: Iterable[Child] | None = None) -> None:
         """Give back the planned jobs no child has been sent (of ``children``, or of
         all: the worker is stopping)."""
-        now = utcnow()
+        now = self.clock.now()
         for child in self.pool.children.values() if children is None else children:
             for assignment in child.unsent():
                 self.pool.unplan(child, assignment)

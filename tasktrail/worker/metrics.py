@@ -24,7 +24,6 @@ import itertools
 import logging
 import selectors
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, get_args
@@ -34,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ConfigurationError
 from ..job import OutcomeKind
 from .tally import EXCHANGE_BUCKETS
@@ -134,11 +134,15 @@ class MetricsServer:
 
     Binds at once (a port in use stops the worker before it takes a job); answers once
     :meth:`serve` has put its socket in the supervisor's selector, whose loop passes
-    each ready socket registered as ``"metrics"`` to :meth:`ready`.
+    each ready socket registered as ``"metrics"`` to :meth:`ready`. A connection's age is
+    counted on ``clock`` (the supervisor's).
     """
 
-    def __init__(self, supervisor: Supervisor, host: str, port: int) -> None:
+    def __init__(
+        self, supervisor: Supervisor, host: str, port: int, *, clock: Clock | None = None
+    ) -> None:
         self._pool = supervisor.pool
+        self._clock = SYSTEM_CLOCK if clock is None else clock
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(WorkerCollector(supervisor))
         try:
@@ -188,7 +192,7 @@ class MetricsServer:
                 continue
             except OSError:  # none left (BlockingIOError), or out of descriptors
                 return
-            now = time.monotonic()
+            now = self._clock.monotonic()
             for connection in list(self._connections.values()):
                 if now - connection.opened > CONNECTION_TIMEOUT:
                     self._close(connection)

@@ -18,7 +18,6 @@ import os
 import selectors
 import signal
 import socket
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -172,18 +171,18 @@ class ChildPool:
         if child.jobs_left is not None:
             child.jobs_left += 1
 
-    def send(self, child: Child, assignments: list[Assignment], message: bytes) -> bool:
+    def send(self, child: Child, assignments: list[Assignment], message: bytes, now: float) -> bool:
         """Send ``child`` its planned ``assignments`` (the first ones not sent, in order;
         ``message``, encoded: one frame for all); False if the child is gone.
 
-        The first job of a child with nothing running starts now; the others start when
-        the ones before them are done.
+        The first job of a child with nothing running starts ``now`` (monotonic); the
+        others start when the ones before them are done.
         """
         idle = child.assignment is None
         for assignment in assignments:
             assignment.sent = True
         if idle:
-            child.inflight[0].begin(time.monotonic())
+            child.inflight[0].begin(now)
             self.tally.started += 1
         try:
             child.sock.sendall(message)

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from ..backends.base import JobFilter, WorkerControl
-from ..clock import utcnow
 from ..errors import BackendUnavailable, ConfigurationError
 from ..job import ACTIVE_STATUSES, WorkerInfo
 from .config import MAX_PROCESSES, WorkerConfig
@@ -40,6 +39,7 @@ from .signals import STOPPING, SignalInbox
 if TYPE_CHECKING:
     from ..app import App
     from ..backends.base import Backend
+    from ..clock import Clock
     from .metrics import MetricsServer
 
 __all__ = ["Supervisor", "WorkerConfig"]
@@ -51,15 +51,19 @@ RETIRED = "not begun: its process was retired (the worker scaled down)"
 
 
 class Supervisor:
-    """Runs one worker client in the current process. See the module docstring."""
+    """Runs one worker client in the current process. See the module docstring.
 
-    def __init__(self, app: App, config: WorkerConfig) -> None:
+    It reads the time from ``clock`` (the app's by default), and so does its job flow.
+    """
+
+    def __init__(self, app: App, config: WorkerConfig, *, clock: Clock | None = None) -> None:
         from ..task import validate_name
 
         for queue in config.queues:
             validate_name(queue, "queue name")
         self.app = app
         self.config = config
+        self.clock = app.clock if clock is None else clock
         self.name = config.name or f"{socket.gethostname()}:{os.getpid()}"
         self.worker_id = 0
         self.stopping = False
@@ -134,7 +138,7 @@ class Supervisor:
                 f"--metrics-port needs prometheus_client: pip install 'tasktrail[dashboard]' "
                 f"({exc})"
             ) from None
-        self._metrics = MetricsServer(self, self.config.metrics_host, port)
+        self._metrics = MetricsServer(self, self.config.metrics_host, port, clock=self.clock)
         log.info("worker %s: metrics at %s", self.name, self._metrics.url)
 
     def _open(self) -> bool:
@@ -147,7 +151,13 @@ class Supervisor:
                 if not hasattr(self, "flow"):
                     self.backend = self.app.backend
                     self.flow = JobFlow(
-                        self.app, self.backend, self.pool, self.config, self._db, self.name
+                        self.app,
+                        self.backend,
+                        self.pool,
+                        self.config,
+                        self._db,
+                        self.name,
+                        clock=self.clock,
                     )
                 self._register()
                 return True
@@ -159,8 +169,8 @@ class Supervisor:
 
     def _signalled_within(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for SIGTERM or SIGINT (before any child exists)."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
+        deadline = self.clock.monotonic() + seconds
+        while (left := deadline - self.clock.monotonic()) > 0:
             for key, _ in self._selector.select(left):
                 if key.data == "signal":
                     self._signals.drain()
@@ -175,11 +185,11 @@ class Supervisor:
             if child.retiring and not child.inflight and not child.eof:
                 self.pool.close(child)  # retired and done: it exits
         self._enforce_deadlines()
-        monotonic = time.monotonic()
+        monotonic = self.clock.monotonic()
         if monotonic >= self._next_heartbeat:
             self._heartbeat()
         self.flow.dispatch()
-        self.flow.give_back_late(time.monotonic())
+        self.flow.give_back_late(self.clock.monotonic())
         if self._control_due and not self.stopping:
             self._control()  # a queue paused a moment ago: not in this claim
         self.flow.exchange(self.worker_id, claiming=not self.stopping)
@@ -201,14 +211,14 @@ class Supervisor:
             and (
                 not self.flow.pending
                 or self.stop_now
-                or time.monotonic() > self.grace_deadline + 60
+                or self.clock.monotonic() > self.grace_deadline + 60
             )
         )
 
     def _wait(self) -> None:
         if self._finished():
             return
-        monotonic = time.monotonic()
+        monotonic = self.clock.monotonic()
         timeout = min(self.config.poll_interval, self._next_heartbeat - monotonic)
         if self.flow.pending and monotonic >= self._db_retry_at:
             timeout = 0.0
@@ -239,7 +249,7 @@ class Supervisor:
                 self._sync_wake_fd()
                 self.flow.wake()
                 if cancel:  # look at the cancel and control requests now
-                    self._next_duties = time.monotonic()
+                    self._next_duties = self.clock.monotonic()
                     self._control_due = True
 
     # -- talking to the backend -------------------------------------------------------
@@ -253,7 +263,7 @@ class Supervisor:
         nobody could heartbeat, and the others need that long to renew theirs. (So does a
         new worker: see _register.)
         """
-        if time.monotonic() < self._db_retry_at:
+        if self.clock.monotonic() < self._db_retry_at:
             return None
         try:
             result = call()
@@ -262,13 +272,13 @@ class Supervisor:
             self.pool.tally.database_errors += 1
             cap = min(30.0, self.config.lease_seconds / 3)
             delay = min(cap, 0.1 * 2 ** min(self._db_failures, 10)) * self._rng.uniform(0.8, 1.2)
-            self._db_retry_at = time.monotonic() + delay
+            self._db_retry_at = self.clock.monotonic() + delay
             log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
             return None
         if self._db_failures:
             log.info("database reachable again")
             self._next_recover = max(
-                self._next_recover, time.monotonic() + self.config.lease_seconds
+                self._next_recover, self.clock.monotonic() + self.config.lease_seconds
             )
         self._db_failures = 0
         return result
@@ -284,12 +294,14 @@ class Supervisor:
             lease_seconds=self.config.lease_seconds,
             autoscale=self.config.autoscale,
         )
-        self.worker_id = self.backend.register_worker(info, now=utcnow())
-        self._next_heartbeat = time.monotonic() + self.config.lease_seconds / 3
+        self.worker_id = self.backend.register_worker(info, now=self.clock.now())
+        self._next_heartbeat = self.clock.monotonic() + self.config.lease_seconds / 3
         # A new worker cannot tell whether the database was just unreachable for everyone
         # (all leases expired, every worker about to renew its own): it acts on expired
         # leases once it has been connected for a whole lease itself, as after an outage.
-        self._next_recover = max(self._next_recover, time.monotonic() + self.config.lease_seconds)
+        self._next_recover = max(
+            self._next_recover, self.clock.monotonic() + self.config.lease_seconds
+        )
         self._sync_wake_fd()
 
     def _sync_wake_fd(self) -> None:
@@ -310,10 +322,12 @@ class Supervisor:
             self.pool.close_in_child(fd)
 
     def _heartbeat(self) -> None:
-        alive = self._db("heartbeat", lambda: self.backend.heartbeat(self.worker_id, now=utcnow()))
+        alive = self._db(
+            "heartbeat", lambda: self.backend.heartbeat(self.worker_id, now=self.clock.now())
+        )
         if alive is None:
             return
-        self._next_heartbeat = time.monotonic() + self.config.lease_seconds / 3
+        self._next_heartbeat = self.clock.monotonic() + self.config.lease_seconds / 3
         self._sync_wake_fd()
         if not alive and not self.stopping:
             log.error(
@@ -329,10 +343,10 @@ class Supervisor:
 
     def _recover(self) -> bool:
         """Recover the jobs of lost workers; True if there were any (to claim now)."""
-        self._next_recover = time.monotonic() + max(1.0, self.config.lease_seconds / 2)
+        self._next_recover = self.clock.monotonic() + max(1.0, self.config.lease_seconds / 2)
         if self._db_failures:
             return False  # not while the database is unreachable: see _db
-        recovered = self._db("recover", lambda: self.backend.recover_lost(now=utcnow()))
+        recovered = self._db("recover", lambda: self.backend.recover_lost(now=self.clock.now()))
         for item in recovered or ():
             log.warning(
                 "recovered job %s from lost worker %s: %s -> %s",
@@ -354,7 +368,9 @@ class Supervisor:
             ticks = self._db(
                 "firing schedules",
                 lambda: self.backend.fire_due_schedules(
-                    now=utcnow(), worker_id=self.worker_id, make_job=self.app._schedule_job
+                    now=self.clock.now(),
+                    worker_id=self.worker_id,
+                    make_job=self.app._schedule_job,
                 ),
             )
             for tick in ticks or ():
@@ -408,7 +424,7 @@ class Supervisor:
                 self.pool.spawn()
 
     def _enforce_deadlines(self) -> None:
-        monotonic = time.monotonic()
+        monotonic = self.clock.monotonic()
         for child in list(self.pool.children.values()):
             head = child.assignment
             if (
@@ -467,7 +483,7 @@ class Supervisor:
             "recording the process count",
             lambda: self.backend.update_worker_processes(
                 self.worker_id, processes=processes, reserve=self.flow.reserve_limit,
-                now=utcnow(),
+                now=self.clock.now(),
             ),
         )  # fmt: skip
 
@@ -529,7 +545,7 @@ class Supervisor:
             queues = self.flow.queues
             waiting = self._db(
                 "looking for waiting jobs",
-                lambda: self.backend.has_backlog(queues, now=utcnow()),
+                lambda: self.backend.has_backlog(queues, now=self.clock.now()),
             )
             if waiting:
                 self.scale(processes + 1, "autoscale: every process busy, jobs waiting")
@@ -579,13 +595,13 @@ class Supervisor:
         if self.stopping:
             return
         self.stopping = True
-        self.grace_deadline = time.monotonic() + self.config.grace
+        self.grace_deadline = self.clock.monotonic() + self.config.grace
         self.flow.give_back("shutdown")
 
     def _stop_immediately(self) -> None:
         self.stop()
         self.stop_now = True
-        self.grace_deadline = time.monotonic()
+        self.grace_deadline = self.clock.monotonic()
         for child in self.pool.busy():
             self.pool.kill(child, "shutdown")
 
@@ -605,9 +621,9 @@ class Supervisor:
     def _shutdown(self) -> None:
         """Leave nothing behind: children gone, outcomes written, worker unregistered."""
         self.stop()
-        deadline = time.monotonic() + self.config.kill_grace + 5
+        deadline = self.clock.monotonic() + self.config.kill_grace + 5
         self.pool.close_idle()
-        while self.pool.children and time.monotonic() < deadline:
+        while self.pool.children and self.clock.monotonic() < deadline:
             for child in self.pool.busy():
                 self.pool.kill(child, "shutdown")
             self._reap()
@@ -615,9 +631,9 @@ class Supervisor:
                 time.sleep(0.01)
         for child in list(self.pool.children.values()):
             self.pool.kill(child, "shutdown")
-        write_deadline = time.monotonic() + 30
-        while self.flow.pending and time.monotonic() < write_deadline:
-            self._db_retry_at = min(self._db_retry_at, time.monotonic() + 1)
+        write_deadline = self.clock.monotonic() + 30
+        while self.flow.pending and self.clock.monotonic() < write_deadline:
+            self._db_retry_at = min(self._db_retry_at, self.clock.monotonic() + 1)
             self.flow.exchange(self.worker_id, claiming=False)
             if self.flow.pending:
                 time.sleep(0.2)
@@ -629,4 +645,4 @@ class Supervisor:
             )
         with contextlib.suppress(BackendUnavailable):
             if self.worker_id:
-                self.backend.unregister_worker(self.worker_id, now=utcnow())
+                self.backend.unregister_worker(self.worker_id, now=self.clock.now())
