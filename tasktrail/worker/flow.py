@@ -36,13 +36,14 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..job import Event, HeldJob, Outcome
 from ..retry import RetryPolicy
 from .config import WorkerConfig
+from .db import UNREACHABLE, DatabaseCall
 from .outcomes import (
     cancelled_before_start,
     not_started,
@@ -104,7 +105,7 @@ class JobFlow:
         backend: Backend,
         pool: ChildPool,
         config: WorkerConfig,
-        db: Callable[[str, Callable[[], Any]], Any],
+        db: DatabaseCall,
         name: str,
         *,
         clock: Clock | None = None,
@@ -314,7 +315,7 @@ class JobFlow:
                 child_pids=[child.pid for child in plan],
             ),
         )
-        if result is None:  # unreachable: keep the outcomes for the next turn
+        if result is UNREACHABLE:  # keep the outcomes for the next turn
             return
         ended = self.clock.monotonic()
         self._rtt += _SMOOTHING * (ended - began - self._rtt)
@@ -361,7 +362,9 @@ class JobFlow:
 
             history = self._db("reading history", read)
             now = self.clock.now()
-            before = [event for event in history or () if event.kind == "deferred"]
+            # (unreachable: as if never put back before)
+            found = () if history is UNREACHABLE else history
+            before = [event for event in found if event.kind == "deferred"]
             since = before[0].at if before else now
             if (now - since).total_seconds() >= grace:
                 error = (
@@ -396,7 +399,7 @@ class JobFlow:
                 return self.backend.finish(holder, batch, now=self.clock.now())
 
             rejected = self._db("recording outcomes", record)
-            if rejected is None:
+            if rejected is UNREACHABLE:
                 return
             self.pending = [item for item in self.pending if item[0] != holder]
             for job_id in rejected:

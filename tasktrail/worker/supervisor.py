@@ -32,6 +32,7 @@ from ..backends.base import JobFilter, WorkerControl
 from ..errors import BackendUnavailable, ConfigurationError
 from ..job import ACTIVE_STATUSES, WorkerInfo
 from .config import MAX_PROCESSES, WorkerConfig
+from .db import UNREACHABLE, Unreachable
 from .flow import JobFlow
 from .pool import Child, ChildPool
 from .signals import STOPPING, SignalInbox
@@ -254,8 +255,10 @@ class Supervisor:
 
     # -- talking to the backend -------------------------------------------------------
 
-    def _db(self, what: str, call: Callable[[], T]) -> T | None:
-        """Run a backend call; on a connection failure log it, back off and return None.
+    def _db(self, what: str, call: Callable[[], T]) -> T | Unreachable:
+        """Run a backend call (a :class:`~.db.DatabaseCall`); on a connection failure log
+        it, back off and return ``UNREACHABLE``, as it does without calling while it backs
+        off.
 
         The backoff never grows past a heartbeat interval: once the database is back,
         every live worker renews its lease before anyone may think it lost. And a worker
@@ -264,7 +267,7 @@ class Supervisor:
         new worker: see _register.)
         """
         if self.clock.monotonic() < self._db_retry_at:
-            return None
+            return UNREACHABLE
         try:
             result = call()
         except BackendUnavailable as exc:
@@ -274,7 +277,7 @@ class Supervisor:
             delay = min(cap, 0.1 * 2 ** min(self._db_failures, 10)) * self._rng.uniform(0.8, 1.2)
             self._db_retry_at = self.clock.monotonic() + delay
             log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-            return None
+            return UNREACHABLE
         if self._db_failures:
             log.info("database reachable again")
             self._next_recover = max(
@@ -325,7 +328,7 @@ class Supervisor:
         alive = self._db(
             "heartbeat", lambda: self.backend.heartbeat(self.worker_id, now=self.clock.now())
         )
-        if alive is None:
+        if alive is UNREACHABLE:
             return
         self._next_heartbeat = self.clock.monotonic() + self.config.lease_seconds / 3
         self._sync_wake_fd()
@@ -347,7 +350,9 @@ class Supervisor:
         if self._db_failures:
             return False  # not while the database is unreachable: see _db
         recovered = self._db("recover", lambda: self.backend.recover_lost(now=self.clock.now()))
-        for item in recovered or ():
+        if recovered is UNREACHABLE:
+            return False
+        for item in recovered:
             log.warning(
                 "recovered job %s from lost worker %s: %s -> %s",
                 item.job_id, item.worker_id, item.previous_status, item.new_status,
@@ -361,7 +366,7 @@ class Supervisor:
         due schedules, and stop jobs whose cancellation was asked. True if a schedule
         fired (a job to claim now)."""
         self._next_duties = monotonic + 1.0
-        ticks = None
+        fired = False
         if not self.stopping:
             self._control()
             self._autoscale(monotonic)
@@ -373,13 +378,15 @@ class Supervisor:
                     make_job=self.app._schedule_job,
                 ),
             )
-            for tick in ticks or ():
-                log.info(
-                    "schedule %s, due %s: %s%s", tick.schedule, tick.due_at.isoformat(),
-                    tick.outcome, f" job {tick.job_id}" if tick.job_id else f" ({tick.reason})",
-                )  # fmt: skip
-                self.flow.wake()
-        fired = any(tick.job_id for tick in ticks or ())
+            if ticks is not UNREACHABLE:
+                for tick in ticks:
+                    log.info(
+                        "schedule %s, due %s: %s%s", tick.schedule, tick.due_at.isoformat(),
+                        tick.outcome,
+                        f" job {tick.job_id}" if tick.job_id else f" ({tick.reason})",
+                    )  # fmt: skip
+                    self.flow.wake()
+                fired = any(tick.job_id for tick in ticks)
         holders = {
             assignment.job.id: child for child in self.pool.busy() for assignment in child.inflight
         }
@@ -388,7 +395,9 @@ class Supervisor:
         requests = self._db(
             "checking cancel requests", lambda: self.backend.cancel_requests(self.worker_id)
         )
-        for job_id in requests or ():
+        if requests is UNREACHABLE:
+            return fired
+        for job_id in requests:
             if self.flow.cancel_planned(job_id):
                 log.warning("job %s: cancel requested before it was sent to a child", job_id)
                 continue
@@ -492,7 +501,7 @@ class Supervisor:
         wake-up) and apply it."""
         self._control_due = False
         control = self._db("reading control requests", self._read_control)
-        if control is None:
+        if control is UNREACHABLE:
             return
         wanted = control.requested_processes
         if wanted is not None:
@@ -518,7 +527,7 @@ class Supervisor:
             queues = tuple(queue for queue in self.config.queues if queue not in paused)
         elif paused:
             found = self._db("listing queues", self.backend.queued_queues)
-            if found is None:
+            if found is UNREACHABLE:
                 return
             queues = tuple(queue for queue in found if queue not in paused)
         else:
@@ -547,7 +556,7 @@ class Supervisor:
                 "looking for waiting jobs",
                 lambda: self.backend.has_backlog(queues, now=self.clock.now()),
             )
-            if waiting:
+            if waiting is not UNREACHABLE and waiting:
                 self.scale(processes + 1, "autoscale: every process busy, jobs waiting")
         elif processes > low:
             idle_for = self.config.autoscale_idle
@@ -614,9 +623,11 @@ class Supervisor:
                 self.backend.list_jobs(JobFilter(queue=q, statuses=active, limit=1)) for q in queues
             )
 
-        if self._db("checking queues", any_active) is False:
-            log.info("burst mode: the queues are drained")
-            self.stop()
+        left = self._db("checking queues", any_active)
+        if left is UNREACHABLE or left:
+            return
+        log.info("burst mode: the queues are drained")
+        self.stop()
 
     def _shutdown(self) -> None:
         """Leave nothing behind: children gone, outcomes written, worker unregistered."""
