@@ -32,7 +32,6 @@ from typing import Any
 from .app import App
 from .backends._wake import notify_all, wake_directory
 from .backends.base import JobFilter
-from .clock import utcnow
 from .errors import ConfigurationError, InvalidArguments, TasktrailError
 from .job import FINAL_STATUSES, Job
 from .worker import Supervisor, WorkerConfig
@@ -210,7 +209,7 @@ class MapRun:
 
     def resume(self) -> None:
         """Take back what a killed earlier run held: its items run again."""
-        recovered = self.app.backend.recover_lost(now=utcnow() + timedelta(days=1))
+        recovered = self.app.backend.recover_lost(now=self.app.clock.now() + timedelta(days=1))
         for item in recovered:
             if item.new_status == "failed":  # it was the run that died, not the item
                 self.app.retry(item.job_id)

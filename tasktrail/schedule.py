@@ -16,7 +16,6 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from .business_days import Calendar, end_of_day, parse_calendar
-from .clock import utcnow
 from .errors import ConfigurationError, InvalidArguments, ScheduleNotFound
 from .job import Ref
 
@@ -514,7 +513,9 @@ class Schedules:
             calendar_rule=calendar_rule,
             closed_days=closed_days,
         )
-        return self._app.backend.save_schedule(definition, now=utcnow(), replace=replace)
+        return self._app.backend.save_schedule(
+            definition, now=self._app.clock.now(), replace=replace
+        )
 
     def get(self, name: str) -> ScheduleRecord:
         record = self._app.backend.get_schedule(_existing_name(name))
@@ -526,11 +527,15 @@ class Schedules:
         return self._app.backend.list_schedules()
 
     def pause(self, name: str) -> ScheduleRecord:
-        return self._app.backend.set_schedule_paused(_existing_name(name), True, now=utcnow())
+        return self._app.backend.set_schedule_paused(
+            _existing_name(name), True, now=self._app.clock.now()
+        )
 
     def resume(self, name: str) -> ScheduleRecord:
         """Resume; ticks while paused are not caught up."""
-        return self._app.backend.set_schedule_paused(_existing_name(name), False, now=utcnow())
+        return self._app.backend.set_schedule_paused(
+            _existing_name(name), False, now=self._app.clock.now()
+        )
 
     def remove(self, name: str) -> None:
         if not self._app.backend.remove_schedule(_existing_name(name)):
@@ -548,7 +553,7 @@ class Schedules:
 
     def sync(self) -> builtins.list[ScheduleRecord]:
         """Store the schedules declared in code (``@app.periodic``)."""
-        now = utcnow()
+        now = self._app.clock.now()
         return [
             self._app.backend.save_schedule(definition, now=now, replace=True)
             for definition in self._app.periodics.values()

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import payload
-from .clock import to_utc, utcnow
+from .clock import Clock, to_utc
 from .context import current_job
 from .errors import ConfigurationError, InvalidArguments
 from .job import NewJob, Ref
@@ -143,7 +143,32 @@ class Task(Generic[P, R]):
     """A function registered with an :class:`~tasktrail.App` under a name.
 
     Calling the task runs the function here and now; :meth:`enqueue` asks a worker to
-    run it.
+    run it. Made by ``@app.task`` (whose options are its attributes), not directly.
+
+    Attributes:
+        app: the app it is registered with.
+        func: the function (an ``async def`` one runs on an event loop of its own per
+            job).
+        name: its name in the database and the CLI (default ``module.function``).
+        queue: the queue its jobs go to unless ``enqueue(queue=…)`` says otherwise.
+        retry: when a failed attempt runs again (from ``retries`` and the
+            ``retry_*`` options).
+        timeout: seconds an attempt may run before its process is killed; ``None``:
+            no limit.
+        priority: its jobs' priority unless ``enqueue(priority=…)`` says otherwise.
+        unique: ``False``, ``True`` (same arguments and ref), ``"ref"`` or a key
+            template: at most one waiting, queued, reserved or running job per key.
+        lock: ``None``, ``"ref"`` or a key template: at most one job per key runs at a
+            time.
+        concurrency: at most this many of its jobs (per ``concurrency_key``) run at
+            once, fleet-wide; ``None``: no limit.
+        concurrency_key: the key template of ``concurrency``; ``None``: the task as a
+            whole.
+        rate: ``(jobs, window in seconds)``: at most so many of its jobs (per
+            ``rate_key``) start within any such window; ``None``: no limit.
+        rate_key: the key template of ``rate``; ``None``: the task as a whole.
+        signature: the function's signature, which every enqueue's arguments are
+            checked against.
     """
 
     def __init__(
@@ -298,7 +323,7 @@ class Task(Generic[P, R]):
             priority=validate_priority(priority) if priority is not None else self.priority,
             max_attempts=self.retry.max_attempts,
             timeout=self.timeout,
-            run_at=_run_at(delay, run_at),
+            run_at=_run_at(delay, run_at, self.app.clock),
             unique_key=unique_key,
             lock_key=lock_key,
             lock_limit=lock_limit,
@@ -480,7 +505,9 @@ def _render_key(template: str, fields: dict[str, Any], option: str, task: str) -
     return key
 
 
-def _run_at(delay: float | timedelta | None, run_at: datetime | None) -> datetime | None:
+def _run_at(
+    delay: float | timedelta | None, run_at: datetime | None, clock: Clock
+) -> datetime | None:
     if delay is not None and run_at is not None:
         raise InvalidArguments("pass delay or run_at, not both")
     if run_at is not None:
@@ -498,6 +525,6 @@ def _run_at(delay: float | timedelta | None, run_at: datetime | None) -> datetim
     if not seconds >= 0:
         raise InvalidArguments(f"delay must not be negative, got {delay!r}")
     try:
-        return utcnow() + timedelta(seconds=seconds)
+        return clock.now() + timedelta(seconds=seconds)
     except OverflowError:
         raise InvalidArguments(f"delay {delay!r} is too far in the future") from None

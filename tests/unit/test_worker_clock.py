@@ -211,3 +211,15 @@ def test_a_manual_clock_moves_both_readings_together_and_only_forward(clock):
     with pytest.raises(ValueError):
         clock.advance(-1)
     assert clock.monotonic() == 1e9 + 90
+
+
+def test_a_delay_counts_from_the_apps_clock(clock):
+    app = tasktrail.App("sqlite:///:memory:", clock=clock)
+
+    @app.task
+    def kpi() -> None:
+        pass
+
+    handle = kpi.enqueue(delay=90)
+    # 2030 on the clock: a delay from the system's clock would be years off
+    assert app.job(handle.id).run_at == datetime(2030, 1, 1, 12, 1, 30, tzinfo=timezone.utc)
