@@ -216,7 +216,7 @@ def test_a_manual_clock_moves_both_readings_together_and_only_forward(clock):
 def test_a_delay_counts_from_the_apps_clock(clock):
     app = tasktrail.App("sqlite:///:memory:", clock=clock)
 
-    @app.task
+    @app.task(name="kpi")
     def kpi() -> None:
         pass
 
