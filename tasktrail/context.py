@@ -13,7 +13,15 @@ __all__ = ["JobContext", "current_job"]
 
 @dataclass(frozen=True, slots=True)
 class JobContext:
-    """The job a task function is running for, in a worker's child process."""
+    """The job a task function is running for, in a worker's child process
+    (:func:`current_job`).
+
+    Attributes:
+        job_id: the job's id (``app.job(job_id)`` reads the whole record).
+        attempt: which attempt this is, from 1.
+        task: the task's full name.
+        ref: the business object the job is about, or ``None``.
+    """
 
     job_id: int
     attempt: int
@@ -38,7 +46,13 @@ _current: JobContext | None = None
 
 
 def current_job() -> JobContext | None:
-    """The job being run in this process, or ``None`` outside a worker."""
+    """The job being run in this process, or ``None`` outside a worker.
+
+    A task calls it to learn its job's id, attempt and ref (to log them, or to write
+    them next to its results), and to read what the jobs it waited for returned
+    (:meth:`JobContext.after_results`). A job a task enqueues is a follow-up of this
+    one by itself: no need to pass ``parent=``.
+    """
     return _current
 
 

@@ -27,27 +27,33 @@ class TasktrailError(Exception):
 
 
 class ConfigurationError(TasktrailError):
-    """A setting is wrong: a DSN, a worker option, a schema name."""
+    """A setting is wrong: a DSN, a worker option, a schema name, a task's options at
+    registration (``@app.task``)."""
 
 
 class BackendUnavailable(TasktrailError):
-    """The database cannot be opened or reached."""
+    """The database cannot be opened or reached (a worker does not stop for it: it
+    keeps its outcomes and reconnects)."""
 
 
 class PermissionDenied(TasktrailError):
-    """The database refused an operation to the role in the DSN (PostgreSQL roles)."""
+    """The database refused an operation to the role in the DSN (PostgreSQL roles:
+    the message names the statement refused; see docs/security.md)."""
 
 
 class SchemaError(TasktrailError):
-    """The database schema is missing or of a version this code does not know."""
+    """The database schema is missing or of a version this code does not know (run
+    ``tasktrail migrate``, or upgrade tasktrail), or the role may not read it."""
 
 
 class UnknownTask(TasktrailError):
-    """A task name that is not registered with the app."""
+    """A task name that is not registered with the app, or a bare function name that
+    several registered tasks end in (the message lists them)."""
 
 
 class InvalidPayload(TasktrailError):
-    """Arguments or a result that are not JSON, or are too large."""
+    """Arguments or a result that are not JSON (str, int, float, bool, None, list,
+    dict with string keys; no NaN), or arguments over 1 MB encoded."""
 
 
 class InvalidArguments(TasktrailError):
@@ -55,7 +61,7 @@ class InvalidArguments(TasktrailError):
 
 
 class JobNotFound(TasktrailError):
-    """No job with that id."""
+    """No job with that id (never enqueued, or pruned by ``tasktrail maintain``)."""
 
 
 class ScheduleNotFound(TasktrailError):
@@ -63,7 +69,8 @@ class ScheduleNotFound(TasktrailError):
 
 
 class InvalidTransition(TasktrailError):
-    """The job is not in a state that allows the requested change."""
+    """The job is not in a state that allows the requested change: cancelling a job
+    that has ended, retrying one that is not failed or cancelled."""
 
 
 class AppImportError(TasktrailError):

@@ -76,7 +76,16 @@ def _iso(value: datetime | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Ref:
-    """The business object a job is about, such as ``Ref("website", "42")``."""
+    """The business object a job is about, such as ``Ref("website", "42")``.
+
+    Wherever a ref is taken, ``("website", 42)`` and ``"website:42"`` (the command
+    line's form) do too; ``str(ref)`` is that form.
+
+    Attributes:
+        type: the kind of object, such as ``website`` (the ``ref_type`` column).
+        id: its id, as text (the ``ref_id`` column): an integer id is stored as its
+            digits.
+    """
 
     type: str
     id: str
@@ -164,7 +173,56 @@ class Enqueued:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One job as stored: its current state. Its history is a list of :class:`Event`."""
+    """One job as stored: its current state. Its history is a list of :class:`Event`.
+
+    Attributes:
+        id: the job's id, from the database (increasing in enqueue order).
+        task: the registered task's full name (``module.function`` unless ``name=``).
+        queue: the queue it is in.
+        status: ``waiting``, ``queued``, ``reserved``, ``running``, ``succeeded``,
+            ``failed`` or ``cancelled`` (:data:`STATUSES`).
+        ref: the business object it is about, or ``None``.
+        priority: higher is claimed first (-32768 to 32767).
+        args: the positional arguments, as decoded JSON.
+        kwargs: the keyword arguments, as decoded JSON.
+        attempts: attempts started so far (the number of ``started`` events).
+        max_attempts: attempts it may have in all (the task's ``retries + 1``, fixed at
+            enqueue).
+        timeout: seconds an attempt may run before its process is killed; ``None``: no
+            limit.
+        run_at: not claimed before this time (UTC): its enqueue, its ``delay``, or the
+            time of its next retry.
+        created_at: when it was enqueued (UTC).
+        started_at: when its latest attempt started, or ``None`` before the first.
+        finished_at: when it reached a final status, or ``None`` while it has not.
+        worker_id: the worker that holds it, or held it last (``None``: never held).
+        worker_name: that worker's name.
+        result: what the task returned (decoded JSON), once it succeeded.
+        error: what went wrong with its latest failed attempt (the exception, the
+            signal that killed its process, the timeout; kept while a retry is queued),
+            or why a waiting job was cancelled; ``None`` once it succeeded.
+        unique_key: its ``unique=`` key: at most one waiting, queued, reserved or
+            running job has it.
+        lock_key: its ``lock=`` or ``concurrency=`` key: at most ``lock_limit`` jobs of
+            the key are reserved or running at once.
+        cancel_requested_at: when a cancel was asked while it ran (its worker then
+            kills it), or ``None``.
+        parent_id: the job that enqueued this one while it ran (a follow-up), or the
+            ``parent=`` given; ``None`` for a job enqueued from outside a task.
+        root_id: the root of its tree of follow-ups: its own id for a root (as the
+            backends read it; stored NULL for a root).
+        waiting_for: enqueued with ``after=``: how many of the jobs it waits for have
+            not ended yet (0 once it is queued); ``None`` for a job that waits for none.
+        after_policy: with ``after=``: ``"succeeded"`` (it is cancelled if one of them
+            does not succeed) or ``"finished"`` (it runs however they ended); ``None``
+            without.
+        lock_limit: how many jobs of its ``lock_key`` may be reserved or running at
+            once (a task's ``concurrency``); ``None``: one (a ``lock``).
+        rate_key: a task's ``rate``: at most ``rate_limit`` jobs of this key start
+            within any ``rate_window`` seconds; ``None`` without.
+        rate_limit: see ``rate_key``.
+        rate_window: see ``rate_key``, in seconds.
+    """
 
     id: int
     task: str
@@ -188,32 +246,24 @@ class Job:
     unique_key: str | None = None
     lock_key: str | None = None
     cancel_requested_at: datetime | None = None
-    #: The job that enqueued this one while it ran (a follow-up), or the ``parent=``
-    #: given; None for a job enqueued from outside a task.
     parent_id: int | None = None
-    #: The root of its tree of follow-ups: its own id for a root (as the backends read
-    #: it; stored NULL for a root).
     root_id: int | None = None
-    #: Enqueued with ``after=``: how many of the jobs it waits for have not ended yet
-    #: (0 once it is queued); None for a job that waits for none.
     waiting_for: int | None = None
-    #: With ``after=``: ``"succeeded"`` (it is cancelled if one of them does not
-    #: succeed) or ``"finished"`` (it runs however they ended); None without.
     after_policy: str | None = None
-    #: How many jobs of its ``lock_key`` may be reserved or running at once (a task's
-    #: ``concurrency``); None: one (a ``lock``).
     lock_limit: int | None = None
-    #: A task's ``rate``: at most ``rate_limit`` jobs of ``rate_key`` start within any
-    #: ``rate_window`` seconds; None without.
     rate_key: str | None = None
     rate_limit: int | None = None
     rate_window: float | None = None
 
     @property
     def is_final(self) -> bool:
+        """Whether it has ended: succeeded, failed or cancelled (it changes no more
+        unless a person retries it)."""
         return self.status in FINAL_STATUSES
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``tasktrail jobs --json``): the ``jobs`` table's columns, so
+        ``ref`` is ``ref_type`` and ``ref_id`` and times are ISO 8601 text."""
         return {
             "id": self.id,
             "task": self.task,
@@ -316,6 +366,8 @@ class Event:
     child_pid: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``tasktrail show --json``): the ``events`` table's columns and
+        the worker's name, host and pid; times are ISO 8601 text."""
         return {
             "id": self.id,
             "job_id": self.job_id,
@@ -348,11 +400,26 @@ class WorkerInfo:
 
 @dataclass(frozen=True, slots=True)
 class WorkerRecord:
-    """A row of the ``workers`` registry.
+    """A row of the ``workers`` registry (``app.workers()``, ``tasktrail workers``).
 
-    ``processes`` and ``reserve`` are what it runs now; ``requested_processes`` a count
-    it was asked to scale to (``tasktrail workers scale``) and has not applied yet;
-    ``autoscale_min`` and ``autoscale_max`` the range it scales itself in, if any.
+    Attributes:
+        id: the worker's id, which jobs (``worker_id``) and events name.
+        name: its name (``--name``; default ``host:pid``).
+        host: the host it runs on.
+        pid: its supervisor's process id.
+        processes: the child processes it runs now.
+        reserve: the most jobs it holds at once now.
+        queues: the queues it serves; empty: every queue.
+        status: ``running``, ``stopped`` (it shut down) or ``lost`` (its lease expired).
+        started_at: when it registered.
+        heartbeat_at: its latest heartbeat.
+        expires_at: its lease's end: past it without a heartbeat, it is lost.
+        stopped_at: when it stopped or was declared lost, or ``None``.
+        requested_processes: a count it was asked to scale to (``tasktrail workers
+            scale``) and has not applied yet, or ``None``.
+        autoscale_min: the lower end of the range it scales itself in
+            (``--autoscale``), or ``None``.
+        autoscale_max: the upper end of that range, or ``None``.
     """
 
     id: int
@@ -393,10 +460,19 @@ class WorkerRecord:
 
 @dataclass(frozen=True, slots=True)
 class QueueState:
-    """A queue as ``tasktrail queues list`` shows it: paused or not (and by whom), and
-    its depth: jobs queued, and jobs reserved or running. ``oldest_run_at``: the
-    ``run_at`` of its longest-waiting queued job (later than now when none is due yet;
-    ``None`` with none queued)."""
+    """A queue as ``tasktrail queues list`` shows it (``app.queues()``).
+
+    Attributes:
+        name: the queue's name.
+        paused: whether workers are kept from claiming its jobs (``tasktrail queues
+            pause``).
+        changed_at: when it was last paused or resumed, or ``None`` if never.
+        changed_by: who did it (``user@host``), or ``None``.
+        queued: its jobs queued.
+        running: its jobs reserved or running.
+        oldest_run_at: the ``run_at`` of its longest-waiting queued job (later than
+            now when none is due yet; ``None`` with none queued).
+    """
 
     name: str
     paused: bool
