@@ -1,5 +1,9 @@
 """Shared fixtures: a fresh SQLite file, or a fresh PostgreSQL schema, per test.
 
+A test that asks for ``dsn`` runs once per backend target (tests/backends/targets.py):
+SQLite and PostgreSQL, or for the contract suites the backends ``--tasktrail-backend``
+names, which is how a third backend runs them without a change here.
+
 PostgreSQL tests use ``TASKTRAIL_TEST_PG_DSN`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``). When that server is unreachable they
 are skipped with the reason, except when ``CI`` is set: then they fail.
@@ -12,6 +16,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
+from .backends.targets import OPTION, BackendTarget, load_targets, targets_for
 
 PG_DSN_ENV = "TASKTRAIL_TEST_PG_DSN"
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -59,9 +65,38 @@ def sqlite_dsn(tmp_path: os.PathLike[str]) -> str:
     return f"sqlite:///{os.path.join(tmp_path, 'jobs.db')}"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def dsn(request: pytest.FixtureRequest) -> str:
-    """Each backend in turn: the same test runs on SQLite and on PostgreSQL."""
-    return str(
-        request.getfixturevalue({"sqlite": "sqlite_dsn", "postgres": "pg_dsn"}[request.param])
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        OPTION,
+        action="append",
+        default=[],
+        metavar="NAME|MODULE:ATTRIBUTE",
+        help="run the contract suites (tests/backends/test_*contract.py) against this "
+        "backend only: sqlite, postgres, or a BackendTarget named module:attribute "
+        "(see tests/backends/targets.py); repeatable",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    load_targets(config.getoption(OPTION))  # a target that is not there: one error, at once
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that asks for a backend (``dsn``) runs once per target: the built-in ones,
+    or for the contract suites those ``--tasktrail-backend`` names."""
+    if "backend_target" in metafunc.fixturenames:
+        targets = targets_for(metafunc.config, metafunc.definition.path)
+        metafunc.parametrize("backend_target", [t.param() for t in targets], indirect=True)
+
+
+@pytest.fixture
+def backend_target(request: pytest.FixtureRequest) -> BackendTarget:
+    """The backend under test (each in turn: see pytest_generate_tests)."""
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def dsn(request: pytest.FixtureRequest, backend_target: BackendTarget) -> Iterator[str]:
+    """Each backend in turn: the same test runs on SQLite and on PostgreSQL (and, for the
+    contract suites, on the backends ``--tasktrail-backend`` names)."""
+    yield from backend_target.database(request)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tasktrail.backends import Backend, JobFilter, RecoveredJob, open_backend
+from tasktrail.backends import Backend, JobFilter, RecoveredJob
 from tasktrail.config import SqliteDsn, parse_dsn
 from tasktrail.errors import InvalidPayload, InvalidTransition, JobNotFound
 from tasktrail.job import Job, NewJob, Outcome, Ref
@@ -39,6 +39,7 @@ from .helpers import (
     succeeded,
     worker_info,
 )
+from .targets import BackendTarget
 
 NO_SUCH_JOB = 987_654_321
 NO_SUCH_WORKER = 987_654_321
@@ -47,10 +48,12 @@ NO_SUCH_WORKER = 987_654_321
 # -- set-up -----------------------------------------------------------------------------
 
 
-def test_setup_is_idempotent_and_shared(backend: Backend, dsn: str) -> None:
+def test_setup_is_idempotent_and_shared(
+    backend: Backend, dsn: str, backend_target: BackendTarget
+) -> None:
     [job_id] = enqueue(backend, [new_job()], now=T0)
     backend.setup()
-    other = open_backend(dsn)
+    other = backend_target.open(dsn)
     try:
         other.setup()
         assert must_get(other, job_id).status == "queued"
@@ -246,11 +249,11 @@ BATCHES = {
 @pytest.mark.parametrize("batch", list(BATCHES))
 @pytest.mark.parametrize("commit", [True, False])
 def test_enqueue_in_the_callers_transaction(
-    backend: Backend, dsn: str, commit: bool, batch: str
+    backend: Backend, sql_dsn: str, commit: bool, batch: str
 ) -> None:
     # The caller's transaction is begun by our first statement (psycopg, not in
     # autocommit), or was begun before (sqlite3): either way it is the caller's to end.
-    caller = CallerTransaction(dsn)
+    caller = CallerTransaction(sql_dsn)
     jobs = BATCHES[batch]()
     try:
         ids = enqueue(backend, jobs, now=T0, connection=caller.connection)
@@ -422,7 +425,9 @@ def test_unknown_stopped_or_lost_workers_get_nothing(backend: Backend) -> None:
     assert kinds(backend, job_id) == ["enqueued"]
 
 
-def test_claims_are_atomic_across_processes(backend: Backend, dsn: str, tmp_path: Path) -> None:
+def test_claims_are_atomic_across_processes(
+    backend: Backend, dsn: str, backend_target: BackendTarget, tmp_path: Path
+) -> None:
     """Several forked processes, each with its own connection, drain one pool of jobs."""
     job_count, process_count = 240, 6
     ids = enqueue(
@@ -433,7 +438,7 @@ def test_claims_are_atomic_across_processes(backend: Backend, dsn: str, tmp_path
 
     def claim_until_empty(index: int) -> dict[str, object]:
         rng = random.Random(index)
-        own = open_backend(dsn)
+        own = backend_target.open(dsn)
         try:
             info = worker_info(f"claimer-{index}", pid=os.getpid())
             worker = own.register_worker(info, now=T0)
@@ -477,7 +482,7 @@ def test_claims_are_atomic_across_processes(backend: Backend, dsn: str, tmp_path
 
 
 def test_concurrent_recoveries_take_each_job_back_once(
-    backend: Backend, dsn: str, tmp_path: Path
+    backend: Backend, dsn: str, backend_target: BackendTarget, tmp_path: Path
 ) -> None:
     ids = enqueue(backend, [new_job(max_attempts=2) for _ in range(60)], now=T0)
     dead = [
@@ -489,7 +494,7 @@ def test_concurrent_recoveries_take_each_job_back_once(
             backend.mark_started(worker, [job.id for job in held], now=at(1))
 
     def recover(_index: int) -> list[list[object]]:
-        own = open_backend(dsn)
+        own = backend_target.open(dsn)
         try:
             return [
                 [r.job_id, r.worker_id, r.previous_status, r.new_status]
@@ -1202,7 +1207,7 @@ def test_list_events_are_in_order_with_worker_details(backend: Backend) -> None:
 
 
 def test_events_of_an_attempt_name_the_child_process_that_ran_it(
-    backend: Backend, dsn: str
+    backend: Backend, sql_dsn: str
 ) -> None:
     """A claim started for child processes names each one on its ``started`` event and on
     the job it returns; the outcome's events name the child that reported it (a refused
@@ -1245,7 +1250,7 @@ def test_events_of_an_attempt_name_the_child_process_that_ran_it(
     ]
     assert [e.to_dict()["child_pid"] for e in backend.list_events(third)] == [None, 101]
     # and in the SQL view of history
-    rows = query(dsn, "SELECT job_id, kind, pid, child_pid FROM job_history ORDER BY id")
+    rows = query(sql_dsn, "SELECT job_id, kind, pid, child_pid FROM job_history ORDER BY id")
     assert [tuple(row[1:]) for row in rows if row[0] == first] == pids(first)
     assert by_id[third].child_pid == 101
     # Claimed without a child (reserved, then started by id): no child named.
@@ -1540,7 +1545,7 @@ def test_prune_takes_the_ledger_rows_of_pruned_jobs_and_old_ones_without_a_job(
 
 
 def test_prune_takes_workers_stopped_or_lost_longer_than_the_retention(
-    backend: Backend, dsn: str
+    backend: Backend, sql_dsn: str
 ) -> None:
     held, released = enqueue(backend, [new_job(), new_job()], now=T0)
     stopped = backend.register_worker(worker_info("stopped"), now=T0)
@@ -1556,7 +1561,7 @@ def test_prune_takes_workers_stopped_or_lost_longer_than_the_retention(
     assert backend.recover_lost(now=at(100)) == []  # "lost" held nothing
     lost_at = at(50).isoformat()
     by_hand = f"UPDATE workers SET status = 'lost', stopped_at = '{lost_at}' WHERE id = {holding}"  # noqa: S608
-    execute(dsn, by_hand)
+    execute(sql_dsn, by_hand)
     recent = backend.register_worker(worker_info("recent"), now=T0)
     backend.unregister_worker(recent, now=at(2500))
 

@@ -7,20 +7,21 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from tasktrail.backends import Backend, open_backend
+from tasktrail.backends import Backend
 
 from .helpers import T0, at, enqueue, new_job, readable, start, worker_info
+from .targets import BackendTarget
 
 
 def test_a_scale_request_reaches_the_running_worker_of_that_name_and_wakes_it(
-    backend: Backend, dsn: str
+    backend: Backend, dsn: str, backend_target: BackendTarget
 ) -> None:
     worker = backend.register_worker(worker_info("w", pid=os.getpid()), now=T0)
     other = backend.register_worker(worker_info("x"), now=T0)
     fd = backend.wakeup_fileno()
     assert fd is not None
     backend.consume_wakeups()
-    operator = open_backend(dsn)  # `tasktrail workers scale`, from anywhere
+    operator = backend_target.open(dsn)  # `tasktrail workers scale`, from anywhere
     try:
         assert operator.request_processes("nobody", 3, now=at(1)) == 0
         assert backend.worker_control(worker).requested_processes is None
@@ -56,7 +57,7 @@ def test_a_worker_records_the_range_it_scales_itself_in(backend: Backend) -> Non
 
 
 def test_a_paused_queue_is_told_to_every_worker_and_listed_with_who_paused_it(
-    backend: Backend, dsn: str
+    backend: Backend, dsn: str, backend_target: BackendTarget
 ) -> None:
     worker = backend.register_worker(worker_info("w", pid=os.getpid()), now=T0)
     fd = backend.wakeup_fileno()
@@ -65,7 +66,7 @@ def test_a_paused_queue_is_told_to_every_worker_and_listed_with_who_paused_it(
     enqueue(backend, [new_job(queue="default")], now=T0)
     start(backend, worker, mail[0], at(1))
     backend.consume_wakeups()
-    operator = open_backend(dsn)
+    operator = backend_target.open(dsn)
     try:
         operator.set_queue_paused("mail", True, by="ann@desk", now=at(2))
         assert readable(fd, 10), "no wake-up after a pause"

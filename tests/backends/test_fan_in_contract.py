@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tasktrail.backends import Backend, JobFilter, open_backend
+from tasktrail.backends import Backend, JobFilter
 from tasktrail.backends.postgres.backend import COPY_FROM
 from tasktrail.errors import InvalidArguments
 from tasktrail.job import NewJob
@@ -27,6 +27,7 @@ from .helpers import (
     succeeded,
     worker_info,
 )
+from .targets import BackendTarget
 
 
 def parents(backend: Backend, count: int) -> list[int]:
@@ -225,7 +226,7 @@ def test_waiting_jobs_are_listed_by_status_also_below_a_job(
 
 
 def test_parents_ending_at_once_in_many_workers_release_it_exactly_once(
-    backend: Backend, dsn: str, tmp_path: Path
+    backend: Backend, dsn: str, backend_target: BackendTarget, tmp_path: Path
 ) -> None:
     count = 8
     ids = parents(backend, count)
@@ -240,7 +241,7 @@ def test_parents_ending_at_once_in_many_workers_release_it_exactly_once(
         held.append((worker, must_get(backend, job_id)))
 
     def finish(index: int) -> list[int]:
-        own = open_backend(dsn)
+        own = backend_target.open(dsn)
         try:
             worker, job = held[index]
             return own.finish(worker, [succeeded(job, at(3), index)], now=at(3))
@@ -256,7 +257,7 @@ def test_parents_ending_at_once_in_many_workers_release_it_exactly_once(
 
 
 def test_jobs_enqueued_to_wait_while_it_ends_are_all_released(
-    backend: Backend, dsn: str, tmp_path: Path
+    backend: Backend, dsn: str, backend_target: BackendTarget, tmp_path: Path
 ) -> None:
     [a] = parents(backend, 1)
     worker = backend.register_worker(worker_info(), now=at(1))
@@ -266,7 +267,7 @@ def test_jobs_enqueued_to_wait_while_it_ends_are_all_released(
     running = must_get(backend, a)
 
     def race(index: int) -> list[int]:
-        own = open_backend(dsn)
+        own = backend_target.open(dsn)
         try:
             if index == 0:
                 own.finish(worker, [succeeded(running, at(2))], now=at(2))

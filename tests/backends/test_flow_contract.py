@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tasktrail.backends import Backend, JobFilter, RecoveredJob, open_backend
+from tasktrail.backends import Backend, JobFilter, RecoveredJob
 from tasktrail.errors import (
     ConfigurationError,
     InvalidArguments,
@@ -43,6 +43,7 @@ from .helpers import (
     succeeded,
     worker_info,
 )
+from .targets import BackendTarget
 
 
 def unique(key: str, task: str = "kpi.refresh", **options: Any) -> NewJob:
@@ -181,10 +182,10 @@ def test_a_failed_unique_job_is_retried_only_while_its_key_is_free(backend: Back
 
 
 def test_concurrent_enqueues_of_one_key_make_one_job(
-    backend: Backend, dsn: str, tmp_path: Path
+    backend: Backend, dsn: str, backend_target: BackendTarget, tmp_path: Path
 ) -> None:
     def enqueue_many_times(index: int) -> list[list[Any]]:
-        own = open_backend(dsn)
+        own = backend_target.open(dsn)
         try:
             results = []
             for round_number in range(15):
@@ -205,7 +206,7 @@ def test_concurrent_enqueues_of_one_key_make_one_job(
 
 
 def test_enqueues_of_a_unique_key_racing_with_its_job_ending(
-    backend: Backend, dsn: str, tmp_path: Path
+    backend: Backend, dsn: str, backend_target: BackendTarget, tmp_path: Path
 ) -> None:
     """While one process keeps finishing the key's job, others keep enqueueing the key:
     each enqueue either makes the next job or names the active one, never fails."""
@@ -213,7 +214,7 @@ def test_enqueues_of_a_unique_key_racing_with_its_job_ending(
     enqueuers = 4
 
     def work(index: int) -> list[list[Any]]:
-        own = open_backend(dsn)
+        own = backend_target.open(dsn)
         try:
             if index == 0:  # the worker: runs the key's jobs until the enqueuers are done
                 worker = own.register_worker(worker_info(pid=os.getpid()), now=T0)
@@ -256,14 +257,16 @@ def test_enqueues_of_a_unique_key_racing_with_its_job_ending(
             active.discard(event.job_id)
 
 
-def test_a_worker_is_told_which_wake_ups_ask_for_a_cancel(backend: Backend, dsn: str) -> None:
+def test_a_worker_is_told_which_wake_ups_ask_for_a_cancel(
+    backend: Backend, dsn: str, backend_target: BackendTarget
+) -> None:
     """An enqueue wakes a worker for jobs; a cancel request of a job it runs wakes it
     and says so, so that it looks at its cancel requests at once (and only then)."""
     worker = backend.register_worker(worker_info(pid=os.getpid()), now=T0)
     fd = backend.wakeup_fileno()
     assert fd is not None
     backend.consume_wakeups()
-    producer = open_backend(dsn)  # another process's connection, as a producer's
+    producer = backend_target.open(dsn)  # another process's connection, as a producer's
     try:
         [job_id] = enqueue(producer, [new_job()], now=T0)
         assert readable(fd, 10), "no wake-up after an enqueue"
@@ -280,11 +283,13 @@ def test_a_worker_is_told_which_wake_ups_ask_for_a_cancel(backend: Backend, dsn:
         backend.unregister_worker(worker, now=at(3))
 
 
-def test_a_job_given_back_to_run_now_wakes_the_other_workers(backend: Backend, dsn: str) -> None:
+def test_a_job_given_back_to_run_now_wakes_the_other_workers(
+    backend: Backend, dsn: str, backend_target: BackendTarget
+) -> None:
     """A worker that gives a started job back (its process never began it, or it is
     stopping) wakes the idle workers, as an enqueue does: one of them may have a free
     process. An attempt put back for later (a retry) wakes nobody."""
-    idle = open_backend(dsn)  # another worker's connection
+    idle = backend_target.open(dsn)  # another worker's connection
     try:
         other = idle.register_worker(worker_info("idle", pid=os.getpid()), now=T0)
         fd = idle.wakeup_fileno()
@@ -496,7 +501,7 @@ def test_every_way_a_hold_ends_frees_the_lock(backend: Backend, ending: str) -> 
 
 
 def test_claims_with_locks_never_overlap_across_processes(
-    backend: Backend, dsn: str, tmp_path: Path
+    backend: Backend, dsn: str, backend_target: BackendTarget, tmp_path: Path
 ) -> None:
     keys = ["kpi:1", "kpi:2", "kpi:3"]
     jobs = [locked(keys[i % 3]) if i % 4 else new_job() for i in range(90)]
@@ -504,7 +509,7 @@ def test_claims_with_locks_never_overlap_across_processes(
 
     def claim_until_empty(index: int) -> list[int]:
         rng = random.Random(index)
-        own = open_backend(dsn)
+        own = backend_target.open(dsn)
         try:
             worker = own.register_worker(worker_info(f"c{index}", pid=os.getpid()), now=T0)
             taken: list[int] = []
@@ -742,11 +747,13 @@ def test_replacing_with_a_new_timing_counts_from_now(backend: Backend) -> None:
     assert [t.due_at for t in fire(backend, at(80))] == [at(80)]
 
 
-def test_concurrent_saves_of_one_schedule(backend: Backend, dsn: str, tmp_path: Path) -> None:
+def test_concurrent_saves_of_one_schedule(
+    backend: Backend, dsn: str, backend_target: BackendTarget, tmp_path: Path
+) -> None:
     """Every worker stores the code's schedules at start, possibly all at once."""
 
     def save(index: int) -> str:
-        own = open_backend(dsn)
+        own = backend_target.open(dsn)
         try:
             own.save_schedule(schedule(source="code"), now=T0, replace=True)
             try:
@@ -1044,7 +1051,7 @@ def test_list_ticks_of_an_unknown_schedule_is_empty(backend: Backend) -> None:
 
 
 def test_concurrent_firing_makes_one_job_per_tick(
-    backend: Backend, dsn: str, tmp_path: Path
+    backend: Backend, dsn: str, backend_target: BackendTarget, tmp_path: Path
 ) -> None:
     """Workers with their own connections all fire at the same instants."""
     names = [f"kpi:{n}" for n in range(8)]
@@ -1054,7 +1061,7 @@ def test_concurrent_firing_makes_one_job_per_tick(
     instants = [at(60 * k) for k in range(1, 6)] + [at(60 * 12)]  # the last one after a gap
 
     def fire_at_every_instant(index: int) -> list[list[Any]]:
-        own = open_backend(dsn)
+        own = backend_target.open(dsn)
         try:
             worker = own.register_worker(worker_info(f"f{index}", pid=os.getpid()), now=T0)
             return [

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tasktrail.backends import Backend, JobFilter, open_backend
+from tasktrail.backends import Backend, JobFilter
 from tasktrail.config import SqliteDsn, parse_dsn
 from tasktrail.job import NewJob
 
@@ -30,6 +30,7 @@ from .helpers import (
     succeeded,
     worker_info,
 )
+from .targets import BackendTarget
 
 
 def limited(key: str, limit: int, **options: Any) -> NewJob:
@@ -88,7 +89,7 @@ def _jobs(backend: Backend) -> list[Any]:
 
 
 def test_claims_never_hold_more_than_the_limit_across_processes(
-    backend: Backend, dsn: str, tmp_path: Path
+    backend: Backend, dsn: str, backend_target: BackendTarget, tmp_path: Path
 ) -> None:
     limits = {"api:a": 3, "api:b": 2, "lock:c": 1}
     keys = sorted(limits)
@@ -97,7 +98,7 @@ def test_claims_never_hold_more_than_the_limit_across_processes(
 
     def claim_until_empty(index: int) -> list[int]:
         rng = random.Random(index)
-        own = open_backend(dsn)
+        own = backend_target.open(dsn)
         try:
             worker = own.register_worker(worker_info(f"c{index}", pid=os.getpid()), now=T0)
             taken: list[int] = []

@@ -60,7 +60,7 @@ def test_a_parent_that_does_not_exist_is_refused_and_nothing_is_stored(backend: 
 
 
 def test_a_business_object_s_jobs_come_with_every_follow_up_below_them(
-    backend: Backend, dsn: str
+    backend: Backend, sql_dsn: str
 ) -> None:
     [site] = enqueue(backend, [new_job("front", ref=("website", "3"))], now=T0)
     [other_site] = enqueue(backend, [new_job("front", ref=("website", "4"))], now=T0)
@@ -100,6 +100,6 @@ def test_a_business_object_s_jobs_come_with_every_follow_up_below_them(
     assert ids(backend.list_jobs(JobFilter(tree=again))) == [again]
 
     # and in SQL: the history view names parent and root
-    found = query(dsn, "SELECT DISTINCT job_id, parent_id, root_id FROM job_history")
+    found = query(sql_dsn, "SELECT DISTINCT job_id, parent_id, root_id FROM job_history")
     lineage = {row[0]: row[1:] for row in found}
     assert (lineage[site], lineage[deep]) == ((None, site), (articles[1], site))

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from tasktrail.backends import Backend, open_backend
+from tasktrail.backends import Backend
 from tasktrail.job import NewJob
 
 from .helpers import T0, at, enqueue, kinds, must_get, new_job, run_forked, worker_info
+from .targets import BackendTarget
 from .test_limits_contract import write
 
 
@@ -73,12 +74,12 @@ def test_the_database_refuses_a_start_past_the_rate_whoever_makes_it(
 
 
 def test_starts_in_many_processes_at_once_stay_within_the_rate(
-    backend: Backend, dsn: str, tmp_path: Path
+    backend: Backend, dsn: str, backend_target: BackendTarget, tmp_path: Path
 ) -> None:
     ids = enqueue(backend, [rated("api", 4, 30.0) for _ in range(20)], now=T0)
 
     def claim(index: int) -> list[int]:
-        own = open_backend(dsn)
+        own = backend_target.open(dsn)
         try:
             worker = own.register_worker(worker_info(f"c{index}", pid=os.getpid()), now=T0)
             return [job_id for _ in range(5) for job_id in start_now(own, worker, 3, 1)]
