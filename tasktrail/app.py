@@ -450,7 +450,13 @@ class App:
             self.get_task(job.task)
         if connection is None:
             connection = self.transaction_connection()
-        enqueued = self.backend.enqueue(batch, now=self.clock.now(), connection=connection)
+        from .tracing import enqueue_span  # (loads OpenTelemetry only once enqueuing)
+
+        with enqueue_span(batch) as span:
+            enqueued = self.backend.enqueue(
+                span.jobs(batch), now=self.clock.now(), connection=connection
+            )
+            span.inserted([item.id for item in enqueued])
         return [JobHandle(self, item.id, item.created) for item in enqueued]
 
     def transaction_connection(self) -> Any:

@@ -157,6 +157,9 @@ class NewJob(NamedTuple):
     root_id: int | None = None  # its tree's root (filled in by the backend from the parent)
     after: tuple[int, ...] = ()  # jobs to wait for: it is queued once they have all ended
     after_policy: str = "succeeded"  # or "finished": see Task.enqueue
+    #: The enqueuer's trace context (W3C traceparent, as JSON), when it is traced
+    #: (tasktrail.tracing): the job's attempts are spans below it.
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +327,8 @@ class HeldJob:
     lock_key: str | None = None
     #: The pid of the child process it was started for (its ``started`` event names it).
     child_pid: int | None = None
+    #: The enqueuer's trace context, if it was traced (tasktrail.tracing).
+    trace_context: str | None = None
 
     @property
     def args(self) -> Any:

@@ -55,6 +55,7 @@ def new_job_columns(job: NewJob) -> dict[str, Any]:
         "rate_window": job.rate_window,
         "parent_id": job.parent_id,
         "root_id": job.root_id,
+        "trace_context": job.trace_context,
     }
 
 

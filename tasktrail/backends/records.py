@@ -44,9 +44,10 @@ def _json_from_text(text: str | None) -> Any:
 
 def held(row: Sequence[Any]) -> HeldJob:
     """A HeldJob from the columns ``id, task, queue, status, ref_type, ref_id, priority,
-    args, kwargs, attempts, max_attempts, timeout, worker_id, lock_key`` and, from a
-    claim, ``child_pid`` (the hot path's RETURNING lists), the arguments as JSON text
-    (both backends return them as text: SQLite stores text, PostgreSQL casts ``::text``).
+    args, kwargs, attempts, max_attempts, timeout, worker_id, lock_key, child_pid,
+    trace_context`` (the hot path's RETURNING lists; ``child_pid`` only from a claim
+    that starts the job), the arguments as JSON text (both backends return them as
+    text: SQLite stores text, PostgreSQL casts ``::text``).
 
     Anything but text there (a row written by hand in SQLite can hold a number or a
     blob) becomes text that is not JSON, so that job alone fails as malformed.
@@ -58,8 +59,7 @@ def held(row: Sequence[Any]) -> HeldJob:
         row[6],
         args if type(args) is str else "",
         kwargs if type(kwargs) is str else "",
-        row[9], row[10], row[11], row[12], row[13],
-        row[14] if len(row) > 14 else None,
+        row[9], row[10], row[11], row[12], row[13], row[14], row[15],
     )  # fmt: skip
 
 

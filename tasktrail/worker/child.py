@@ -28,6 +28,7 @@ from .. import payload
 from ..context import JobContext, _set_current
 from ..errors import InvalidPayload
 from ..job import Ref
+from ..tracing import attached
 from .protocol import recv_message, send_message
 
 if TYPE_CHECKING:
@@ -93,13 +94,15 @@ def run_job(app: App, message: dict[str, Any]) -> dict[str, Any]:
         )
     )  # fmt: skip
     try:
-        result = task.func(*args, **kwargs)
-        if inspect.iscoroutine(result):
-            import asyncio  # (only where a task is async)
+        with attached(message.get("trace")):
+            result = task.func(*args, **kwargs)
+            if inspect.iscoroutine(result):
+                import asyncio  # (only where a task is async)
 
-            # an async def task: an event loop of its own for this job (tasks it starts
-            # and leaves running are cancelled when it ends, as asyncio.run does)
-            result = asyncio.run(result)
+                # an async def task: an event loop of its own for this job (tasks it
+                # starts and leaves running are cancelled when it ends, as asyncio.run
+                # does)
+                result = asyncio.run(result)
     except Terminated:
         raise
     except BaseException as exc:  # SystemExit and KeyboardInterrupt from a task are failures

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..job import Event, HeldJob, Outcome
 from ..retry import RetryPolicy
+from ..tracing import AttemptSpans
 from .config import WorkerConfig
 from .db import UNREACHABLE, DatabaseCall
 from .outcomes import (
@@ -117,6 +118,7 @@ class JobFlow:
         self._db = db
         self.name = name
         self.clock = app.clock if clock is None else clock
+        self.spans = AttemptSpans(name)  # (empty unless OpenTelemetry is set up)
         # Outcomes not yet recorded, each with the id of the registration holding its job.
         self.pending: list[tuple[int, Outcome]] = []
         self.more_expected = True
@@ -302,6 +304,7 @@ class JobFlow:
         if not outcomes and not plan:
             return
         began = self.clock.monotonic()
+        now = self.clock.now()
         result = self._db(
             "exchanging with the database",
             lambda: self.backend.exchange(
@@ -311,7 +314,7 @@ class JobFlow:
                 claim=len(plan),
                 start_claimed=len(plan),
                 queues=self.queues,
-                now=self.clock.now(),
+                now=now,
                 child_pids=[child.pid for child in plan],
             ),
         )
@@ -331,6 +334,7 @@ class JobFlow:
             log.warning(
                 "outcome of job %s was rejected: worker %s no longer holds it", job_id, worker_id
             )
+        self.spans.started(result.started, now)
         # each job goes to the child its history names (the backend says which)
         planned_for = {child.pid: child for child in plan}
         claimed: dict[Child, list[HeldJob]] = {}
@@ -427,21 +431,21 @@ class JobFlow:
                 if (batch or busy) and size > PIPELINE_MESSAGE_LIMIT:
                     break
                 batch.append(assignment)
-            message = encode_message(
+            jobs: list[dict[str, Any]] = [
                 {
-                    "jobs": [
-                        {
-                            "job": a.job.id,
-                            "attempt": a.job.attempts,
-                            "task": a.job.task,
-                            "args": a.job.args_json,
-                            "kwargs": a.job.kwargs_json,
-                            "ref": [a.job.ref.type, a.job.ref.id] if a.job.ref else None,
-                        }
-                        for a in batch
-                    ]
+                    "job": a.job.id,
+                    "attempt": a.job.attempts,
+                    "task": a.job.task,
+                    "args": a.job.args_json,
+                    "kwargs": a.job.kwargs_json,
+                    "ref": [a.job.ref.type, a.job.ref.id] if a.job.ref else None,
                 }
-            )
+                for a in batch
+            ]
+            if self.spans:  # traced: each task runs in its attempt's span
+                for entry, assignment in zip(jobs, batch, strict=True):
+                    entry["trace"] = self.spans.carrier(assignment.job.id)
+            message = encode_message({"jobs": jobs})
             if not self.pool.send(child, batch, message, self.clock.monotonic()):
                 log.warning(
                     "child %s died before it got jobs %s", child.pid, [a.job.id for a in batch]
@@ -553,6 +557,7 @@ class JobFlow:
                 },
             )  # fmt: skip
         self.pending.append((job.worker_id or 0, outcome))
+        self.spans.ended(job.id, outcome)
         self.pool.tally.finished[outcome.kind] += 1
         if job.lock_key is not None:
             self._lock_freed = True

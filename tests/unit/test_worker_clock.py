@@ -213,8 +213,8 @@ def test_a_manual_clock_moves_both_readings_together_and_only_forward(clock):
     assert clock.monotonic() == 1e9 + 90
 
 
-def test_a_delay_counts_from_the_apps_clock(clock):
-    app = tasktrail.App("sqlite:///:memory:", clock=clock)
+def test_a_delay_counts_from_the_apps_clock(clock, tmp_path):
+    app = tasktrail.App(f"sqlite:///{tmp_path / 'jobs.db'}", clock=clock)
 
     @app.task(name="kpi")
     def kpi() -> None:

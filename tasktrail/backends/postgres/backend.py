@@ -115,7 +115,7 @@ COPY_FROM = 100
 #: The binary COPY types of ``copy_jobs``' columns (json goes as its text).
 _COPY_JOB_TYPES = [
     "text", "text", "text", "text", "int2", "text", "text", "int4", "float8", "text", "text",
-    "int4", "text", "int4", "float8", "int8", "int8", "int8", "text", "timestamptz",
+    "int4", "text", "int4", "float8", "int8", "int8", "text", "int8", "text", "timestamptz",
     "timestamptz",
 ]  # fmt: skip
 
@@ -553,6 +553,8 @@ class PostgresBackend(Backend):
                 )
             if job.parent_id is not None:
                 extra.append(f',"parent_id":{int(job.parent_id)},"root_id":{int(job.root_id or 0)}')
+            if job.trace_context is not None:
+                extra.append(f',"trace_context":{_quote(job.trace_context)}')
             documents.append(f"{text}{''.join(extra)}}}" if extra else f"{text}}}")
         return {"now": now, "jobs": f"[{','.join(documents)}]"}
 

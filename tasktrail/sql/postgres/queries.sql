@@ -9,18 +9,18 @@ WITH new_jobs AS (
     INSERT INTO tasktrail.jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
                                 max_attempts, timeout, run_at, created_at, unique_key, lock_key,
                                 lock_limit, rate_key, rate_limit, rate_window, parent_id,
-                                root_id)
+                                root_id, trace_context)
     SELECT t.task, t.queue, 'queued', t.ref_type, t.ref_id, t.priority, t.args::json,
            t.kwargs::json, t.max_attempts, t.timeout, coalesce(t.run_at, %(now)s), %(now)s,
            t.unique_key, t.lock_key, t.lock_limit, t.rate_key, t.rate_limit, t.rate_window,
-           t.parent_id, t.root_id
+           t.parent_id, t.root_id, t.trace_context
     -- the batch is one JSON document: parsed by the server, not bound value by value
     FROM json_to_recordset(%(jobs)s::json)
          AS t(ord integer, task text, queue text, ref_type text, ref_id text, priority smallint,
               args text, kwargs text, max_attempts integer, timeout double precision,
               run_at timestamptz, unique_key text, lock_key text, lock_limit integer,
               rate_key text, rate_limit integer, rate_window double precision,
-              parent_id bigint, root_id bigint)
+              parent_id bigint, root_id bigint, trace_context text)
     ORDER BY t.ord
     ON CONFLICT (unique_key)
         WHERE unique_key IS NOT NULL AND status IN ('waiting', 'queued', 'reserved', 'running')
@@ -39,14 +39,13 @@ WITH new_job AS (
     INSERT INTO tasktrail.jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
                                 max_attempts, timeout, run_at, created_at, unique_key, lock_key,
                                 lock_limit, rate_key, rate_limit, rate_window, parent_id,
-                                root_id)
+                                root_id, trace_context)
     VALUES (%(task)s::text, %(queue)s::text, 'queued', %(ref_type)s::text, %(ref_id)s::text,
             %(priority)s::smallint, %(args)s::json, %(kwargs)s::json, %(max_attempts)s::integer,
             %(timeout)s::double precision, coalesce(%(run_at)s::timestamptz, %(now)s),
             %(now)s, %(unique_key)s::text, %(lock_key)s::text, %(lock_limit)s::integer,
             %(rate_key)s::text, %(rate_limit)s::integer, %(rate_window)s::double precision,
-            %(parent_id)s::bigint,
-            %(root_id)s::bigint)
+            %(parent_id)s::bigint, %(root_id)s::bigint, %(trace_context)s::text)
     ON CONFLICT (unique_key)
         WHERE unique_key IS NOT NULL AND status IN ('waiting', 'queued', 'reserved', 'running')
         DO NOTHING
@@ -77,7 +76,8 @@ SELECT id FROM ids ORDER BY id;
 -- name: copy_jobs
 COPY tasktrail.jobs (task, queue, ref_type, ref_id, priority, args, kwargs, max_attempts,
                      timeout, unique_key, lock_key, lock_limit, rate_key, rate_limit,
-                     rate_window, parent_id, root_id, id, status, run_at, created_at)
+                     rate_window, parent_id, root_id, trace_context, id, status, run_at,
+                     created_at)
 FROM STDIN (FORMAT BINARY);
 
 -- The root of each parent's tree, for its follow-ups (a root's root_id is NULL).
@@ -566,7 +566,7 @@ WITH outcome AS (
     WHERE id = ANY (%(start_ids)s::bigint[]) AND status = 'reserved'
       AND worker_id = %(worker_id)s
     RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
-              max_attempts, timeout, worker_id, lock_key
+              max_attempts, timeout, worker_id, lock_key, trace_context
 ), worker AS (
     -- Locked (FOR SHARE) so that a recovery declaring this worker lost and taking back
     -- its jobs (its FOR UPDATE) either comes first, and then this claim sees the worker
@@ -602,7 +602,8 @@ WITH outcome AS (
               j.kwargs, j.attempts, j.max_attempts, j.timeout, j.worker_id, j.lock_key, c.rank,
               CASE WHEN c.rank <= %(start_claimed)s
                    THEN (%(child_pids)s::integer[])[c.rank] END AS child_pid,
-              CASE WHEN c.rank <= %(start_claimed)s THEN j.started_at END AS started_at
+              CASE WHEN c.rank <= %(start_claimed)s THEN j.started_at END AS started_at,
+              j.trace_context
 ), job_events AS (
     INSERT INTO tasktrail.events (job_id, at, kind, attempt, worker_id, child_pid)
     SELECT job_id, coalesce(at, %(now)s), kind, attempt, %(worker_id)s, child_pid
@@ -622,17 +623,18 @@ WITH outcome AS (
     ORDER BY job_id, step
 ), result AS (
     SELECT 0 AS part, 0 AS rank, id, task, queue, status, ref_type, ref_id, priority, args,
-           kwargs, attempts, max_attempts, timeout, worker_id, lock_key, NULL::integer AS child_pid
+           kwargs, attempts, max_attempts, timeout, worker_id, lock_key, NULL::integer AS child_pid,
+           trace_context
     FROM started
     UNION ALL
     SELECT 1, rank, id, task, queue, status, ref_type, ref_id, priority, args, kwargs,
-           attempts, max_attempts, timeout, worker_id, lock_key, child_pid
+           attempts, max_attempts, timeout, worker_id, lock_key, child_pid, trace_context
     FROM claimed
 )
 -- the jobs as the worker holds them (the columns records.held reads), arguments as text
 SELECT r.ids, x.id, x.task, x.queue, x.status, x.ref_type, x.ref_id, x.priority,
        x.args::text, x.kwargs::text, x.attempts, x.max_attempts, x.timeout, x.worker_id,
-       x.lock_key, x.child_pid
+       x.lock_key, x.child_pid, x.trace_context
 FROM rejected r CROSS JOIN (SELECT count(*) FROM requeued) AS woken LEFT JOIN result x ON true
 ORDER BY x.part, x.rank, x.id;
 

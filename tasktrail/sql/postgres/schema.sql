@@ -1,4 +1,4 @@
--- tasktrail schema for PostgreSQL: the complete current version (9).
+-- tasktrail schema for PostgreSQL: the complete current version (11).
 --
 -- Run it with `psql -f schema.sql`, or let `tasktrail migrate` apply the versioned files
 -- in migrations/ (the same result; a test compares the two catalogs). Every object lives
@@ -77,7 +77,8 @@ CREATE TABLE IF NOT EXISTS tasktrail.jobs (
     lock_limit    integer,                          -- jobs of its lock_key at once; NULL: one
     rate_key      text,                             -- at most rate_limit of the key start
     rate_limit    integer,                          --   within any rate_window seconds
-    rate_window   double precision
+    rate_window   double precision,
+    trace_context text                              -- the enqueuer's trace (W3C, as JSON)
 ) WITH (
     fillfactor = 90,
     autovacuum_vacuum_scale_factor = 0.02,
@@ -559,5 +560,5 @@ FROM tasktrail.jobs
 WHERE finished_at IS NOT NULL
 GROUP BY task, date_trunc('hour', finished_at);
 
-INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control'), (5, 'lineage'), (6, 'business_calendar'), (7, 'fan_in'), (8, 'concurrency'), (9, 'rate'), (10, 'lock_freed')
+INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control'), (5, 'lineage'), (6, 'business_calendar'), (7, 'fan_in'), (8, 'concurrency'), (9, 'rate'), (10, 'lock_freed'), (11, 'trace_context')
 ON CONFLICT (version) DO NOTHING;

@@ -9,10 +9,10 @@ SELECT id, coalesce(root_id, id) FROM jobs WHERE id IN (SELECT value FROM json_e
 -- name: insert_job
 INSERT INTO jobs (task, queue, status, ref_type, ref_id, priority, args, kwargs,
                   max_attempts, timeout, run_at, created_at, unique_key, lock_key, lock_limit,
-                  rate_key, rate_limit, rate_window, parent_id, root_id)
+                  rate_key, rate_limit, rate_window, parent_id, root_id, trace_context)
 VALUES (:task, :queue, 'queued', :ref_type, :ref_id, :priority, :args, :kwargs,
         :max_attempts, :timeout, :run_at, :now, :unique_key, :lock_key, :lock_limit,
-        :rate_key, :rate_limit, :rate_window, :parent_id, :root_id)
+        :rate_key, :rate_limit, :rate_window, :parent_id, :root_id, :trace_context)
 ON CONFLICT DO NOTHING
 RETURNING id;
 
@@ -96,7 +96,7 @@ LIMIT :limit;
 UPDATE jobs SET status = 'reserved', worker_id = :worker_id
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued' AND rate_key IS NULL
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
-          max_attempts, timeout, worker_id, lock_key;
+          max_attempts, timeout, worker_id, lock_key, trace_context;
 
 -- Claimed straight into a worker's process: never waiting reserved.
 -- name: claim_start
@@ -112,7 +112,7 @@ UPDATE jobs SET status = 'running', worker_id = :worker_id, attempts = attempts 
                      WHERE f.lock_key = jobs.lock_key), :now)) END
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
-          max_attempts, timeout, worker_id, lock_key, started_at;
+          max_attempts, timeout, worker_id, lock_key, trace_context, started_at;
 
 -- A start under a rate: the window's record (`at` in seconds since the epoch), and the starts
 -- of that key older than the window and a minute are let go (kept that minute: a worker
@@ -129,7 +129,7 @@ UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'reserved'
   AND worker_id = :worker_id
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
-          max_attempts, timeout, worker_id, lock_key;
+          max_attempts, timeout, worker_id, lock_key, trace_context;
 
 -- Record one outcome. Fenced: it changes the job only if the job is still running in
 -- this worker's hands at this attempt. The new status, run_at and extra attempts come

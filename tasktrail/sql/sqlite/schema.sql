@@ -1,4 +1,4 @@
--- tasktrail schema for SQLite: the complete current version (9).
+-- tasktrail schema for SQLite: the complete current version (11).
 -- A database made by an older version is brought here by the files in migrations/.
 --
 -- The embedded default: one file on one host, shared by every worker and producer on it.
@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lock_limit    INTEGER,                         -- jobs of its lock_key at once; NULL: one
     rate_key      TEXT,                            -- at most rate_limit of the key start
     rate_limit    INTEGER,                         --   within any rate_window seconds
-    rate_window   REAL
+    rate_window   REAL,
+    trace_context TEXT                             -- the enqueuer's trace (W3C, as JSON)
 );
 CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_root ON jobs (root_id) WHERE root_id IS NOT NULL;
@@ -252,4 +253,5 @@ VALUES (1, 'initial', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (7, 'fan_in', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (8, 'concurrency', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
        (9, 'rate', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
-       (10, 'lean_triggers', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
+       (10, 'lean_triggers', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')),
+       (11, 'trace_context', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
