@@ -67,12 +67,17 @@ def whoami() -> str:
 
 @dataclass(frozen=True, slots=True)
 class JobHandle:
-    """What ``enqueue`` returns: the job's id and ways to look at it."""
+    """What ``enqueue`` returns: the job's id and ways to look at it.
+
+    Attributes:
+        app: the app the job was enqueued with (the handle reads through it).
+        id: the job's id.
+        created: False when the task is unique and an active job with the same key
+            existed: this handle is that job, and no new one was made.
+    """
 
     app: App
     id: int
-    #: False when the task is unique and an active job with the same key existed:
-    #: this handle is that job, and no new one was made.
     created: bool = True
 
     def get(self) -> Job:
@@ -84,6 +89,8 @@ class JobHandle:
         return self.app.events(self.id)
 
     def cancel(self, reason: str | None = None) -> Job:
+        """Cancel the job (:meth:`App.cancel`): at once if it waits, else its worker is
+        asked to kill it; ``reason`` goes in its history."""
         return self.app.cancel(self.id, reason=reason)
 
     def wait(self, timeout: float = 60.0, poll_interval: float = 0.05) -> Job:
@@ -116,6 +123,14 @@ class App:
             or ``TASKTRAIL_SCHEMA``).
         clock: where the app, and a worker it runs, read the time (the system's by
             default; a test passes a :class:`~tasktrail.clock.ManualClock`).
+
+    Attributes:
+        dsn: the database it is pointed at (see :meth:`configure`).
+        tasks: the registered tasks, by name.
+        periodics: schedules declared with ``@app.periodic``, by name; workers store them.
+        schedules: the stored schedules (:class:`~tasktrail.schedule.Schedules`): list,
+            pause, resume, delete, their ledger.
+        clock: where the app and its worker read the time (wall and monotonic).
     """
 
     def __init__(
@@ -228,8 +243,12 @@ class App:
             retries: how many times a failed attempt is retried.
             timeout: seconds an attempt may run before its process is killed.
             priority: higher runs first.
-            retry_delay, retry_backoff, retry_max_delay, retry_jitter: the backoff, see
-                :class:`~tasktrail.retry.RetryPolicy`.
+            retry_delay: seconds before the first retry (the backoff:
+                :class:`~tasktrail.retry.RetryPolicy`).
+            retry_backoff: growth of the delay per attempt.
+            retry_max_delay: cap on the delay, in seconds.
+            retry_jitter: relative spread of the delay, 0 to 1, so that jobs that failed
+                together do not retry together.
             unique: at most one queued, reserved or running job per key: ``True`` (same
                 arguments and ref), ``"ref"`` (same ref), or a key template such as
                 ``"kpi:{kpi_id}"`` (fields: task, ref and the function's parameters).
