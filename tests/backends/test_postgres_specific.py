@@ -28,7 +28,7 @@ from tasktrail.backends import Backend, open_backend
 from tasktrail.backends.postgres.backend import COPY_FROM
 from tasktrail.clock import utcnow
 from tasktrail.config import PostgresDsn, parse_dsn
-from tasktrail.job import Outcome, WorkerInfo
+from tasktrail.job import Job, NewJob, Outcome, WorkerInfo
 from tasktrail.lifecycle import check_history
 
 try:  # the postgres extra may not be installed: skip (fail under CI) like pg_server does
@@ -875,3 +875,83 @@ def test_a_job_ending_while_a_transaction_enqueues_one_waiting_for_it_waits_for_
     assert ended == {"rejected": []}
     assert apps.app.job(child.id).status == "queued"
     assert [e.kind for e in apps.app.events(child.id)] == ["enqueued", "waiting", "ready"]
+
+
+def test_outcomes_releasing_the_same_keys_in_either_order_never_deadlock(
+    apps: Apps, pg_dsn: str, pg_server: str
+) -> None:
+    """Two workers each end a job of key a and one of key b, listed in opposite orders,
+    while a third session holds b's row of job_limits: the exchanges lock a, then b, in
+    that order, so one waits for the other instead of both for each other (PostgreSQL
+    would fail one as a deadlock; its counter for the database stays as it was)."""
+    import threading
+
+    backend = apps.backend
+    keyed = [
+        NewJob("echo", "default", "[]", "{}", None, 0, 1, None, None)._replace(
+            lock_key=key, lock_limit=2
+        )
+        for key in ("a", "b", "a", "b")
+    ]
+    a1, b1, a2, b2 = [item.id for item in backend.enqueue(keyed, now=utcnow())]
+    one = backend.register_worker(worker_info("one"), now=utcnow())
+    two = backend.register_worker(worker_info("two"), now=utcnow())
+    held: dict[int, list[Job]] = {}
+    for worker in (one, two):
+        reserved = backend.reserve(worker, [], 2, now=utcnow())
+        held[worker] = backend.mark_started(worker, [job.id for job in reserved], now=utcnow())
+    assert [[job.id for job in held[w]] for w in (one, two)] == [[a1, b1], [a2, b2]]
+    schema = schema_of(pg_dsn)
+    results: dict[int, Any] = {}
+
+    def finish(worker: int, jobs: list[Job]) -> None:
+        own = open_backend(pg_dsn)
+        try:
+            outcomes = [
+                Outcome(job.id, job.attempts, "succeeded", utcnow(), "null") for job in jobs
+            ]
+            results[worker] = own.finish(worker, outcomes, now=utcnow())
+        except Exception as exc:  # reported by the assertion below
+            results[worker] = exc
+        finally:
+            own.close()
+
+    def deadlocks(conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    with psycopg.connect(pg_server, autocommit=True) as watcher:
+        watcher.execute("SELECT pg_stat_clear_snapshot()")
+        before = deadlocks(watcher)
+        with psycopg.connect(pg_server) as blocker:
+            blocker.execute(
+                sql.SQL("SELECT 1 FROM {} WHERE lock_key = 'b' FOR UPDATE").format(
+                    sql.Identifier(schema, "job_limits")
+                )
+            )
+            threads = []
+            for worker, jobs in ((one, [held[one][1], held[one][0]]), (two, held[two])):
+                thread = threading.Thread(target=finish, args=(worker, jobs))
+                thread.start()
+                threads.append(thread)
+                waiting = len(threads)
+                deadline = time.monotonic() + DEADLINE
+                while (
+                    watcher.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()"
+                    ).fetchone()[0]
+                    < waiting
+                ):  # type: ignore[index]
+                    assert time.monotonic() < deadline, f"exchange {waiting} never waited"
+                    time.sleep(0.01)
+            blocker.rollback()
+        for thread in threads:
+            thread.join(DEADLINE)
+        assert results == {one: [], two: []}
+        watcher.execute("SELECT pg_stat_clear_snapshot()")
+        assert deadlocks(watcher) == before
+    for job_id in (a1, b1, a2, b2):
+        assert apps.app.job(job_id).status == "succeeded"

@@ -237,6 +237,7 @@ EXPECTED = {
         "claimable_jobs()": {"EXECUTE"},
         "take_back_jobs()": {"EXECUTE"},
         "wait_for_jobs()": {"EXECUTE"},
+        "lock_released_keys()": {"EXECUTE"},  # an exchange's outcomes lock their keys
     },
 }
 

@@ -79,6 +79,11 @@ __all__ = ["PostgresBackend"]
 _CLAIM_ATTEMPTS = 5
 
 
+class Collided(BackendUnavailable):
+    """A statement chosen by PostgreSQL to fail a deadlock: rolled back, nothing written.
+    The exchange tries again; to anyone else it is a passing failure, as an outage is."""
+
+
 def _outcome_params(outcomes: Sequence[Outcome], worker_id: int, now: datetime) -> dict[str, Any]:
     """The ``outcomes`` and ``events`` JSON documents of the ``exchange`` statement.
 
@@ -280,6 +285,10 @@ class PostgresBackend(Backend):
             self._conn = self._connect()
         try:
             yield self._conn
+        except psycopg.errors.DeadlockDetected as exc:
+            # (an OperationalError, but not an outage: the statement was chosen to fail
+            # and rolled back; the exchange tries it again)
+            raise Collided(f"PostgreSQL at {self.url}: {_first_line(exc)}") from exc
         except psycopg.OperationalError as exc:
             if self._conn is not None and (self._conn.broken or self._conn.closed):
                 raise BackendUnavailable(
@@ -656,10 +665,11 @@ class PostgresBackend(Backend):
             try:
                 found = self._fetch("exchange", params)
                 break
-            except psycopg.errors.DeadlockDetected:
+            except Collided:
                 # Claims in two workers at once counted two lock keys' jobs (job_limits) in
                 # opposite orders and one was chosen to fail: nothing was written. Try
-                # again; in the end, without claiming.
+                # again; in the end, without claiming (outcomes release their keys in
+                # the keys' order: two exchanges recording outcomes cannot collide).
                 if attempt == _CLAIM_ATTEMPTS - 2:
                     params["claim"] = params["start_claimed"] = 0
         else:  # pragma: no cover - the last attempt claims nothing, so it cannot collide

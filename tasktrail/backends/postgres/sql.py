@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 #: The schema version this code writes and reads (the highest migration).
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 

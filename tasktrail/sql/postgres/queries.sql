@@ -494,6 +494,10 @@ WITH outcome AS (
               c_ended_at timestamptz, c_error text, c_run_at timestamptz,
               c_extra_attempts integer, rejected_detail text, event text, event_detail text,
               child_pid integer)
+), released AS MATERIALIZED (
+    -- the lock keys of the jobs these outcomes end, locked first and in the keys' order
+    -- (see lock_released_keys): two exchanges releasing the same keys cannot deadlock
+    SELECT tasktrail.lock_released_keys(ARRAY(SELECT job_id FROM outcome)) AS locked
 ), applied AS (
     -- a job whose cancellation was asked meanwhile takes the c_ (cancelling) variant, if
     -- the outcome has one (a success has none: c_status is left out); `ended_at` is set
@@ -519,7 +523,7 @@ WITH outcome AS (
             0)
     FROM outcome o
     WHERE j.id = o.job_id AND j.status = 'running' AND j.worker_id = %(worker_id)s
-      AND j.attempts = o.attempt
+      AND j.attempts = o.attempt AND (SELECT locked FROM released) >= 0
     RETURNING j.id, j.cancel_requested_at IS NOT NULL AS cancelling, j.status, j.run_at, j.queue
 ), requeued AS (
     -- jobs given back to run now (a worker stopping, a process that never began one):

@@ -123,6 +123,11 @@ BEGIN
         GRANT EXECUTE ON FUNCTION tasktrail.take_back_jobs(bigint[], timestamptz, text)
             TO tasktrail_worker;
     END IF;
+    IF to_regprocedure('tasktrail.lock_released_keys(bigint[])') IS NULL THEN
+        missing := missing || 'tasktrail.lock_released_keys'::text;
+    ELSE
+        GRANT EXECUTE ON FUNCTION tasktrail.lock_released_keys(bigint[]) TO tasktrail_worker;
+    END IF;
     -- enqueue with after=: it writes what it needs as the schema's owner (security definer)
     IF to_regprocedure('tasktrail.wait_for_jobs(json, timestamptz)') IS NULL THEN
         missing := missing || 'tasktrail.wait_for_jobs'::text;

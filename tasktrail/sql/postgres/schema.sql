@@ -1,4 +1,4 @@
--- tasktrail schema for PostgreSQL: the complete current version (11).
+-- tasktrail schema for PostgreSQL: the complete current version (12).
 --
 -- Run it with `psql -f schema.sql`, or let `tasktrail migrate` apply the versioned files
 -- in migrations/ (the same result; a test compares the two catalogs). Every object lives
@@ -328,6 +328,23 @@ CREATE TRIGGER jobs_admit BEFORE UPDATE OF worker_id ON tasktrail.jobs
           AND NEW.status IN ('reserved', 'running') AND OLD.status NOT IN ('reserved', 'running'))
     EXECUTE FUNCTION tasktrail.admit_job();
 
+-- Lock the job_limits rows of the given jobs' lock keys, in the keys' order (the
+-- exchange calls it first with the jobs its outcomes end): the release of those keys,
+-- row by row in the job_changed trigger, then never waits for another exchange
+-- releasing the same keys in the other order (a deadlock). Nothing is read while no key
+-- is in use. Security definer: a worker may read job_limits, not lock its rows.
+CREATE OR REPLACE FUNCTION tasktrail.lock_released_keys(p_job_ids bigint[]) RETURNS integer
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT count(*)::integer FROM (
+        SELECT l.lock_key FROM tasktrail.job_limits l
+        WHERE EXISTS (SELECT 1 FROM tasktrail.job_limits)
+          AND l.lock_key IN (SELECT j.lock_key FROM tasktrail.jobs j
+                             WHERE j.id = ANY (p_job_ids) AND j.lock_key IS NOT NULL)
+        ORDER BY l.lock_key
+        FOR UPDATE
+    ) AS locked
+$$;
+
 -- After a job changed: one that leaves reserved or running counts its key down (and
 -- wakes the workers of its queue: a job of the key may be waiting); one that has ended
 -- (now, or before a job waiting for it was enqueued) counts down the jobs waiting for
@@ -560,5 +577,5 @@ FROM tasktrail.jobs
 WHERE finished_at IS NOT NULL
 GROUP BY task, date_trunc('hour', finished_at);
 
-INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control'), (5, 'lineage'), (6, 'business_calendar'), (7, 'fan_in'), (8, 'concurrency'), (9, 'rate'), (10, 'lock_freed'), (11, 'trace_context')
+INSERT INTO tasktrail.migrations (version, name) VALUES (1, 'initial'), (2, 'flow_control'), (3, 'child_pid'), (4, 'worker_control'), (5, 'lineage'), (6, 'business_calendar'), (7, 'fan_in'), (8, 'concurrency'), (9, 'rate'), (10, 'lock_freed'), (11, 'trace_context'), (12, 'ordered_release')
 ON CONFLICT (version) DO NOTHING;
