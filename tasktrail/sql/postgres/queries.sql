@@ -496,8 +496,11 @@ WITH outcome AS (
               child_pid integer)
 ), released AS MATERIALIZED (
     -- the lock keys of the jobs these outcomes end, locked first and in the keys' order
-    -- (see lock_released_keys): two exchanges releasing the same keys cannot deadlock
-    SELECT tasktrail.lock_released_keys(ARRAY(SELECT job_id FROM outcome)) AS locked
+    -- (see lock_released_keys): two exchanges releasing the same keys cannot deadlock.
+    -- Not called while no key is in use (the no-op drain: it cost that exchange 4 in 100).
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM tasktrail.job_limits)
+                THEN tasktrail.lock_released_keys(ARRAY(SELECT job_id FROM outcome))
+                ELSE 0 END AS locked
 ), applied AS (
     -- a job whose cancellation was asked meanwhile takes the c_ (cancelling) variant, if
     -- the outcome has one (a success has none: c_status is left out); `ended_at` is set

@@ -331,18 +331,23 @@ CREATE TRIGGER jobs_admit BEFORE UPDATE OF worker_id ON tasktrail.jobs
 -- Lock the job_limits rows of the given jobs' lock keys, in the keys' order (the
 -- exchange calls it first with the jobs its outcomes end): the release of those keys,
 -- row by row in the job_changed trigger, then never waits for another exchange
--- releasing the same keys in the other order (a deadlock). Nothing is read while no key
--- is in use. Security definer: a worker may read job_limits, not lock its rows.
+-- releasing the same keys in the other order (a deadlock). The exchange calls it only
+-- while some key is in use. Security definer: a worker may read job_limits, not lock
+-- its rows.
 CREATE OR REPLACE FUNCTION tasktrail.lock_released_keys(p_job_ids bigint[]) RETURNS integer
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT count(*)::integer FROM (
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    locked integer;
+BEGIN
+    SELECT count(*)::integer INTO locked FROM (
         SELECT l.lock_key FROM tasktrail.job_limits l
-        WHERE EXISTS (SELECT 1 FROM tasktrail.job_limits)
-          AND l.lock_key IN (SELECT j.lock_key FROM tasktrail.jobs j
+        WHERE l.lock_key IN (SELECT j.lock_key FROM tasktrail.jobs j
                              WHERE j.id = ANY (p_job_ids) AND j.lock_key IS NOT NULL)
         ORDER BY l.lock_key
         FOR UPDATE
-    ) AS locked
+    ) AS keys;
+    RETURN locked;
+END;
 $$;
 
 -- After a job changed: one that leaves reserved or running counts its key down (and
