@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def app(tmp_path: Path) -> Iterator[tasktrail.App]:
 
 
 def stored_context(app: tasktrail.App, job_id: int) -> str | None:
-    with sqlite3.connect(app.dsn.removeprefix("sqlite:///")) as conn:
+    with closing(sqlite3.connect(app.dsn.removeprefix("sqlite:///"))) as conn:
         [(text,)] = conn.execute("SELECT trace_context FROM jobs WHERE id = ?", (job_id,))
     return text  # type: ignore[no-any-return]
 

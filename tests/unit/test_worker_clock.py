@@ -220,6 +220,9 @@ def test_a_delay_counts_from_the_apps_clock(clock, tmp_path):
     def kpi() -> None:
         pass
 
-    handle = kpi.enqueue(delay=90)
-    # 2030 on the clock: a delay from the system's clock would be years off
-    assert app.job(handle.id).run_at == datetime(2030, 1, 1, 12, 1, 30, tzinfo=timezone.utc)
+    try:
+        handle = kpi.enqueue(delay=90)
+        # 2030 on the clock: a delay from the system's clock would be years off
+        assert app.job(handle.id).run_at == datetime(2030, 1, 1, 12, 1, 30, tzinfo=timezone.utc)
+    finally:
+        app.close()
