@@ -54,13 +54,14 @@ def tracer() -> Any | None:
     return provider.get_tracer(SCOPE)
 
 
-def _attributes(task: str, queue: str, ref: Any) -> dict[str, Any]:
+def _attributes(task: str | None, queue: str, ref: Any) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "messaging.system": "tasktrail",
         "messaging.destination.name": queue,
-        "tasktrail.task": task,
-        "tasktrail.queue": queue,
     }
+    if task is not None:
+        attributes["tasktrail.task"] = task
+    attributes["tasktrail.queue"] = queue
     if ref is not None:
         attributes["tasktrail.ref"] = str(ref)
     return attributes
@@ -97,13 +98,11 @@ def enqueue_span(jobs: Sequence[NewJob]) -> Iterator[EnqueueSpan]:
         yield _UNTRACED
         return
     first = jobs[0]
-    tasks = {job.task for job in jobs}
-    name = f"tasktrail.enqueue {first.task}" if len(tasks) == 1 else "tasktrail.enqueue"
-    attributes = _attributes(first.task if len(tasks) == 1 else "", first.queue, first.ref)
-    if len(tasks) != 1:
-        del attributes["tasktrail.task"]
-    if len(jobs) != 1:
-        attributes.pop("tasktrail.ref", None)
+    # (a batch's span names what its jobs share: the task if one, the first's queue, the
+    # ref of a single job)
+    task = first.task if all(job.task == first.task for job in jobs) else None
+    name = "tasktrail.enqueue" if task is None else f"tasktrail.enqueue {task}"
+    attributes = _attributes(task, first.queue, first.ref if len(jobs) == 1 else None)
     with found.start_as_current_span(
         name, kind=trace.SpanKind.PRODUCER, attributes=attributes
     ) as span:
@@ -183,12 +182,14 @@ class AttemptSpans:
             span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.error or outcome.kind))
         span.end(end_time=_ns(outcome.finished_at))
 
-    def close(self) -> None:
-        """End the spans still open (the worker stops without their outcomes)."""
-        for span in self._open.values():
-            span.set_attribute("tasktrail.outcome", "unknown")
+    def lost(self, job_id: int) -> None:
+        """End a job's attempt span with no outcome of this worker's: it was declared
+        lost, and the job's recovery (``lost``) is another's to write."""
+        span = self._open.pop(job_id, None)
+        if span is not None:
+            span.set_attribute("tasktrail.outcome", "lost")
+            span.set_status(trace.Status(trace.StatusCode.ERROR, "its worker was declared lost"))
             span.end()
-        self._open.clear()
 
 
 _NOTHING = nullcontext()

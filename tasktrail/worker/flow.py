@@ -577,3 +577,4 @@ class JobFlow:
         for child in self.pool.children.values():
             for assignment in child.unsent():
                 self.pool.unplan(child, assignment)
+                self.spans.lost(assignment.job.id)

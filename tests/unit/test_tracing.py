@@ -150,3 +150,14 @@ def test_a_context_that_is_not_json_makes_a_root_span(exporter: InMemorySpanExpo
     spans.ended(8, Outcome(8, 1, "succeeded", T0))
     spans.ended(9, Outcome(9, 1, "succeeded", T0))
     assert [span.parent for span in exporter.get_finished_spans()] == [None, None]
+
+
+def test_a_job_its_worker_let_go_of_ends_its_span_as_lost(exporter: InMemorySpanExporter) -> None:
+    spans = tracing.AttemptSpans("hostA")
+    spans.started([held(10, None)], T0)
+    spans.lost(10)
+    spans.lost(10)  # once only
+    [span] = exporter.get_finished_spans()
+    assert span.attributes is not None and span.attributes["tasktrail.outcome"] == "lost"
+    assert span.status.status_code is trace.StatusCode.ERROR
+    assert not spans
