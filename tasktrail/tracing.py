@@ -140,7 +140,7 @@ class AttemptSpans:
 
     def started(self, jobs: Sequence[HeldJob], at: datetime) -> None:
         """Open a span for each of ``jobs``, which started at ``at``."""
-        found = tracer()
+        found = tracer() if jobs else None
         if found is None:
             return
         start = _ns(at)

@@ -425,9 +425,9 @@ class SqliteBackend(Backend):
         statement = _Q["claim_start" if kind == "started" else "claim"]
         params = {"ids": json.dumps(ids), "worker_id": worker_id, "now": rows.ts(now)}
         found = conn.execute(statement, params).fetchall()
-        jobs = {row[0]: held((*row[:14], None, row[14])) for row in found}
+        jobs = {row[0]: held(row) for row in found}
         # started: at the row's started_at (a job under a lock: not before its key's last end)
-        at = {row[0]: datetime.fromisoformat(row[15]) for row in found if len(row) > 15}
+        at = {row[0]: datetime.fromisoformat(row[16]) for row in found if len(row) > 16}
         pids = dict(zip(ids, child_pids, strict=False))
         claimed = [
             replace(jobs[job_id], child_pid=pids.get(job_id)) if job_id in pids else jobs[job_id]
@@ -455,7 +455,7 @@ class SqliteBackend(Backend):
             _Q["start"],
             {"ids": json.dumps(list(job_ids)), "worker_id": worker_id, "now": rows.ts(now)},
         ).fetchall()
-        by_id = {row[0]: held((*row[:14], None, row[14])) for row in started_rows}
+        by_id = {row[0]: held(row) for row in started_rows}
         started = [by_id[job_id] for job_id in job_ids if job_id in by_id]
         conn.executemany(
             _Q["insert_event"],

@@ -96,7 +96,7 @@ LIMIT :limit;
 UPDATE jobs SET status = 'reserved', worker_id = :worker_id
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued' AND rate_key IS NULL
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
-          max_attempts, timeout, worker_id, lock_key, trace_context;
+          max_attempts, timeout, worker_id, lock_key, NULL AS child_pid, trace_context;
 
 -- Claimed straight into a worker's process: never waiting reserved.
 -- name: claim_start
@@ -112,7 +112,8 @@ UPDATE jobs SET status = 'running', worker_id = :worker_id, attempts = attempts 
                      WHERE f.lock_key = jobs.lock_key), :now)) END
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
-          max_attempts, timeout, worker_id, lock_key, trace_context, started_at;
+          max_attempts, timeout, worker_id, lock_key, NULL AS child_pid, trace_context,
+          started_at;
 
 -- A start under a rate: the window's record (`at` in seconds since the epoch), and the starts
 -- of that key older than the window and a minute are let go (kept that minute: a worker
@@ -129,7 +130,7 @@ UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'reserved'
   AND worker_id = :worker_id
 RETURNING id, task, queue, status, ref_type, ref_id, priority, args, kwargs, attempts,
-          max_attempts, timeout, worker_id, lock_key, trace_context;
+          max_attempts, timeout, worker_id, lock_key, NULL AS child_pid, trace_context;
 
 -- Record one outcome. Fenced: it changes the job only if the job is still running in
 -- this worker's hands at this attempt. The new status, run_at and extra attempts come
