@@ -79,6 +79,7 @@ class Supervisor:
         self._signals = SignalInbox()
         self._next_heartbeat = 0.0
         self._next_recover = 0.0
+        self._last_step: float | None = None  # when the loop last turned (monotonic)
         self._next_duties = 0.0
         self._db_retry_at = 0.0
         self._db_failures = 0
@@ -180,6 +181,7 @@ class Supervisor:
         return False
 
     def _step(self) -> None:
+        self._after_pause(self.clock.monotonic())
         self._handle_signals()
         self._reap()
         for child in self.pool.children.values():
@@ -343,6 +345,20 @@ class Supervisor:
             for child in self.pool.busy():
                 self.pool.kill(child, "abandon")
             self._db("register", self._register)
+
+    def _after_pause(self, monotonic: float) -> None:
+        """A loop that did not turn for half a lease was paused (SIGSTOP, a suspended
+        host, a call that waited for a lock): as after an outage, this worker acts on
+        expired leases only once it has run for a whole lease again. Other workers'
+        leases may have lapsed only because of it: on SQLite, a process stopped inside
+        its write transaction keeps every other worker from renewing theirs."""
+        last, self._last_step = self._last_step, monotonic
+        if last is not None and monotonic - last > self.config.lease_seconds / 2:
+            log.warning(
+                "worker %s did not run for %.1fs: recovering others' jobs only after a "
+                "lease of its own", self.name, monotonic - last,
+            )  # fmt: skip
+            self._next_recover = max(self._next_recover, monotonic + self.config.lease_seconds)
 
     def _recover(self) -> bool:
         """Recover the jobs of lost workers; True if there were any (to claim now)."""

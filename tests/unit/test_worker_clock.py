@@ -226,3 +226,14 @@ def test_a_delay_counts_from_the_apps_clock(clock, tmp_path):
         assert app.job(handle.id).run_at == datetime(2030, 1, 1, 12, 1, 30, tzinfo=timezone.utc)
     finally:
         app.close()
+
+
+def test_a_worker_that_was_paused_waits_a_lease_before_recovering_others(supervisor, clock):
+    lease = supervisor.config.lease_seconds
+    supervisor._after_pause(clock.monotonic())
+    clock.advance(lease / 4)  # an ordinary turn: nothing changes
+    supervisor._after_pause(clock.monotonic())
+    assert supervisor._next_recover == 0.0
+    clock.advance(lease)  # stopped for a whole lease: others may have lapsed because of it
+    supervisor._after_pause(clock.monotonic())
+    assert supervisor._next_recover == clock.monotonic() + lease
